@@ -1,0 +1,14 @@
+//! Domain types: validated once at the edge, then trusted everywhere.
+
+mod money;
+mod sku;
+mod sku_code;
+mod time;
+
+pub use money::{Currency, Money, MoneyError};
+pub use sku::{
+    decide, Change, Command, Committed, DomainError, Event, Field, NewSku, PriceGuard, Shortfall,
+    Sku, WriteMeta,
+};
+pub use sku_code::{SkuCode, SkuCodeError};
+pub use time::Micros;

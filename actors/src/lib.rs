@@ -1,0 +1,21 @@
+//! # skuwatch-actors
+//!
+//! The domain and the actor system of skuwatch, independent of HTTP and of
+//! any particular database.
+//!
+//! # Layout
+//! - [`domain`]: validated types (`SkuCode`, `Money`, `Sku`, `Event`) and the
+//!   one function that decides every change ([`domain::decide`]).
+//! - [`store`]: the [`store::SkuStore`] trait the actors write through.
+//! - [`bus`]: the [`bus::EventBus`] trait committed changes travel on.
+//! - [`sku_actor`]: one actor per active SKU: cached state, serial writer.
+//! - [`registry`]: finds or activates a SKU's actor; the supervisor that
+//!   restarts failed actors; passivation of idle ones.
+//! - [`messages`]: what the actors understand.
+
+pub mod bus;
+pub mod domain;
+pub mod messages;
+pub mod registry;
+pub mod sku_actor;
+pub mod store;

@@ -1,0 +1,316 @@
+//! Finds the actor of a SKU, activating it on first use, and supervises all
+//! SKU actors of an instance.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+
+use crate::bus::EventBus;
+use crate::domain::{Committed, Sku, SkuCode};
+use crate::messages::{SkuMsg, SupervisorMsg, WriteRequest};
+use crate::sku_actor::{SkuActor, SkuContext};
+use crate::store::{AdjustmentLine, SkuStore, StoreError, WriteOutcome};
+use crate::domain::WriteMeta;
+use crate::store::Idempotency;
+
+/// Why the registry could not serve a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ActorError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the SKU actor did not answer in time")]
+    Timeout,
+    #[error("the SKU actor is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Tuning of the actor system.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// An actor unused this long is passivated.
+    pub idle: Duration,
+    /// How long a caller waits for a SKU actor's reply.
+    pub call_timeout: Duration,
+    /// Restarts allowed per SKU within `restart_window`; past that a failing
+    /// SKU is left inactive until its next use.
+    pub max_restarts: u32,
+    pub restart_window: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            idle: Duration::from_secs(300),
+            call_timeout: Duration::from_secs(30),
+            max_restarts: 5,
+            restart_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The `dashmap` of active SKU actors plus their supervisor.
+#[derive(Clone)]
+pub struct Registry {
+    actors: Arc<DashMap<SkuCode, ActorRef<SkuMsg>>>,
+    supervisor: ActorRef<SupervisorMsg>,
+    ctx: SkuContext,
+    config: RegistryConfig,
+}
+
+/// How often a write is retried when its actor stopped (passivation or
+/// restart) before handling it; the write was not run in that case.
+const SEND_ATTEMPTS: usize = 4;
+
+impl Registry {
+    pub async fn start(
+        store: Arc<dyn SkuStore>,
+        bus: Arc<dyn EventBus>,
+        config: RegistryConfig,
+    ) -> Result<Self, ActorError> {
+        let actors = Arc::new(DashMap::new());
+        let ctx = SkuContext {
+            store,
+            bus,
+            actors: actors.clone(),
+            idle: config.idle,
+        };
+        let (supervisor, _) = Actor::spawn(None, SkuSupervisor, (ctx.clone(), config.clone()))
+            .await
+            .map_err(|e| ActorError::Unavailable(e.to_string()))?;
+        Ok(Self {
+            actors,
+            supervisor,
+            ctx,
+            config,
+        })
+    }
+
+    /// Number of active SKU actors.
+    pub fn active(&self) -> usize {
+        self.actors.len()
+    }
+
+    /// Whether the SKU has an active actor right now.
+    pub fn is_active(&self, sku: &SkuCode) -> bool {
+        self.actors.contains_key(sku)
+    }
+
+    async fn actor(&self, sku: &SkuCode) -> Result<ActorRef<SkuMsg>, ActorError> {
+        if let Some(actor) = self.actors.get(sku) {
+            return Ok(actor.clone());
+        }
+        let reply = self
+            .supervisor
+            .call(
+                |port| SupervisorMsg::Activate(sku.clone(), port),
+                Some(self.config.call_timeout),
+            )
+            .await
+            .map_err(|e| ActorError::Unavailable(e.to_string()))?;
+        match reply {
+            CallResult::Success(Ok(actor)) => Ok(actor),
+            CallResult::Success(Err(e)) => Err(ActorError::Unavailable(e.to_string())),
+            CallResult::Timeout => Err(ActorError::Timeout),
+            CallResult::SenderError => Err(ActorError::Unavailable("supervisor stopped".into())),
+        }
+    }
+
+    /// Sends a request to the SKU's actor; when the actor stopped before
+    /// handling it, the request was not run and goes to a fresh actor.
+    async fn ask<T: Send + 'static>(
+        &self,
+        sku: &SkuCode,
+        build: impl Fn(ractor::RpcReplyPort<Result<T, StoreError>>) -> SkuMsg,
+    ) -> Result<T, ActorError> {
+        let mut last = String::new();
+        for _ in 0..SEND_ATTEMPTS {
+            let actor = self.actor(sku).await?;
+            match actor.call(&build, Some(self.config.call_timeout)).await {
+                Ok(CallResult::Success(result)) => return result.map_err(ActorError::from),
+                Ok(CallResult::Timeout) => return Err(ActorError::Timeout),
+                Ok(CallResult::SenderError) => last = "actor stopped".into(),
+                Err(e) => last = e.to_string(),
+            }
+            // The stopped actor may still be registered for a moment.
+            let id = actor.get_id();
+            self.actors.remove_if(sku, |_, a| a.get_id() == id);
+        }
+        Err(ActorError::Unavailable(last))
+    }
+
+    /// The SKU as its actor caches it (API.md: served from the actor).
+    pub async fn get(&self, sku: &SkuCode) -> Result<Option<Sku>, ActorError> {
+        self.ask(sku, SkuMsg::Get).await
+    }
+
+    /// Runs a single-SKU write through the SKU's actor.
+    pub async fn write(
+        &self,
+        sku: &SkuCode,
+        request: WriteRequest,
+    ) -> Result<WriteOutcome, ActorError> {
+        self.ask(sku, |port| SkuMsg::Write(Box::new(request.clone()), port))
+            .await
+    }
+
+    /// Runs an atomic multi-SKU adjustment. It spans several actors, so the
+    /// transaction runs here; the result is then offered to each active
+    /// actor before returning, so a following GET reads it.
+    pub async fn write_batch(
+        &self,
+        lines: Vec<AdjustmentLine>,
+        meta: WriteMeta,
+        idempotency: Option<Idempotency>,
+    ) -> Result<WriteOutcome, ActorError> {
+        let this = self.clone();
+        // A task of its own: a client hanging up must not cancel the work
+        // between commit and publish.
+        tokio::spawn(async move {
+            let outcome = this
+                .ctx
+                .store
+                .write_batch(&lines, &meta, idempotency.as_ref())
+                .await?;
+            if let WriteOutcome::Committed(changes) = &outcome {
+                let changes: Vec<_> = changes.iter().cloned().map(Arc::new).collect();
+                this.ctx.bus.publish(&changes);
+                for change in &changes {
+                    this.apply(change);
+                }
+            }
+            Ok(outcome)
+        })
+        .await
+        .map_err(|e| ActorError::Unavailable(e.to_string()))?
+    }
+
+    /// Offers a committed change to the SKU's actor if it is active; an
+    /// inactive SKU reads the database when it is next activated.
+    pub fn apply(&self, change: &Arc<Committed>) {
+        if let Some(actor) = self.actors.get(&change.sku.sku) {
+            let _ = actor.cast(SkuMsg::Apply(change.clone()));
+        }
+    }
+
+    /// Fault injection for supervision tests: makes the SKU's actor fail.
+    #[doc(hidden)]
+    pub async fn fail_actor(&self, sku: &SkuCode) -> Result<(), ActorError> {
+        let actor = self.actor(sku).await?;
+        actor
+            .cast(SkuMsg::Fail)
+            .map_err(|e| ActorError::Unavailable(e.to_string()))
+    }
+
+    /// Stops the supervisor and with it every SKU actor.
+    pub fn stop(&self) {
+        self.supervisor.stop(None);
+    }
+}
+
+/// Supervises the SKU actors: spawns them, and restarts a failed one (which
+/// reloads from the database on its first message) within a bounded budget.
+struct SkuSupervisor;
+
+struct SupervisorState {
+    ctx: SkuContext,
+    config: RegistryConfig,
+    /// Which SKU each child serves, to know what to restart.
+    children: HashMap<ActorId, SkuCode>,
+    /// Recent restarts per SKU: count and start of the window.
+    restarts: HashMap<SkuCode, (u32, Instant)>,
+}
+
+impl SupervisorState {
+    async fn spawn(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        sku: SkuCode,
+    ) -> Result<ActorRef<SkuMsg>, ractor::SpawnErr> {
+        if let Some(actor) = self.ctx.actors.get(&sku) {
+            return Ok(actor.clone());
+        }
+        let (actor, _) = Actor::spawn_linked(
+            None,
+            SkuActor,
+            (sku.clone(), self.ctx.clone()),
+            myself.get_cell(),
+        )
+        .await?;
+        self.children.insert(actor.get_id(), sku.clone());
+        self.ctx.actors.insert(sku, actor.clone());
+        Ok(actor)
+    }
+}
+
+impl Actor for SkuSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = (SkuContext, RegistryConfig);
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        (ctx, config): (SkuContext, RegistryConfig),
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        Ok(SupervisorState {
+            ctx,
+            config,
+            children: HashMap::new(),
+            restarts: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        message: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::Activate(sku, reply) => {
+                let _ = reply.send(state.spawn(&myself, sku).await);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, failure) = match event {
+            SupervisionEvent::ActorTerminated(cell, _, _) => (cell, None),
+            SupervisionEvent::ActorFailed(cell, error) => (cell, Some(error)),
+            _ => return Ok(()),
+        };
+        let id = cell.get_id();
+        let Some(sku) = state.children.remove(&id) else {
+            return Ok(());
+        };
+        state.ctx.actors.remove_if(&sku, |_, a| a.get_id() == id);
+        let Some(error) = failure else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let window = state.restarts.entry(sku.clone()).or_insert((0, now));
+        if now.duration_since(window.1) > state.config.restart_window {
+            *window = (0, now);
+        }
+        window.0 += 1;
+        if window.0 > state.config.max_restarts {
+            tracing::error!(%sku, %error, "SKU actor failed too often; left inactive until next use");
+            return Ok(());
+        }
+        tracing::warn!(%sku, %error, "SKU actor failed; restarting");
+        if let Err(e) = state.spawn(&myself, sku.clone()).await {
+            tracing::error!(%sku, error = %e, "could not restart SKU actor");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,120 @@
+//! The SKU actor: the cached state of one SKU and the serial writer for it
+//! on this instance.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::bus::EventBus;
+use crate::domain::{Sku, SkuCode};
+use crate::messages::SkuMsg;
+use crate::store::{SkuStore, StoreError, WriteOutcome};
+
+/// Everything a SKU actor needs; shared by all actors of an instance.
+#[derive(Clone)]
+pub struct SkuContext {
+    pub store: Arc<dyn SkuStore>,
+    pub bus: Arc<dyn EventBus>,
+    /// The registry's map, so a passivating actor can take itself out.
+    pub actors: Arc<DashMap<SkuCode, ActorRef<SkuMsg>>>,
+    /// Unused this long, the actor stops (passivation).
+    pub idle: Duration,
+}
+
+pub struct SkuActor;
+
+pub struct SkuActorState {
+    sku: SkuCode,
+    ctx: SkuContext,
+    /// `None` until the first message: the state is read from the database
+    /// only once the actor is registered, so no change committed before that
+    /// read can be missed (later ones arrive as `Apply` or via writes).
+    cached: Option<Option<Sku>>,
+    last_used: Instant,
+}
+
+impl SkuActorState {
+    async fn loaded(&mut self) -> Result<Option<&Sku>, StoreError> {
+        if self.cached.is_none() {
+            self.cached = Some(self.ctx.store.load(&self.sku).await?);
+        }
+        Ok(self.cached.as_ref().and_then(Option::as_ref))
+    }
+
+    /// Keeps `sku` if it is newer than the cached state.
+    fn offer(&mut self, sku: &Sku) {
+        if let Some(cached) = &mut self.cached {
+            if cached.as_ref().is_none_or(|c| c.version < sku.version) {
+                *cached = Some(sku.clone());
+            }
+        }
+    }
+}
+
+impl Actor for SkuActor {
+    type Msg = SkuMsg;
+    type State = SkuActorState;
+    type Arguments = (SkuCode, SkuContext);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SkuMsg>,
+        (sku, ctx): (SkuCode, SkuContext),
+    ) -> Result<SkuActorState, ActorProcessingErr> {
+        // The timer task ends by itself once the actor is gone.
+        myself.send_interval(ctx.idle / 2, || SkuMsg::IdleCheck);
+        Ok(SkuActorState {
+            sku,
+            ctx,
+            cached: None,
+            last_used: Instant::now(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SkuMsg>,
+        message: SkuMsg,
+        state: &mut SkuActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SkuMsg::Get(reply) => {
+                state.last_used = Instant::now();
+                let _ = reply.send(state.loaded().await.map(Option::<&Sku>::cloned));
+            }
+            SkuMsg::Write(request, reply) => {
+                state.last_used = Instant::now();
+                let outcome = state
+                    .ctx
+                    .store
+                    .write(
+                        &state.sku,
+                        &request.command,
+                        &request.meta,
+                        request.idempotency.as_ref(),
+                    )
+                    .await;
+                if let Ok(WriteOutcome::Committed(changes)) = &outcome {
+                    let changes: Vec<_> = changes.iter().cloned().map(Arc::new).collect();
+                    if let Some(last) = changes.last() {
+                        state.offer(&last.sku);
+                    }
+                    state.ctx.bus.publish(&changes);
+                }
+                let _ = reply.send(outcome);
+            }
+            SkuMsg::Apply(change) => state.offer(&change.sku),
+            SkuMsg::IdleCheck => {
+                if state.last_used.elapsed() >= state.ctx.idle {
+                    let id = myself.get_id();
+                    state.ctx.actors.remove_if(&state.sku, |_, a| a.get_id() == id);
+                    myself.stop(Some("passivated".into()));
+                }
+            }
+            SkuMsg::Fail => return Err("fault injected".into()),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,134 @@
+//! The storage trait the actors need; implemented for PostgreSQL and SQLite
+//! in the `skuwatch` crate (`src/store/`).
+
+use async_trait::async_trait;
+
+use crate::domain::{Command, Committed, DomainError, Event, Field, Micros, Sku, SkuCode, WriteMeta};
+
+/// A storage failure that is not a domain rule: connection lost, constraint
+/// the domain did not foresee, corrupt row. Shown to clients as a bare 500 or
+/// 503; the text goes to the log only.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// An HTTP response kept for an idempotency key, returned verbatim on a retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    /// The JSON body as sent the first time.
+    pub body: String,
+}
+
+/// Turns the first outcome of a keyed request into the response to keep.
+pub type RenderResponse = fn(&WriteOutcome) -> StoredResponse;
+
+/// An `Idempotency-Key` with the request it was first used for (API.md,
+/// Conventions: a retry within 24 h returns the first response).
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    /// The client's key, 1-255 characters.
+    pub key: String,
+    /// The route the key belongs to, so one key on two routes cannot clash.
+    pub scope: String,
+    /// Hash of the request body and path; a different one is a mismatch.
+    pub fingerprint: String,
+    pub render: RenderResponse,
+}
+
+/// The result of one write transaction.
+#[derive(Debug, Clone)]
+pub enum WriteOutcome {
+    /// Committed, one entry per event, in `event_id` order.
+    Committed(Vec<Committed>),
+    /// Refused by a domain rule; nothing changed.
+    Rejected(DomainError),
+    /// The idempotency key was seen before with the same request.
+    Replayed(StoredResponse),
+    /// The idempotency key was seen before with a different request.
+    IdempotencyMismatch,
+}
+
+/// One line of an atomic batch adjustment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdjustmentLine {
+    pub sku: SkuCode,
+    pub delta: i64,
+}
+
+/// Filters for the SKU list (API.md `GET /skus`), ordered by `sku`.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Keyset cursor: only SKUs after this code.
+    pub after: Option<SkuCode>,
+    /// Case-insensitive substring of the code or the name.
+    pub q: Option<String>,
+    pub below_threshold: bool,
+    pub limit: i64,
+}
+
+/// Which events to read for a chart (API.md `GET /skus/{sku}/history`).
+#[derive(Debug, Clone)]
+pub struct HistoryQuery {
+    pub sku: SkuCode,
+    pub field: Field,
+    pub from: Option<Micros>,
+    pub to: Option<Micros>,
+    pub limit: i64,
+}
+
+/// Storage of SKUs, their events and idempotency keys. The database is the
+/// source of truth: every write is one transaction that locks the SKU row,
+/// applies [`crate::domain::decide`], writes the row and appends the event
+/// with the next global `event_id`.
+#[async_trait]
+pub trait SkuStore: Send + Sync + 'static {
+    /// The SKU as committed, or `None`.
+    async fn load(&self, sku: &SkuCode) -> Result<Option<Sku>, StoreError>;
+
+    /// The SKUs that exist among `skus`, in code order.
+    async fn load_many(&self, skus: &[SkuCode]) -> Result<Vec<Sku>, StoreError>;
+
+    /// Applies one command to one SKU in one transaction.
+    async fn write(
+        &self,
+        sku: &SkuCode,
+        command: &Command,
+        meta: &WriteMeta,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<WriteOutcome, StoreError>;
+
+    /// Applies all adjustments or none, in one transaction (an order's lines).
+    async fn write_batch(
+        &self,
+        lines: &[AdjustmentLine],
+        meta: &WriteMeta,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<WriteOutcome, StoreError>;
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Sku>, StoreError>;
+
+    /// Committed events with `event_id > after`, oldest first, optionally only
+    /// for some SKUs. Gap-free: ids are assigned in commit order.
+    async fn events_after(
+        &self,
+        after: i64,
+        limit: i64,
+        skus: Option<&[SkuCode]>,
+    ) -> Result<Vec<Committed>, StoreError>;
+
+    /// Events of one field of one SKU in a time range, oldest first.
+    async fn history(&self, query: &HistoryQuery) -> Result<Vec<Event>, StoreError>;
+
+    /// The highest committed `event_id` (0 when there is none).
+    async fn last_event_id(&self) -> Result<i64, StoreError>;
+
+    /// Cheap reachability check for `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
