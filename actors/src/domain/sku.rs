@@ -88,6 +88,37 @@ impl Sku {
     }
 }
 
+impl Sku {
+    /// Reads back the JSON of [`Sku::to_json`], as kept with each event.
+    pub fn from_json(value: &Value) -> Option<Self> {
+        let text = |key: &str| value.get(key)?.as_str();
+        let currency = Currency::parse(text("currency")?).ok()?;
+        let money = |v: &Value| -> Option<Option<i64>> {
+            match v {
+                Value::Null => Some(None),
+                Value::String(s) => Money::parse(s, currency).ok().map(|m| Some(m.minor)),
+                _ => None,
+            }
+        };
+        let guard = value.get("price_guard")?;
+        Some(Self {
+            sku: SkuCode::parse(text("sku")?).ok()?,
+            name: text("name")?.to_owned(),
+            currency,
+            price_minor: Money::parse(text("price")?, currency).ok()?.minor,
+            stock: value.get("stock")?.as_i64()?,
+            low_stock_threshold: value.get("low_stock_threshold")?.as_i64()?,
+            price_guard: PriceGuard {
+                max_change_pct: guard.get("max_change_pct")?.as_i64(),
+                min_price: money(guard.get("min_price")?)?,
+                max_price: money(guard.get("max_price")?)?,
+            },
+            version: value.get("version")?.as_i64()?,
+            updated_at: Micros::parse_rfc3339(text("updated_at")?)?,
+        })
+    }
+}
+
 impl Serialize for Sku {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.to_json().serialize(s)
@@ -392,6 +423,14 @@ mod tests {
             &WriteMeta::default(),
             Micros(1),
         )
+    }
+
+    #[test]
+    fn the_json_form_reads_back_to_the_same_state() {
+        let mut s = sku(3);
+        s.updated_at = Micros(1_764_410_400_123_456);
+        s.price_guard.min_price = Some(50);
+        assert_eq!(Sku::from_json(&s.to_json()), Some(s));
     }
 
     #[test]

@@ -1,0 +1,34 @@
+//! The in-process bus: one instance, no Redis.
+
+use std::sync::Arc;
+
+use skuwatch_actors::bus::EventBus;
+use skuwatch_actors::domain::Committed;
+use tokio::sync::broadcast;
+
+/// A broadcast channel. A receiver that falls more than `capacity` events
+/// behind is told it lagged and catches up from the database.
+pub struct InProcessBus {
+    sender: broadcast::Sender<Arc<Committed>>,
+}
+
+impl InProcessBus {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            sender: broadcast::channel(capacity).0,
+        }
+    }
+}
+
+impl EventBus for InProcessBus {
+    fn publish(&self, changes: &[Arc<Committed>]) {
+        for change in changes {
+            // No receiver yet is fine: nothing to deliver to.
+            let _ = self.sender.send(change.clone());
+        }
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
+        self.sender.subscribe()
+    }
+}

@@ -1,0 +1,84 @@
+//! Settings: defaults, then `SKUWATCH_*`/`DATABASE_URL` environment, then
+//! command-line flags (clap's `env`). Every setting is in the README's
+//! configuration table.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+/// A value that must never be printed (a database URL may hold a password).
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// Settings of `skuwatch serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Address to listen on.
+    #[arg(long, env = "SKUWATCH_BIND", default_value = "127.0.0.1:8000")]
+    pub bind: SocketAddr,
+
+    /// `postgres://...` or `sqlite://FILE`; the default is a SQLite file in
+    /// the working directory, created and migrated on start.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://skuwatch.db", hide_env_values = true)]
+    pub database_url: Secret,
+
+    /// Size of the PostgreSQL connection pool (SQLite: readers).
+    #[arg(long, env = "SKUWATCH_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+
+    /// Seconds a SKU actor may stay unused before it is passivated.
+    #[arg(long, env = "SKUWATCH_ACTOR_IDLE_SECS", default_value_t = 300)]
+    pub actor_idle_secs: u64,
+
+    /// Messages a WebSocket session queues in order before conflating.
+    #[arg(long, env = "SKUWATCH_WS_QUEUE", default_value_t = 1024)]
+    pub ws_queue: usize,
+
+    /// Distinct SKUs a conflating session may hold before it is closed (4408).
+    #[arg(long, env = "SKUWATCH_WS_CONFLATE_MAX", default_value_t = 10_000)]
+    pub ws_conflate_max: usize,
+
+    /// Seconds between server pings; a peer silent for two is dropped.
+    #[arg(long, env = "SKUWATCH_WS_PING_SECS", default_value_t = 20)]
+    pub ws_ping_secs: u64,
+
+    /// Seconds one WebSocket send may take before the client is too slow (4408).
+    #[arg(long, env = "SKUWATCH_WS_SEND_TIMEOUT_SECS", default_value_t = 10)]
+    pub ws_send_timeout_secs: u64,
+
+    /// Largest WebSocket message and frame from a client, in bytes.
+    #[arg(long, env = "SKUWATCH_WS_MAX_MESSAGE_BYTES", default_value_t = 256 * 1024)]
+    pub ws_max_message_bytes: usize,
+
+    /// Largest JSON request body, in bytes (413 past it).
+    #[arg(long, env = "SKUWATCH_BODY_LIMIT_BYTES", default_value_t = 1024 * 1024)]
+    pub body_limit_bytes: usize,
+
+    /// Largest CSV import body, in bytes (413 past it).
+    #[arg(long, env = "SKUWATCH_IMPORT_LIMIT_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub import_limit_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        Defaults::parse_from(["skuwatch"]).settings
+    }
+}

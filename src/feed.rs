@@ -1,0 +1,144 @@
+//! The feed: turns what the bus delivers (possibly late, out of order, or
+//! lost) into the gap-free stream of changes in `event_id` order, and hands
+//! each change to the SKU actors and the hub.
+//!
+//! Event ids are assigned by the database without gaps and become visible in
+//! id order (see `migrations/*/0001_core.sql`), so a missing id is a change
+//! still on its way or lost by the bus; after a short wait it is read from
+//! the database.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use skuwatch_actors::bus::EventBus;
+use skuwatch_actors::domain::Committed;
+use skuwatch_actors::registry::Registry;
+use skuwatch_actors::store::SkuStore;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::Hub;
+
+/// How long an id may be missing before it is read from the database.
+const GAP_WAIT: Duration = Duration::from_millis(100);
+/// How often the database is asked whether the bus lost the newest changes.
+const TAIL_CHECK: Duration = Duration::from_secs(1);
+const PAGE: i64 = 500;
+
+pub struct Feed {
+    store: Arc<dyn SkuStore>,
+    registry: Registry,
+    hub: Arc<Hub>,
+    /// The next `event_id` to dispatch.
+    next: i64,
+    pending: BTreeMap<i64, Arc<Committed>>,
+    gap_since: Option<Instant>,
+}
+
+impl Feed {
+    /// Subscribes to the bus and starts at the database's newest event.
+    pub async fn start(
+        store: Arc<dyn SkuStore>,
+        bus: &dyn EventBus,
+        registry: Registry,
+        hub: Arc<Hub>,
+        shutdown: CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<()>, skuwatch_actors::store::StoreError> {
+        let receiver = bus.subscribe();
+        let last = store.last_event_id().await?;
+        hub.set_position(last);
+        let feed = Feed {
+            store,
+            registry,
+            hub,
+            next: last + 1,
+            pending: BTreeMap::new(),
+            gap_since: None,
+        };
+        Ok(tokio::spawn(feed.run(receiver, shutdown)))
+    }
+
+    async fn run(
+        mut self,
+        mut receiver: tokio::sync::broadcast::Receiver<Arc<Committed>>,
+        shutdown: CancellationToken,
+    ) {
+        let mut gap_timer = tokio::time::interval(GAP_WAIT / 2);
+        let mut last_tail_check = Instant::now();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                received = receiver.recv() => match received {
+                    Ok(change) => self.offer(change),
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "feed lagged behind the bus; catching up from the database");
+                        self.catch_up().await;
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+                _ = gap_timer.tick() => {
+                    let gap_is_old = self.gap_since.is_some_and(|t| t.elapsed() >= GAP_WAIT);
+                    if gap_is_old || last_tail_check.elapsed() >= TAIL_CHECK {
+                        last_tail_check = Instant::now();
+                        self.catch_up().await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn offer(&mut self, change: Arc<Committed>) {
+        if change.event.event_id >= self.next {
+            self.pending.insert(change.event.event_id, change);
+        }
+        self.drain_ready();
+    }
+
+    fn drain_ready(&mut self) {
+        while let Some(entry) = self.pending.first_entry() {
+            if *entry.key() != self.next {
+                break;
+            }
+            let change = entry.remove();
+            self.dispatch(&change);
+        }
+        if self.pending.is_empty() {
+            self.gap_since = None;
+        } else {
+            self.gap_since.get_or_insert_with(Instant::now);
+        }
+    }
+
+    fn dispatch(&mut self, change: &Arc<Committed>) {
+        self.registry.apply(change);
+        self.hub.dispatch(change);
+        self.next = change.event.event_id + 1;
+    }
+
+    /// Reads what is missing from the database, then resumes from the bus.
+    async fn catch_up(&mut self) {
+        loop {
+            let page = match self.store.events_after(self.next - 1, PAGE, None).await {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::warn!(%error, "feed could not read missed events; will retry");
+                    return;
+                }
+            };
+            let full = page.len() as i64 == PAGE;
+            for change in page {
+                if change.event.event_id == self.next {
+                    self.pending.remove(&change.event.event_id);
+                    self.dispatch(&Arc::new(change));
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        let next = self.next;
+        self.pending.retain(|id, _| *id >= next);
+        self.drain_ready();
+    }
+}

@@ -1,0 +1,251 @@
+//! Every error a client can see, as an RFC 9457 problem document
+//! (`application/problem+json`, API.md Conventions). This is the one place
+//! where errors become HTTP.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{json, Value};
+use skuwatch_actors::domain::DomainError;
+use skuwatch_actors::registry::ActorError;
+use skuwatch_actors::store::{StoreError, StoredResponse, WriteOutcome};
+
+/// One field-level complaint.
+#[derive(Debug, Clone, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl ToString) -> Self {
+        Self {
+            field: field.into(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// A problem document.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    /// Stable machine code (API.md), e.g. `insufficient_stock`.
+    kind: &'static str,
+    detail: String,
+    errors: Vec<FieldError>,
+    /// Extension members, e.g. the SKUs that lacked stock.
+    extra: Option<(&'static str, Value)>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            detail: detail.into(),
+            errors: Vec::new(),
+            extra: None,
+        }
+    }
+
+    /// 422 `validation` with the fields at fault.
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        let detail = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Self {
+            errors,
+            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", detail)
+        }
+    }
+
+    pub fn field(field: &str, message: impl ToString) -> Self {
+        Self::validation(vec![FieldError::new(field, message)])
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server failed; the error is logged",
+        )
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    fn title(&self) -> &'static str {
+        match self.kind {
+            "validation" => "Invalid request",
+            "not_found" => "Not found",
+            "already_exists" => "Already exists",
+            "insufficient_stock" => "Insufficient stock",
+            "version_mismatch" => "Version mismatch",
+            "idempotency_mismatch" => "Idempotency key reused with another request",
+            "malformed_json" => "Malformed JSON",
+            "payload_too_large" => "Payload too large",
+            "unsupported_media_type" => "Unsupported media type",
+            "method_not_allowed" => "Method not allowed",
+            "unavailable" => "Service unavailable",
+            _ => "Internal server error",
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut body = json!({
+            "type": self.kind,
+            "title": self.title(),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        if !self.errors.is_empty() {
+            body["errors"] = json!(self.errors);
+        }
+        if let Some((key, value)) = &self.extra {
+            body[*key] = value.clone();
+        }
+        body
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            self.to_json().to_string(),
+        )
+            .into_response()
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(error: DomainError) -> Self {
+        let detail = error.to_string();
+        match error {
+            DomainError::NotFound(_) => Self::not_found(detail),
+            DomainError::AlreadyExists(_) => {
+                Self::new(StatusCode::CONFLICT, "already_exists", detail)
+            }
+            DomainError::VersionMismatch { current, .. } => Self {
+                extra: Some(("current_version", json!(current))),
+                ..Self::new(StatusCode::PRECONDITION_FAILED, "version_mismatch", detail)
+            },
+            DomainError::InsufficientStock(lacking) => {
+                let errors = lacking
+                    .iter()
+                    .map(|s| {
+                        FieldError::new(
+                            "delta",
+                            format!("SKU {} has {} in stock; {} would take it below 0", s.sku, s.stock, s.delta),
+                        )
+                    })
+                    .collect();
+                let skus: Vec<_> = lacking.iter().map(|s| s.sku.as_str()).collect();
+                Self {
+                    errors,
+                    extra: Some(("skus", json!(skus))),
+                    ..Self::new(
+                        StatusCode::CONFLICT,
+                        "insufficient_stock",
+                        format!("not enough stock for {}", skus.join(", ")),
+                    )
+                }
+            }
+            DomainError::CurrencyMismatch { .. } => Self::field("currency", detail),
+            DomainError::StockOverflow(_) => Self::field("delta", detail),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(reason) => {
+                tracing::warn!(%reason, "database unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database is unavailable; nothing was changed, retry later",
+                )
+            }
+            other => {
+                tracing::error!(error = %other, "storage failure");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl From<ActorError> for ApiError {
+    fn from(error: ActorError) -> Self {
+        match error {
+            ActorError::Store(e) => e.into(),
+            ActorError::Timeout | ActorError::Unavailable(_) => {
+                tracing::warn!(%error, "SKU actor unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the SKU is busy; retry with the same Idempotency-Key",
+                )
+            }
+        }
+    }
+}
+
+/// The response of a non-committed write outcome; `Ok(changes)` for a commit.
+pub fn committed_or_error(
+    outcome: WriteOutcome,
+) -> Result<Vec<skuwatch_actors::domain::Committed>, Response> {
+    match outcome {
+        WriteOutcome::Committed(changes) => Ok(changes),
+        WriteOutcome::Rejected(error) => Err(ApiError::from(error).into_response()),
+        WriteOutcome::IdempotencyMismatch => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_mismatch",
+            "this Idempotency-Key was used with a different request",
+        )
+        .into_response()),
+        WriteOutcome::Replayed(stored) => Err(replayed(stored)),
+    }
+}
+
+/// A kept response, returned verbatim.
+pub fn replayed(stored: StoredResponse) -> Response {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let content_type = if status.is_success() {
+        "application/json"
+    } else {
+        "application/problem+json"
+    };
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::HeaderName::from_static("idempotent-replayed"), "true"),
+        ],
+        stored.body,
+    )
+        .into_response()
+}
+
+/// Renders a rejected outcome the way [`committed_or_error`] would, for
+/// keeping with an idempotency key.
+pub fn stored_rejection(outcome: &WriteOutcome) -> Option<StoredResponse> {
+    let error = match outcome {
+        WriteOutcome::Rejected(error) => ApiError::from(error.clone()),
+        _ => return None,
+    };
+    Some(StoredResponse {
+        status: error.status.as_u16(),
+        body: error.to_json().to_string(),
+    })
+}

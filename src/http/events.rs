@@ -1,0 +1,112 @@
+//! The global change feed and per-SKU history.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use skuwatch_actors::domain::{Field, Micros};
+use skuwatch_actors::store::{HistoryQuery, SkuStore};
+
+use super::error::ApiError;
+use super::extract::{ApiQuery, SkuPath};
+use super::validate::Checks;
+use super::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsParams {
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// `GET /api/v1/events?after=N&limit=M` -> `{"events": [...], "next_after": n}`.
+/// Gap-free: ids become visible in id order.
+pub async fn feed(
+    State(app): State<AppState>,
+    ApiQuery(params): ApiQuery<EventsParams>,
+) -> Result<Response, ApiError> {
+    let mut checks = Checks::default();
+    let after = params.after.unwrap_or(0);
+    let limit = params.limit.unwrap_or(100);
+    if after < 0 {
+        checks.fail("after", "must be 0 or more");
+    }
+    if !(1..=1000).contains(&limit) {
+        checks.fail("limit", "must be 1-1000");
+    }
+    checks.finish()?;
+    let changes = app.store.events_after(after, limit, None).await?;
+    let next_after = changes.last().map_or(after, |c| c.event.event_id);
+    let events: Vec<_> = changes.into_iter().map(|c| c.event).collect();
+    Ok(Json(json!({ "events": events, "next_after": next_after })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryParams {
+    field: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /api/v1/skus/{sku}/history?field=price|stock&from=&to=&limit=`:
+/// points oldest first, the value right after each change.
+pub async fn history(
+    State(app): State<AppState>,
+    SkuPath(sku): SkuPath,
+    ApiQuery(params): ApiQuery<HistoryParams>,
+) -> Result<Response, ApiError> {
+    let mut checks = Checks::default();
+    let field = match params.field.as_deref().unwrap_or("stock") {
+        "stock" => Some(Field::Stock),
+        "price" => Some(Field::Price),
+        _ => {
+            checks.fail("field", "must be price or stock");
+            None
+        }
+    };
+    let mut time = |name: &str, raw: Option<&str>| {
+        raw.and_then(|raw| {
+            let parsed = Micros::parse_rfc3339(raw);
+            if parsed.is_none() {
+                checks.fail(name, "must be an RFC 3339 time");
+            }
+            parsed
+        })
+    };
+    let from = time("from", params.from.as_deref());
+    let to = time("to", params.to.as_deref());
+    let limit = params.limit.unwrap_or(1000);
+    if !(1..=10_000).contains(&limit) {
+        checks.fail("limit", "must be 1-10000");
+    }
+    checks.finish()?;
+    if app.registry.get(&sku).await?.is_none() {
+        return Err(ApiError::not_found(format!("SKU {sku} does not exist")));
+    }
+    let events = app
+        .store
+        .history(&HistoryQuery {
+            sku,
+            field: field.unwrap_or(Field::Stock),
+            from,
+            to,
+            limit,
+        })
+        .await?;
+    let points: Vec<_> = events
+        .into_iter()
+        .map(|e| {
+            json!({
+                "at": e.at,
+                "value": e.new,
+                "version": e.version,
+                "event_id": e.event_id,
+                "reason": e.reason,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "points": points })).into_response())
+}

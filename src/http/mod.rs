@@ -1,0 +1,165 @@
+//! The REST API of `../shared/API.md`. Handlers are thin: they validate into
+//! domain types, hand the work to the SKU actors or the store, and map the
+//! outcome; every error goes through [`error::ApiError`].
+
+pub mod error;
+mod events;
+mod extract;
+mod skus;
+mod stock;
+mod validate;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde_json::json;
+use skuwatch_actors::domain::{Command, Sku, SkuCode, WriteMeta};
+use skuwatch_actors::messages::WriteRequest;
+use skuwatch_actors::registry::Registry;
+use skuwatch_actors::store::SkuStore;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::hub::Hub;
+use crate::store::SqlStore;
+use error::{committed_or_error, ApiError};
+pub use skus::DEFAULT_LOW_STOCK_THRESHOLD;
+
+/// Shared by every handler and WebSocket session.
+#[derive(Clone)]
+pub struct AppState(Arc<AppInner>);
+
+pub struct AppInner {
+    pub store: Arc<SqlStore>,
+    pub registry: Registry,
+    pub hub: Arc<Hub>,
+    pub settings: Settings,
+    /// Cancelled on SIGTERM/SIGINT: sessions close with 1001.
+    pub shutdown: CancellationToken,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(inner: AppInner) -> Self {
+        Self(Arc::new(inner))
+    }
+}
+
+/// Runs a single-SKU write through its actor and returns the new state, or
+/// the problem document of a refusal.
+async fn write_one(
+    app: &AppState,
+    sku: &SkuCode,
+    command: Command,
+    reason: Option<String>,
+    if_match: Option<i64>,
+) -> Result<Sku, ErrorResponse> {
+    let request = WriteRequest {
+        command,
+        meta: WriteMeta {
+            reason,
+            actor: None,
+            if_match,
+        },
+        idempotency: None,
+    };
+    let outcome = app.registry.write(sku, request).await?;
+    let changes = committed_or_error(outcome).map_err(ErrorResponse)?;
+    changes
+        .last()
+        .map(|c| c.sku.clone())
+        .ok_or_else(|| ApiError::internal().into())
+}
+
+/// A ready-made error response (a problem document or a kept response).
+pub struct ErrorResponse(Response);
+
+impl<E: Into<ApiError>> From<E> for ErrorResponse {
+    fn from(error: E) -> Self {
+        Self(error.into().into_response())
+    }
+}
+
+impl IntoResponse for ErrorResponse {
+    fn into_response(self) -> Response {
+        self.0
+    }
+}
+
+/// `POST /api/v1/import`, body `text/csv`.
+async fn import(State(app): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    let body = extract::body_of_type(request, &(), "csv").await?;
+    let (rows, errors) = crate::import::parse(&body).map_err(|e| ApiError::field("header", e))?;
+    let report = crate::import::apply(&app.registry, rows, errors, None).await?;
+    Ok(Json(report).into_response())
+}
+
+/// `GET /healthz`: the process is alive.
+async fn healthz() -> Response {
+    Json(json!({ "status": "ok" })).into_response()
+}
+
+/// `GET /readyz`: the database answers (and Redis, once configured).
+async fn readyz(State(app): State<AppState>) -> Response {
+    match app.store.ping().await {
+        Ok(()) => Json(json!({ "status": "ready", "database": "ok" })).into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "not_ready", "database": "unreachable" })),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn no_route() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn wrong_method() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
+pub fn router(app: AppState) -> Router {
+    let settings = &app.settings;
+    let api = Router::new()
+        .route("/skus", get(skus::list).post(skus::create))
+        .route("/skus/{sku}", get(skus::get).patch(skus::patch))
+        .route("/skus/{sku}/price", put(skus::set_price))
+        .route("/skus/{sku}/stock", put(skus::set_stock))
+        .route("/skus/{sku}/stock/adjustments", post(stock::adjust))
+        .route("/skus/{sku}/history", get(events::history))
+        .route("/stock/adjustments", post(stock::adjust_batch))
+        .route("/events", get(events::feed))
+        .route(
+            "/import",
+            post(import).layer(DefaultBodyLimit::max(settings.import_limit_bytes)),
+        )
+        .method_not_allowed_fallback(wrong_method);
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/ws", get(crate::ws::upgrade))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(app)
+}

@@ -1,0 +1,120 @@
+//! Collects field errors so a client learns every problem at once.
+
+use std::fmt::Display;
+
+use serde_json::value::RawValue;
+use skuwatch_actors::domain::{Currency, Money, PriceGuard};
+
+use super::error::{ApiError, FieldError};
+
+#[derive(Default)]
+pub struct Checks {
+    errors: Vec<FieldError>,
+}
+
+/// Longest SKU name accepted, in characters.
+pub const MAX_NAME_CHARS: usize = 500;
+/// Longest `reason`, in characters.
+pub const MAX_REASON_CHARS: usize = 200;
+
+impl Checks {
+    /// Keeps the value, or notes the error under `field`.
+    pub fn check<T, E: Display>(&mut self, field: &str, result: Result<T, E>) -> Option<T> {
+        result
+            .map_err(|e| self.errors.push(FieldError::new(field, e)))
+            .ok()
+    }
+
+    pub fn fail(&mut self, field: &str, message: impl ToString) {
+        self.errors.push(FieldError::new(field, message));
+    }
+
+    /// 422 with every error noted, or `Ok` when there is none.
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::validation(self.errors))
+        }
+    }
+
+    pub fn name(&mut self, field: &str, raw: &str) -> Option<String> {
+        let name = raw.trim();
+        if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+            self.fail(field, format!("must be 1-{MAX_NAME_CHARS} characters"));
+            None
+        } else if name.chars().any(char::is_control) {
+            self.fail(field, "must not contain control characters");
+            None
+        } else {
+            Some(name.to_owned())
+        }
+    }
+
+    pub fn reason(&mut self, raw: Option<String>) -> Option<String> {
+        let reason = raw?.trim().to_owned();
+        if reason.chars().count() > MAX_REASON_CHARS || reason.chars().any(char::is_control) {
+            self.fail("reason", format!("must be at most {MAX_REASON_CHARS} printable characters"));
+            return None;
+        }
+        (!reason.is_empty()).then_some(reason)
+    }
+
+    pub fn non_negative(&mut self, field: &str, value: i64) -> Option<i64> {
+        if value < 0 {
+            self.fail(field, "must be 0 or more");
+            None
+        } else {
+            Some(value)
+        }
+    }
+
+    /// A price: exact in the currency's minor units, and > 0.
+    pub fn price(&mut self, field: &str, raw: &RawValue, currency: Currency) -> Option<Money> {
+        let money = self.check(field, Money::parse_json(raw.get(), currency))?;
+        if money.minor <= 0 {
+            self.fail(field, "must be greater than 0");
+            return None;
+        }
+        Some(money)
+    }
+
+    pub fn price_guard(&mut self, raw: &GuardInput, currency: Currency) -> PriceGuard {
+        let max_change_pct = raw.max_change_pct.and_then(|pct| {
+            if (1..=10_000).contains(&pct) {
+                Some(pct)
+            } else {
+                self.fail("price_guard.max_change_pct", "must be 1-10000 (percent)");
+                None
+            }
+        });
+        let mut bound = |field: &str, raw: &Option<Box<RawValue>>| {
+            raw.as_deref()
+                .and_then(|raw| self.price(field, raw, currency))
+                .map(|m| m.minor)
+        };
+        let guard = PriceGuard {
+            max_change_pct,
+            min_price: bound("price_guard.min_price", &raw.min_price),
+            max_price: bound("price_guard.max_price", &raw.max_price),
+        };
+        if let (Some(min), Some(max)) = (guard.min_price, guard.max_price) {
+            if min > max {
+                self.fail("price_guard", "min_price must not exceed max_price");
+            }
+        }
+        guard
+    }
+}
+
+/// The `price_guard` object of a request (API.md, SKUs).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardInput {
+    #[serde(default)]
+    pub max_change_pct: Option<i64>,
+    #[serde(default)]
+    pub min_price: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub max_price: Option<Box<RawValue>>,
+}

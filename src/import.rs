@@ -1,0 +1,325 @@
+//! CSV catalog import (API.md `POST /import`), shared by the HTTP route and
+//! `skuwatch import`: parse every row, report bad ones by line number, upsert
+//! the good ones through the SKU actors.
+
+use std::collections::HashMap;
+
+use futures_util::stream::{self, StreamExt};
+use serde::Serialize;
+use skuwatch_actors::domain::{Command, Currency, Money, NewSku, PriceGuard, SkuCode, WriteMeta};
+use skuwatch_actors::messages::WriteRequest;
+use skuwatch_actors::registry::{ActorError, Registry};
+use skuwatch_actors::store::WriteOutcome;
+
+use crate::http::DEFAULT_LOW_STOCK_THRESHOLD;
+
+/// Columns; the last two are optional (API.md).
+const REQUIRED: [&str; 4] = ["sku", "name", "price", "currency"];
+const OPTIONAL: [&str; 2] = ["stock", "low_stock_threshold"];
+/// SKUs imported at once; rows of one SKU stay in file order.
+const PARALLEL_SKUS: usize = 16;
+
+/// A row that was not imported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RowError {
+    /// 1-based line in the file (the header is line 1).
+    pub line: u64,
+    pub message: String,
+}
+
+/// The import report (API.md `{"created", "updated", "errors"}`), plus rows
+/// that matched the stored SKU already.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ImportReport {
+    pub created: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub errors: Vec<RowError>,
+}
+
+/// The whole file is unusable (no or wrong header, not UTF-8 at all).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HeaderError(pub String);
+
+/// One valid row.
+#[derive(Debug, Clone)]
+pub struct ImportRow {
+    pub line: u64,
+    pub sku: SkuCode,
+    pub name: String,
+    pub price: Money,
+    pub stock: Option<i64>,
+    pub low_stock_threshold: Option<i64>,
+}
+
+/// Parses RFC 4180 CSV with an optional UTF-8 BOM. Bad rows become
+/// [`RowError`]s; good rows are returned in file order.
+pub fn parse(bytes: &[u8]) -> Result<(Vec<ImportRow>, Vec<RowError>), HeaderError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(bytes);
+    let header = reader
+        .headers()
+        .map_err(|e| HeaderError(format!("cannot read the header row: {e}")))?
+        .clone();
+    let mut index = HashMap::new();
+    for (i, name) in header.iter().enumerate() {
+        let name = name.trim();
+        if !REQUIRED.contains(&name) && !OPTIONAL.contains(&name) {
+            return Err(HeaderError(format!(
+                "unknown column '{name}'; the header is sku,name,price,currency[,stock][,low_stock_threshold]"
+            )));
+        }
+        if index.insert(name.to_owned(), i).is_some() {
+            return Err(HeaderError(format!("column '{name}' appears twice")));
+        }
+    }
+    if let Some(missing) = REQUIRED.iter().find(|c| !index.contains_key(**c)) {
+        return Err(HeaderError(format!("the header lacks the column '{missing}'")));
+    }
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    let mut record = csv::ByteRecord::new();
+    loop {
+        let line = reader.position().line() + 1;
+        match reader.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                let line = e.position().map_or(line, |p| p.line());
+                errors.push(RowError {
+                    line,
+                    message: format!("not valid CSV: {e}"),
+                });
+                // A broken quote swallows the rest of the file; stop there.
+                break;
+            }
+        }
+        let line = record.position().map_or(line, |p| p.line());
+        if record.iter().all(|f| f.is_empty()) {
+            continue;
+        }
+        match parse_row(&record, &index, line, header.len()) {
+            Ok(row) => rows.push(row),
+            Err(message) => errors.push(RowError { line, message }),
+        }
+    }
+    Ok((rows, errors))
+}
+
+fn parse_row(
+    record: &csv::ByteRecord,
+    index: &HashMap<String, usize>,
+    line: u64,
+    columns: usize,
+) -> Result<ImportRow, String> {
+    if record.len() != columns {
+        return Err(format!("has {} fields, the header has {columns}", record.len()));
+    }
+    let field = |name: &str| -> Result<Option<&str>, String> {
+        match index.get(name) {
+            None => Ok(None),
+            Some(&i) => std::str::from_utf8(&record[i])
+                .map(|s| Some(s.trim()).filter(|s| !s.is_empty()))
+                .map_err(|_| format!("{name}: not valid UTF-8")),
+        }
+    };
+    let required = |name: &str| field(name)?.ok_or_else(|| format!("{name}: missing"));
+    let integer = |name: &str| -> Result<Option<i64>, String> {
+        field(name)?
+            .map(|raw| match raw.parse::<i64>() {
+                Ok(n) if n >= 0 => Ok(n),
+                _ => Err(format!("{name}: '{raw}' is not a whole number >= 0")),
+            })
+            .transpose()
+    };
+    let sku = SkuCode::parse(required("sku")?).map_err(|e| format!("sku: {e}"))?;
+    let name = required("name")?;
+    if name.chars().count() > 500 || name.chars().any(char::is_control) {
+        return Err("name: must be 1-500 printable characters".into());
+    }
+    let currency = Currency::parse(required("currency")?).map_err(|e| format!("currency: {e}"))?;
+    let price = Money::parse(required("price")?, currency).map_err(|e| format!("price: {e}"))?;
+    if price.minor <= 0 {
+        return Err("price: must be greater than 0".into());
+    }
+    Ok(ImportRow {
+        line,
+        sku,
+        name: name.to_owned(),
+        price,
+        stock: integer("stock")?,
+        low_stock_threshold: integer("low_stock_threshold")?,
+    })
+}
+
+enum RowResult {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+/// Creates or updates each row's SKU through its actor. Each field change is
+/// its own event (name/threshold as meta, then price, then stock).
+pub async fn apply(
+    registry: &Registry,
+    rows: Vec<ImportRow>,
+    mut errors: Vec<RowError>,
+    actor: Option<String>,
+) -> Result<ImportReport, ActorError> {
+    // Rows of one SKU in file order; different SKUs in parallel.
+    let mut groups: Vec<Vec<ImportRow>> = Vec::new();
+    let mut group_of: HashMap<SkuCode, usize> = HashMap::new();
+    for row in rows {
+        let i = *group_of.entry(row.sku.clone()).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[i].push(row);
+    }
+    let results: Vec<Vec<(u64, Result<RowResult, String>)>> = stream::iter(groups)
+        .map(|group| {
+            let actor = actor.clone();
+            async move {
+                let mut out = Vec::with_capacity(group.len());
+                for row in group {
+                    let line = row.line;
+                    let result = apply_row(registry, row, actor.clone()).await;
+                    out.push((line, result));
+                }
+                out
+            }
+        })
+        .buffer_unordered(PARALLEL_SKUS)
+        .collect()
+        .await;
+    let mut report = ImportReport::default();
+    for (line, result) in results.into_iter().flatten() {
+        match result {
+            Ok(RowResult::Created) => report.created += 1,
+            Ok(RowResult::Updated) => report.updated += 1,
+            Ok(RowResult::Unchanged) => report.unchanged += 1,
+            Err(message) => errors.push(RowError { line, message }),
+        }
+    }
+    errors.sort_by_key(|e| e.line);
+    report.errors = errors;
+    Ok(report)
+}
+
+async fn apply_row(
+    registry: &Registry,
+    row: ImportRow,
+    actor: Option<String>,
+) -> Result<RowResult, String> {
+    let meta = WriteMeta {
+        reason: Some("import".into()),
+        actor,
+        if_match: None,
+    };
+    let write = |command: Command| {
+        let request = WriteRequest {
+            command,
+            meta: meta.clone(),
+            idempotency: None,
+        };
+        async {
+            match registry.write(&row.sku, request).await {
+                Ok(WriteOutcome::Committed(_)) => Ok(()),
+                Ok(WriteOutcome::Rejected(e)) => Err(e.to_string()),
+                Ok(_) => Err("unexpected idempotent outcome".to_owned()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
+    let current = registry.get(&row.sku).await.map_err(|e| e.to_string())?;
+    let Some(current) = current else {
+        write(Command::Create(NewSku {
+            name: row.name.clone(),
+            price: row.price,
+            stock: row.stock.unwrap_or(0),
+            low_stock_threshold: row.low_stock_threshold.unwrap_or(DEFAULT_LOW_STOCK_THRESHOLD),
+            price_guard: PriceGuard::default(),
+        }))
+        .await?;
+        return Ok(RowResult::Created);
+    };
+    if current.currency != row.price.currency {
+        return Err(format!(
+            "currency: SKU {} is priced in {}, not {}",
+            row.sku, current.currency, row.price.currency
+        ));
+    }
+    let mut changed = false;
+    let name = (current.name != row.name).then(|| row.name.clone());
+    let threshold = row
+        .low_stock_threshold
+        .filter(|t| *t != current.low_stock_threshold);
+    if name.is_some() || threshold.is_some() {
+        write(Command::Patch {
+            name,
+            low_stock_threshold: threshold,
+            price_guard: None,
+        })
+        .await?;
+        changed = true;
+    }
+    if current.price_minor != row.price.minor {
+        // A catalog import states the price; it is never refused by the guard.
+        write(Command::SetPrice {
+            price: row.price,
+            confirm: true,
+        })
+        .await?;
+        changed = true;
+    }
+    if let Some(stock) = row.stock.filter(|s| *s != current.stock) {
+        write(Command::SetStock { stock }).await?;
+        changed = true;
+    }
+    Ok(if changed {
+        RowResult::Updated
+    } else {
+        RowResult::Unchanged
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bom_quoted_commas_and_bad_rows_are_handled_by_line_number() {
+        let csv = "\u{feff}sku,name,price,currency,stock\n\
+                   85123A,\"HEART, WHITE\",2.55,GBP,120\n\
+                   BAD CODE,x,1.00,GBP,1\n\
+                   22423,\"REGENCY \"\"CAKESTAND\"\"\",12.75,GBP,\n\
+                   X1,y,2.555,GBP,1\n\
+                   X2,y,1,JPY,-1\n";
+        let (rows, errors) = parse(csv.as_bytes()).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].name, "HEART, WHITE");
+        assert_eq!(rows[0].stock, Some(120));
+        assert_eq!(rows[1].name, "REGENCY \"CAKESTAND\"");
+        assert_eq!(rows[1].stock, None);
+        let lines: Vec<u64> = errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [3, 5, 6]);
+    }
+
+    #[test]
+    fn an_unknown_or_missing_column_refuses_the_file() {
+        assert!(parse(b"sku,name,price\nA,b,1\n").is_err());
+        assert!(parse(b"sku,name,price,currency,colour\n").is_err());
+        assert!(parse(b"").is_err());
+    }
+
+    #[test]
+    fn a_row_with_the_wrong_number_of_fields_is_reported() {
+        let (rows, errors) = parse(b"sku,name,price,currency\nA,b,1.00\nB,c,1.00,GBP\n").unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(errors[0].line, 2);
+    }
+}

@@ -1,0 +1,153 @@
+//! # skuwatch
+//!
+//! Real-time inventory and price monitoring: every change to a SKU's stock
+//! or price is committed to the database, then pushed to every dashboard.
+//!
+//! # Layout
+//! - [`config`]: settings (defaults, environment, flags).
+//! - [`store`]: the `SkuStore` implementation, PostgreSQL or SQLite.
+//! - [`bus`]: the event bus between instances (in-process for now).
+//! - [`feed`]: the bus made into a gap-free, ordered stream of changes.
+//! - [`hub`]: fan-out of that stream to WebSocket sessions.
+//! - [`outbox`]: a session's bounded queue with conflation.
+//! - [`http`]: the REST API; [`ws`]: the WebSocket sessions.
+//! - [`import`]: CSV catalog import; [`replay`]: the real-data replay client.
+//!
+//! The domain, the SKU actors, their supervisor and registry live in the
+//! `skuwatch-actors` crate.
+//!
+//! Write path: handler -> SKU actor -> one transaction (row + event with the
+//! next global `event_id`) -> bus. Push path: bus -> [`feed`] (order, gaps
+//! filled from the database) -> SKU actor cache and [`hub`] -> session
+//! [`outbox`] -> WebSocket.
+
+pub mod bus;
+pub mod config;
+pub mod feed;
+pub mod http;
+pub mod hub;
+pub mod import;
+pub mod outbox;
+pub mod replay;
+pub mod store;
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use skuwatch_actors::bus::EventBus;
+use skuwatch_actors::registry::{ActorError, Registry, RegistryConfig};
+use skuwatch_actors::store::StoreError;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Settings;
+use http::{AppInner, AppState};
+
+/// Events the in-process bus buffers per receiver before it lags.
+const BUS_CAPACITY: usize = 65_536;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("actors: {0}")]
+    Actors(#[from] ActorError),
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running server.
+pub struct App {
+    addr: SocketAddr,
+    state: AppState,
+    server: JoinHandle<std::io::Result<()>>,
+    feed: JoinHandle<()>,
+}
+
+/// Builds everything from `settings` and serves on an already bound
+/// `listener` (port 0 in tests): when this returns, the server accepts.
+pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, StartError> {
+    let store = store::connect(&settings.database_url.0, settings.db_max_connections).await?;
+    let bus: Arc<dyn EventBus> = Arc::new(bus::InProcessBus::new(BUS_CAPACITY));
+    let registry = Registry::start(
+        store::as_dyn(&store),
+        bus.clone(),
+        RegistryConfig {
+            idle: Duration::from_secs(settings.actor_idle_secs.max(1)),
+            ..RegistryConfig::default()
+        },
+    )
+    .await?;
+    let hub = Arc::new(hub::Hub::default());
+    let shutdown = CancellationToken::new();
+    let feed = feed::Feed::start(
+        store::as_dyn(&store),
+        bus.as_ref(),
+        registry.clone(),
+        hub.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    let state = AppState::new(AppInner {
+        store,
+        registry,
+        hub,
+        settings,
+        shutdown: shutdown.clone(),
+    });
+    let router = http::router(state.clone());
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+    });
+    tracing::info!(%addr, "skuwatch listening");
+    Ok(App {
+        addr,
+        state,
+        server,
+        feed,
+    })
+}
+
+impl App {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// A token that, when cancelled, shuts the server down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.state.shutdown.clone()
+    }
+
+    /// Stops accepting, closes sessions with 1001, waits for in-flight
+    /// requests (at most `deadline`), then stops the actors and the pools.
+    pub async fn shutdown(self, deadline: Duration) {
+        self.state.shutdown.cancel();
+        if tokio::time::timeout(deadline, self.server).await.is_err() {
+            tracing::warn!("in-flight requests did not finish before the deadline");
+        }
+        let _ = self.feed.await;
+        self.state.registry.stop();
+        self.state.store.close().await;
+    }
+
+    /// Runs until the server stops by itself (it does not, short of an error).
+    pub async fn wait(self) {
+        let _ = (&mut { self.server }).await;
+    }
+}

@@ -1,0 +1,183 @@
+//! The bounded outgoing queue of one WebSocket session, with conflation.
+//!
+//! The hub pushes without ever waiting: a slow client costs its own session
+//! memory (bounded here), never the hub's time. Up to `queue` messages are
+//! kept in order; past that, only the newest message per SKU is kept
+//! (conflation, sent with `"conflated": true`); past `conflated` distinct
+//! SKUs the session is marked too slow and is closed with 4408.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use indexmap::IndexMap;
+use skuwatch_actors::domain::{Committed, SkuCode};
+use tokio::sync::Notify;
+
+/// One change, serialised once for every session that receives it.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub event_id: i64,
+    pub sku: SkuCode,
+    pub version: i64,
+    /// `{"type":"sku","event_id":..,"sku":SKU,"change":Event}`.
+    pub text: Arc<str>,
+}
+
+const SKU_MESSAGE_PREFIX: &str = "{\"type\":\"sku\",";
+
+impl Outgoing {
+    pub fn new(change: &Committed) -> Self {
+        let text = serde_json::json!({
+            "type": "sku",
+            "event_id": change.event.event_id,
+            "sku": change.sku,
+            "change": change.event,
+        })
+        .to_string();
+        debug_assert!(text.starts_with(SKU_MESSAGE_PREFIX));
+        Self {
+            event_id: change.event.event_id,
+            sku: change.sku.sku.clone(),
+            version: change.sku.version,
+            text: text.into(),
+        }
+    }
+
+    /// The same message marked `"conflated": true`, without re-serialising.
+    pub fn conflated_text(&self) -> String {
+        let rest = self.text.strip_prefix(SKU_MESSAGE_PREFIX).unwrap_or(&self.text);
+        format!("{SKU_MESSAGE_PREFIX}\"conflated\":true,{rest}")
+    }
+}
+
+/// Limits of one session's queue.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxLimits {
+    /// Messages kept in order before conflating.
+    pub queue: usize,
+    /// Distinct SKUs kept while conflating before the session is too slow.
+    pub conflated: usize,
+}
+
+/// What the session's writer takes out in one go.
+#[derive(Debug, Default)]
+pub struct Drained {
+    pub in_order: Vec<Arc<Outgoing>>,
+    /// Newest message per SKU, to be sent marked as conflated.
+    pub conflated: Vec<Arc<Outgoing>>,
+    pub too_slow: bool,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Arc<Outgoing>>,
+    conflated: IndexMap<SkuCode, Arc<Outgoing>>,
+    /// The hub dispatches in `event_id` order; anything not newer is a
+    /// duplicate (a session subscribed to a SKU and to all).
+    last_event_id: i64,
+    too_slow: bool,
+}
+
+pub struct Outbox {
+    state: Mutex<State>,
+    ready: Notify,
+    limits: OutboxLimits,
+}
+
+impl Outbox {
+    pub fn new(limits: OutboxLimits) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            ready: Notify::new(),
+            limits,
+        }
+    }
+
+    /// Queues a message; never blocks on the client.
+    pub fn push(&self, message: &Arc<Outgoing>) {
+        {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if message.event_id <= state.last_event_id || state.too_slow {
+                return;
+            }
+            state.last_event_id = message.event_id;
+            if state.conflated.is_empty() && state.queue.len() < self.limits.queue {
+                state.queue.push_back(message.clone());
+            } else {
+                state.conflated.insert(message.sku.clone(), message.clone());
+                if state.conflated.len() > self.limits.conflated {
+                    // Free the memory now; the session closes with 4408.
+                    state.too_slow = true;
+                    state.queue = VecDeque::new();
+                    state.conflated = IndexMap::new();
+                }
+            }
+        }
+        self.ready.notify_one();
+    }
+
+    /// Waits until something is queued.
+    pub async fn ready(&self) {
+        self.ready.notified().await
+    }
+
+    /// Takes everything queued.
+    pub fn drain(&self) -> Drained {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        Drained {
+            in_order: state.queue.drain(..).collect(),
+            conflated: state.conflated.drain(..).map(|(_, m)| m).collect(),
+            too_slow: state.too_slow,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(event_id: i64, sku: &str) -> Arc<Outgoing> {
+        Arc::new(Outgoing {
+            event_id,
+            sku: SkuCode::parse(sku).unwrap(),
+            version: event_id,
+            text: format!("{SKU_MESSAGE_PREFIX}\"event_id\":{event_id}}}").into(),
+        })
+    }
+
+    #[test]
+    fn a_slow_session_keeps_only_the_newest_message_per_sku_past_its_queue() {
+        let outbox = Outbox::new(OutboxLimits { queue: 2, conflated: 10 });
+        for (id, sku) in [(1, "A"), (2, "B"), (3, "A"), (4, "B"), (5, "A")] {
+            outbox.push(&message(id, sku));
+        }
+        let drained = outbox.drain();
+        let ids = |v: &[Arc<Outgoing>]| v.iter().map(|m| m.event_id).collect::<Vec<_>>();
+        assert_eq!(ids(&drained.in_order), [1, 2]);
+        assert_eq!(ids(&drained.conflated), [5, 4]);
+        assert!(!drained.too_slow);
+        assert_eq!(
+            drained.conflated[0].conflated_text(),
+            "{\"type\":\"sku\",\"conflated\":true,\"event_id\":5}"
+        );
+    }
+
+    #[test]
+    fn too_many_conflated_skus_mark_the_session_too_slow_and_free_the_queue() {
+        let outbox = Outbox::new(OutboxLimits { queue: 1, conflated: 2 });
+        for (id, sku) in [(1, "A"), (2, "B"), (3, "C"), (4, "D")] {
+            outbox.push(&message(id, sku));
+        }
+        let drained = outbox.drain();
+        assert!(drained.too_slow);
+        assert!(drained.in_order.is_empty() && drained.conflated.is_empty());
+    }
+
+    #[test]
+    fn a_message_seen_twice_is_queued_once() {
+        let outbox = Outbox::new(OutboxLimits { queue: 10, conflated: 10 });
+        outbox.push(&message(1, "A"));
+        outbox.push(&message(1, "A"));
+        assert_eq!(outbox.drain().in_order.len(), 1);
+    }
+}

@@ -1,0 +1,656 @@
+//! One SQL implementation of [`SkuStore`] for both backends.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use skuwatch_actors::domain::{
+    decide, Command, Committed, Currency, DomainError, Event, Field, Micros, PriceGuard, Shortfall,
+    Sku, SkuCode, WriteMeta,
+};
+use skuwatch_actors::store::{
+    AdjustmentLine, HistoryQuery, Idempotency, ListQuery, SkuStore, StoreError, StoredResponse,
+    WriteOutcome,
+};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyConnection, AnyPool, Row, Transaction};
+
+use super::Backend;
+
+/// Keys older than this are forgotten (API.md: retries within 24 h).
+const IDEMPOTENCY_WINDOW_US: i64 = 24 * 3600 * 1_000_000;
+
+const SKU_COLUMNS: &str = "sku, name, currency, price_minor, stock, low_stock_threshold, \
+     guard_max_change_pct, guard_min_price, guard_max_price, version, updated_us";
+
+const EVENT_COLUMNS: &str =
+    "event_id, sku, version, at_us, field, old_value, new_value, delta, reason, actor, state";
+
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// PostgreSQL or SQLite behind one set of queries.
+pub struct SqlStore {
+    backend: Backend,
+    /// All writes. For SQLite a single connection: SQLite has one writer at a
+    /// time, and queueing in the pool instead of in SQLite's lock means no
+    /// `database is locked` under concurrent writers.
+    write: AnyPool,
+    /// Reads. SQLite in WAL mode lets these run beside the writer.
+    read: AnyPool,
+}
+
+type Tx = Transaction<'static, sqlx::Any>;
+
+fn db_error(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            StoreError::Unavailable(e.to_string())
+        }
+        other => StoreError::Database(other.to_string()),
+    }
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+impl SqlStore {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let store = match backend {
+            Backend::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(url)
+                    .await
+                    .map_err(db_error)?;
+                POSTGRES_MIGRATIONS
+                    .run(&pool)
+                    .await
+                    .map_err(|e| StoreError::Database(e.to_string()))?;
+                Self {
+                    backend,
+                    write: pool.clone(),
+                    read: pool,
+                }
+            }
+            Backend::Sqlite => {
+                let url = if url.contains("mode=") {
+                    url.to_owned()
+                } else if url.contains('?') {
+                    format!("{url}&mode=rwc")
+                } else {
+                    format!("{url}?mode=rwc")
+                };
+                let write = sqlite_pool(&url, 1).await?;
+                SQLITE_MIGRATIONS
+                    .run(&write)
+                    .await
+                    .map_err(|e| StoreError::Database(e.to_string()))?;
+                let read = sqlite_pool(&url, max_connections.clamp(1, 8)).await?;
+                Self {
+                    backend,
+                    write,
+                    read,
+                }
+            }
+        };
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes both pools (graceful shutdown).
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+
+    fn for_update(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres => " FOR UPDATE",
+            // The single writer connection already excludes other writers.
+            Backend::Sqlite => "",
+        }
+    }
+
+    async fn begin(&self) -> Result<Tx, StoreError> {
+        self.write.begin().await.map_err(db_error)
+    }
+
+    /// Reads and locks the SKU rows of a write, in code order so that two
+    /// batches touching the same SKUs cannot deadlock.
+    async fn lock_rows(
+        &self,
+        tx: &mut Tx,
+        skus: &BTreeSet<&SkuCode>,
+    ) -> Result<BTreeMap<SkuCode, Sku>, StoreError> {
+        let mut rows = BTreeMap::new();
+        for sku in skus {
+            let row = sqlx::query(&format!(
+                "SELECT {SKU_COLUMNS} FROM skus WHERE sku = $1{}",
+                self.for_update()
+            ))
+            .bind(sku.as_str())
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db_error)?;
+            if let Some(row) = row {
+                rows.insert((*sku).clone(), sku_from_row(&row)?);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Records the key, or finds it was used before.
+    async fn claim_key(
+        &self,
+        tx: &mut Tx,
+        idem: &Idempotency,
+        now: Micros,
+    ) -> Result<Option<WriteOutcome>, StoreError> {
+        // On PostgreSQL this waits for a concurrent transaction holding the
+        // same key, then sees its committed row: a retry racing the first
+        // attempt still gets the first response.
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (scope, key, fingerprint, created_us) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (scope, key) DO NOTHING",
+        )
+        .bind(&idem.scope)
+        .bind(&idem.key)
+        .bind(&idem.fingerprint)
+        .bind(now.0)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        if inserted.rows_affected() == 1 {
+            return Ok(None);
+        }
+        let row = sqlx::query(
+            "SELECT fingerprint, status, body, created_us FROM idempotency_keys \
+             WHERE scope = $1 AND key = $2",
+        )
+        .bind(&idem.scope)
+        .bind(&idem.key)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        let created: i64 = row.try_get("created_us").map_err(db_error)?;
+        let status: Option<i64> = row.try_get("status").map_err(db_error)?;
+        let body: Option<String> = row.try_get("body").map_err(db_error)?;
+        if created < now.0 - IDEMPOTENCY_WINDOW_US || status.is_none() {
+            sqlx::query(
+                "UPDATE idempotency_keys SET fingerprint = $3, created_us = $4, status = NULL, \
+                 body = NULL WHERE scope = $1 AND key = $2",
+            )
+            .bind(&idem.scope)
+            .bind(&idem.key)
+            .bind(&idem.fingerprint)
+            .bind(now.0)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+            return Ok(None);
+        }
+        let fingerprint: String = row.try_get("fingerprint").map_err(db_error)?;
+        if fingerprint != idem.fingerprint {
+            return Ok(Some(WriteOutcome::IdempotencyMismatch));
+        }
+        Ok(Some(WriteOutcome::Replayed(StoredResponse {
+            status: u16::try_from(status.unwrap_or(500)).unwrap_or(500),
+            body: body.unwrap_or_default(),
+        })))
+    }
+
+    /// Writes the changed rows and appends the events, then ends the
+    /// transaction: commit when something is to be kept, else roll back.
+    async fn finish(
+        &self,
+        mut tx: Tx,
+        decided: Result<Vec<skuwatch_actors::domain::Change>, DomainError>,
+        meta: &WriteMeta,
+        idem: Option<&Idempotency>,
+        now: Micros,
+        creating: bool,
+    ) -> Result<WriteOutcome, StoreError> {
+        let outcome = match decided {
+            Err(rejection) => WriteOutcome::Rejected(rejection),
+            Ok(changes) => {
+                match self.append(&mut tx, &changes, meta, now, creating).await? {
+                    Some(committed) => WriteOutcome::Committed(committed),
+                    None => WriteOutcome::Rejected(DomainError::AlreadyExists(
+                        changes[0].state.sku.clone(),
+                    )),
+                }
+            }
+        };
+        let keep = match idem {
+            Some(idem) => {
+                let response = (idem.render)(&outcome);
+                sqlx::query(
+                    "UPDATE idempotency_keys SET status = $3, body = $4 WHERE scope = $1 AND key = $2",
+                )
+                .bind(&idem.scope)
+                .bind(&idem.key)
+                .bind(i64::from(response.status))
+                .bind(response.body)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+                true
+            }
+            None => matches!(outcome, WriteOutcome::Committed(_)),
+        };
+        if keep {
+            tx.commit().await.map_err(db_error)?;
+        } else {
+            tx.rollback().await.map_err(db_error)?;
+        }
+        Ok(outcome)
+    }
+
+    /// Writes each change's row and event. `None` when a create lost a race
+    /// with another instance creating the same SKU.
+    async fn append(
+        &self,
+        tx: &mut Tx,
+        changes: &[skuwatch_actors::domain::Change],
+        meta: &WriteMeta,
+        now: Micros,
+        creating: bool,
+    ) -> Result<Option<Vec<Committed>>, StoreError> {
+        // Final state per SKU: a batch may touch one SKU twice.
+        let mut finals: BTreeMap<&SkuCode, &Sku> = BTreeMap::new();
+        for change in changes {
+            finals.insert(&change.state.sku, &change.state);
+        }
+        for state in finals.values() {
+            let query = if creating {
+                format!(
+                    "INSERT INTO skus ({SKU_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+                     $10, $11) ON CONFLICT (sku) DO NOTHING"
+                )
+            } else {
+                "UPDATE skus SET name = $2, currency = $3, price_minor = $4, stock = $5, \
+                 low_stock_threshold = $6, guard_max_change_pct = $7, guard_min_price = $8, \
+                 guard_max_price = $9, version = $10, updated_us = $11 WHERE sku = $1"
+                    .to_owned()
+            };
+            let done = sqlx::query(&query)
+                .bind(state.sku.as_str())
+                .bind(&state.name)
+                .bind(state.currency.code())
+                .bind(state.price_minor)
+                .bind(state.stock)
+                .bind(state.low_stock_threshold)
+                .bind(state.price_guard.max_change_pct)
+                .bind(state.price_guard.min_price)
+                .bind(state.price_guard.max_price)
+                .bind(state.version)
+                .bind(state.updated_at.0)
+                .execute(&mut **tx)
+                .await
+                .map_err(db_error)?;
+            if done.rows_affected() != 1 {
+                return Ok(None);
+            }
+        }
+        // Last: the event ids. The clock row stays locked until commit.
+        let count = i64::try_from(changes.len()).map_err(|_| corrupt("batch size"))?;
+        let last: i64 = sqlx::query(
+            "UPDATE event_clock SET last_event_id = last_event_id + $1 WHERE id = 1 \
+             RETURNING last_event_id",
+        )
+        .bind(count)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db_error)?
+        .try_get(0)
+        .map_err(db_error)?;
+        let mut committed = Vec::with_capacity(changes.len());
+        for (change, event_id) in changes.iter().zip(last - count + 1..) {
+            let event = Event {
+                event_id,
+                sku: change.state.sku.clone(),
+                version: change.state.version,
+                at: now,
+                field: change.field,
+                old: change.old.clone(),
+                new: change.new.clone(),
+                delta: change.delta,
+                reason: meta.reason.clone(),
+                actor: meta.actor.clone(),
+            };
+            sqlx::query(&format!(
+                "INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+                 $10, $11)"
+            ))
+            .bind(event.event_id)
+            .bind(event.sku.as_str())
+            .bind(event.version)
+            .bind(event.at.0)
+            .bind(event.field.as_str())
+            .bind((!event.old.is_null()).then(|| event.old.to_string()))
+            .bind(event.new.to_string())
+            .bind(event.delta)
+            .bind(event.reason.as_deref())
+            .bind(event.actor.as_deref())
+            .bind(change.state.to_json().to_string())
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+            committed.push(Committed {
+                event,
+                sku: change.state.clone(),
+            });
+        }
+        Ok(Some(committed))
+    }
+}
+
+async fn sqlite_pool(url: &str, max: u32) -> Result<AnyPool, StoreError> {
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(|conn: &mut AnyConnection, _| {
+            Box::pin(async move {
+                for pragma in [
+                    "PRAGMA journal_mode = WAL",
+                    "PRAGMA synchronous = NORMAL",
+                    "PRAGMA busy_timeout = 10000",
+                    "PRAGMA foreign_keys = ON",
+                ] {
+                    sqlx::query(pragma).execute(&mut *conn).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await
+        .map_err(db_error)
+}
+
+fn sku_from_row(row: &AnyRow) -> Result<Sku, StoreError> {
+    let get_i64 = |name: &str| row.try_get::<i64, _>(name).map_err(db_error);
+    let get_opt = |name: &str| row.try_get::<Option<i64>, _>(name).map_err(db_error);
+    let code: String = row.try_get("sku").map_err(db_error)?;
+    let currency: String = row.try_get("currency").map_err(db_error)?;
+    Ok(Sku {
+        sku: SkuCode::parse(&code).map_err(|_| corrupt("sku code"))?,
+        name: row.try_get("name").map_err(db_error)?,
+        currency: Currency::parse(&currency).map_err(|_| corrupt("currency"))?,
+        price_minor: get_i64("price_minor")?,
+        stock: get_i64("stock")?,
+        low_stock_threshold: get_i64("low_stock_threshold")?,
+        price_guard: PriceGuard {
+            max_change_pct: get_opt("guard_max_change_pct")?,
+            min_price: get_opt("guard_min_price")?,
+            max_price: get_opt("guard_max_price")?,
+        },
+        version: get_i64("version")?,
+        updated_at: Micros(get_i64("updated_us")?),
+    })
+}
+
+fn json_column(row: &AnyRow, name: &str) -> Result<Value, StoreError> {
+    let text: Option<String> = row.try_get(name).map_err(db_error)?;
+    match text {
+        None => Ok(Value::Null),
+        Some(text) => serde_json::from_str(&text).map_err(|_| corrupt(name)),
+    }
+}
+
+fn committed_from_row(row: &AnyRow) -> Result<Committed, StoreError> {
+    let sku = Sku::from_json(&json_column(row, "state")?).ok_or_else(|| corrupt("event state"))?;
+    let field: String = row.try_get("field").map_err(db_error)?;
+    let event = Event {
+        event_id: row.try_get("event_id").map_err(db_error)?,
+        sku: sku.sku.clone(),
+        version: row.try_get("version").map_err(db_error)?,
+        at: Micros(row.try_get("at_us").map_err(db_error)?),
+        field: Field::parse(&field).ok_or_else(|| corrupt("event field"))?,
+        old: json_column(row, "old_value")?,
+        new: json_column(row, "new_value")?,
+        delta: row.try_get("delta").map_err(db_error)?,
+        reason: row.try_get("reason").map_err(db_error)?,
+        actor: row.try_get("actor").map_err(db_error)?,
+    };
+    Ok(Committed { event, sku })
+}
+
+/// `$first, $first+1, ...` for an `IN` list.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Escapes `%`, `_` and `\` for a `LIKE ... ESCAPE '\'` pattern.
+fn like_pattern(q: &str) -> String {
+    let mut escaped = String::with_capacity(q.len() + 2);
+    escaped.push('%');
+    for c in q.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped.push('%');
+    escaped
+}
+
+#[async_trait]
+impl SkuStore for SqlStore {
+    async fn load(&self, sku: &SkuCode) -> Result<Option<Sku>, StoreError> {
+        sqlx::query(&format!("SELECT {SKU_COLUMNS} FROM skus WHERE sku = $1"))
+            .bind(sku.as_str())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_error)?
+            .as_ref()
+            .map(sku_from_row)
+            .transpose()
+    }
+
+    async fn load_many(&self, skus: &[SkuCode]) -> Result<Vec<Sku>, StoreError> {
+        if skus.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {SKU_COLUMNS} FROM skus WHERE sku IN ({}) ORDER BY sku",
+            placeholders(1, skus.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for sku in skus {
+            query = query.bind(sku.as_str());
+        }
+        let rows = query.fetch_all(&self.read).await.map_err(db_error)?;
+        rows.iter().map(sku_from_row).collect()
+    }
+
+    async fn write(
+        &self,
+        sku: &SkuCode,
+        command: &Command,
+        meta: &WriteMeta,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<WriteOutcome, StoreError> {
+        let now = Micros::now();
+        let mut tx = self.begin().await?;
+        if let Some(idem) = idempotency {
+            if let Some(seen) = self.claim_key(&mut tx, idem, now).await? {
+                tx.rollback().await.map_err(db_error)?;
+                return Ok(seen);
+            }
+        }
+        let rows = self.lock_rows(&mut tx, &BTreeSet::from([sku])).await?;
+        let decided = decide(sku, rows.get(sku), command, meta, now).map(|c| vec![c]);
+        let creating = matches!(command, Command::Create(_));
+        self.finish(tx, decided, meta, idempotency, now, creating)
+            .await
+    }
+
+    async fn write_batch(
+        &self,
+        lines: &[AdjustmentLine],
+        meta: &WriteMeta,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<WriteOutcome, StoreError> {
+        let now = Micros::now();
+        let mut tx = self.begin().await?;
+        if let Some(idem) = idempotency {
+            if let Some(seen) = self.claim_key(&mut tx, idem, now).await? {
+                tx.rollback().await.map_err(db_error)?;
+                return Ok(seen);
+            }
+        }
+        let codes: BTreeSet<&SkuCode> = lines.iter().map(|l| &l.sku).collect();
+        let mut current = self.lock_rows(&mut tx, &codes).await?;
+        // If-Match makes no sense across several SKUs; it is not applied.
+        let line_meta = WriteMeta {
+            if_match: None,
+            ..meta.clone()
+        };
+        let mut changes = Vec::with_capacity(lines.len());
+        let mut shortfalls: Vec<Shortfall> = Vec::new();
+        let mut rejection = None;
+        for line in lines {
+            let command = Command::Adjust { delta: line.delta };
+            match decide(&line.sku, current.get(&line.sku), &command, &line_meta, now) {
+                Ok(change) => {
+                    current.insert(line.sku.clone(), change.state.clone());
+                    changes.push(change);
+                }
+                Err(DomainError::InsufficientStock(mut lacking)) => {
+                    shortfalls.append(&mut lacking)
+                }
+                Err(other) => {
+                    rejection.get_or_insert(other);
+                }
+            }
+        }
+        let decided = match (rejection, shortfalls.is_empty()) {
+            (Some(rejection), _) => Err(rejection),
+            (None, false) => Err(DomainError::InsufficientStock(shortfalls)),
+            (None, true) => Ok(changes),
+        };
+        self.finish(tx, decided, meta, idempotency, now, false).await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Sku>, StoreError> {
+        let mut sql = format!("SELECT {SKU_COLUMNS} FROM skus WHERE 1 = 1");
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        if query.after.is_some() {
+            sql.push_str(&format!(" AND sku > ${}", next()));
+        }
+        if query.q.is_some() {
+            let i = next();
+            sql.push_str(&format!(
+                " AND (LOWER(sku) LIKE ${i} ESCAPE '\\' OR LOWER(name) LIKE ${i} ESCAPE '\\')"
+            ));
+        }
+        if query.below_threshold {
+            sql.push_str(" AND stock < low_stock_threshold");
+        }
+        sql.push_str(&format!(" ORDER BY sku LIMIT ${}", next()));
+        let mut q = sqlx::query(&sql);
+        if let Some(after) = &query.after {
+            q = q.bind(after.as_str());
+        }
+        if let Some(text) = &query.q {
+            q = q.bind(like_pattern(text));
+        }
+        let rows = q
+            .bind(query.limit)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_error)?;
+        rows.iter().map(sku_from_row).collect()
+    }
+
+    async fn events_after(
+        &self,
+        after: i64,
+        limit: i64,
+        skus: Option<&[SkuCode]>,
+    ) -> Result<Vec<Committed>, StoreError> {
+        let filter = skus.map_or(String::new(), |skus| {
+            format!(" AND sku IN ({})", placeholders(3, skus.len().max(1)))
+        });
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id > $1{filter} \
+             ORDER BY event_id LIMIT $2"
+        );
+        let mut query = sqlx::query(&sql).bind(after).bind(limit);
+        match skus {
+            Some([]) => query = query.bind(""),
+            Some(skus) => {
+                for sku in skus {
+                    query = query.bind(sku.as_str());
+                }
+            }
+            None => {}
+        }
+        let rows = query.fetch_all(&self.read).await.map_err(db_error)?;
+        rows.iter().map(committed_from_row).collect()
+    }
+
+    async fn history(&self, query: &HistoryQuery) -> Result<Vec<Event>, StoreError> {
+        // Creation (version 1) carries the first value of every field.
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE sku = $1 AND (field = $2 OR version = 1) \
+             AND at_us >= $3 AND at_us <= $4 ORDER BY event_id LIMIT $5"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(query.sku.as_str())
+            .bind(query.field.as_str())
+            .bind(query.from.map_or(i64::MIN, |t| t.0))
+            .bind(query.to.map_or(i64::MAX, |t| t.0))
+            .bind(query.limit)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|row| committed_from_row(row).map(|c| history_event(c, query.field)))
+            .collect()
+    }
+
+    async fn last_event_id(&self) -> Result<i64, StoreError> {
+        sqlx::query("SELECT last_event_id FROM event_clock WHERE id = 1")
+            .fetch_one(&self.read)
+            .await
+            .map_err(db_error)?
+            .try_get(0)
+            .map_err(db_error)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.read)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+}
+
+/// A history point's value is the field's value right after the event.
+fn history_event(committed: Committed, field: Field) -> Event {
+    let mut event = committed.event;
+    event.new = match field {
+        Field::Price => Value::String(committed.sku.price().to_decimal_string()),
+        Field::Stock => Value::from(committed.sku.stock),
+        Field::Meta => event.new,
+    };
+    event
+}

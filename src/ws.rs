@@ -1,0 +1,342 @@
+//! `/ws`: one session per socket (API.md, WebSocket).
+//!
+//! A session is a `select!` loop owning its socket, its subscriptions and
+//! its [`Outbox`]: it reads client messages, drains the outbox the hub fills,
+//! pings, and closes on shutdown. Subscribing registers with the hub first
+//! and only then reads the database (snapshot or `since` replay), so nothing
+//! committed in between is missed; what the outbox then holds twice is
+//! dropped by version (per SKU) or event id (all).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use skuwatch_actors::domain::SkuCode;
+use skuwatch_actors::store::SkuStore;
+
+use crate::http::AppState;
+use crate::hub::SessionId;
+use crate::outbox::{Drained, Outbox, OutboxLimits, Outgoing};
+
+/// Most SKUs in one subscribe message (API.md).
+pub const MAX_SKUS_PER_MESSAGE: usize = 1000;
+/// Events read from the database per page of a `since` replay.
+const REPLAY_PAGE: i64 = 500;
+
+/// Close codes of API.md.
+pub mod close {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const TOO_SLOW: u16 = 4408;
+}
+
+pub async fn upgrade(State(app): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    let max_message = app.settings.ws_max_message_bytes;
+    ws.max_message_size(max_message)
+        .max_frame_size(max_message)
+        .on_upgrade(move |socket| Session::new(app, socket).run())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientMessage {
+    #[serde(rename = "type")]
+    kind: String,
+    skus: Option<Vec<String>>,
+    all: Option<bool>,
+    alerts: Option<bool>,
+    since: Option<i64>,
+    /// First-message auth (auth issue); accepted and ignored until then.
+    #[allow(dead_code)]
+    token: Option<String>,
+}
+
+/// Why the loop ends.
+enum End {
+    Closed,
+    Close(u16, &'static str),
+}
+
+struct Session {
+    app: AppState,
+    socket: WebSocket,
+    id: SessionId,
+    outbox: Arc<Outbox>,
+    skus: HashSet<SkuCode>,
+    all: bool,
+    /// Per SKU: the version a snapshot or replay already delivered.
+    delivered_version: HashMap<SkuCode, i64>,
+    /// For `all` with `since`: the last event id the replay delivered.
+    delivered_event: i64,
+    last_seen: Instant,
+}
+
+impl Session {
+    fn new(app: AppState, socket: WebSocket) -> Self {
+        let limits = OutboxLimits {
+            queue: app.settings.ws_queue,
+            conflated: app.settings.ws_conflate_max,
+        };
+        Self {
+            id: app.hub.new_session(),
+            app,
+            socket,
+            outbox: Arc::new(Outbox::new(limits)),
+            skus: HashSet::new(),
+            all: false,
+            delivered_version: HashMap::new(),
+            delivered_event: 0,
+            last_seen: Instant::now(),
+        }
+    }
+
+    async fn run(mut self) {
+        let end = self.serve().await;
+        self.app.hub.unsubscribe_all(self.id);
+        self.app.hub.unsubscribe(self.id, &self.skus);
+        if let End::Close(code, reason) = end {
+            let frame = CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            };
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                self.socket.send(Message::Close(Some(frame))),
+            )
+            .await;
+        }
+    }
+
+    async fn serve(&mut self) -> End {
+        let ping_every = Duration::from_secs(self.app.settings.ws_ping_secs.max(1));
+        let mut ping = tokio::time::interval(ping_every);
+        ping.tick().await;
+        let shutdown = self.app.shutdown.clone();
+        let outbox = self.outbox.clone();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return End::Close(close::GOING_AWAY, "server shutting down"),
+                frame = self.socket.next() => {
+                    let Some(Ok(frame)) = frame else { return End::Closed };
+                    self.last_seen = Instant::now();
+                    match frame {
+                        Message::Text(text) => {
+                            if let Err(end) = self.on_text(&text).await {
+                                return end;
+                            }
+                        }
+                        Message::Binary(_) => {
+                            if let Err(end) = self.send_error("bad_message", "messages are JSON text").await {
+                                return end;
+                            }
+                        }
+                        Message::Close(_) => return End::Closed,
+                        Message::Ping(_) | Message::Pong(_) => {}
+                    }
+                }
+                _ = outbox.ready() => {
+                    if let Err(end) = self.flush().await {
+                        return end;
+                    }
+                }
+                _ = ping.tick() => {
+                    if self.last_seen.elapsed() > ping_every * 2 {
+                        tracing::info!(session = self.id, "dropping a dead WebSocket peer");
+                        return End::Closed;
+                    }
+                    if let Err(end) = self.send(Message::Ping(Default::default())).await {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends with a deadline: a peer that accepts nothing for that long is
+    /// too slow (4408), however much the outbox conflates.
+    async fn send(&mut self, message: Message) -> Result<(), End> {
+        let timeout = Duration::from_secs(self.app.settings.ws_send_timeout_secs);
+        match tokio::time::timeout(timeout, self.socket.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Closed),
+            Err(_) => Err(End::Close(close::TOO_SLOW, "client too slow")),
+        }
+    }
+
+    async fn send_json(&mut self, value: serde_json::Value) -> Result<(), End> {
+        self.send(Message::Text(value.to_string().into())).await
+    }
+
+    async fn send_error(&mut self, code: &str, message: &str) -> Result<(), End> {
+        self.send_json(json!({ "type": "error", "code": code, "message": message }))
+            .await
+    }
+
+    fn already_delivered(&self, message: &Outgoing) -> bool {
+        message.event_id <= self.delivered_event
+            || self
+                .delivered_version
+                .get(&message.sku)
+                .is_some_and(|v| message.version <= *v)
+    }
+
+    /// Sends everything the outbox holds.
+    async fn flush(&mut self) -> Result<(), End> {
+        let Drained {
+            in_order,
+            conflated,
+            too_slow,
+        } = self.outbox.drain();
+        if too_slow {
+            return Err(End::Close(close::TOO_SLOW, "client too slow"));
+        }
+        for message in in_order {
+            if !self.already_delivered(&message) {
+                self.send(Message::Text(message.text.as_ref().into())).await?;
+            }
+        }
+        for message in conflated {
+            if !self.already_delivered(&message) {
+                self.send(Message::Text(message.conflated_text().into()))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_text(&mut self, text: &str) -> Result<(), End> {
+        let message: ClientMessage = match serde_json::from_str(text) {
+            Ok(message) => message,
+            Err(e) => return self.send_error("bad_message", &e.to_string()).await,
+        };
+        match message.kind.as_str() {
+            "subscribe" => self.subscribe(message).await,
+            "unsubscribe" => self.unsubscribe(message).await,
+            "auth" => Ok(()),
+            other => {
+                let text = format!("unknown message type '{other}'");
+                self.send_error("bad_message", &text).await
+            }
+        }
+    }
+
+    /// Parses a `skus` list; `Err` carries the message for the client.
+    fn parse_skus(raw: Option<Vec<String>>) -> Result<Vec<SkuCode>, String> {
+        let raw = raw.unwrap_or_default();
+        if raw.len() > MAX_SKUS_PER_MESSAGE {
+            return Err(format!(
+                "at most {MAX_SKUS_PER_MESSAGE} SKUs per message, got {}",
+                raw.len()
+            ));
+        }
+        let mut skus = Vec::with_capacity(raw.len());
+        for code in raw {
+            skus.push(SkuCode::parse(&code).map_err(|e| format!("SKU '{code}': {e}"))?);
+        }
+        skus.sort();
+        skus.dedup();
+        Ok(skus)
+    }
+
+    async fn subscribe(&mut self, message: ClientMessage) -> Result<(), End> {
+        let skus = match Self::parse_skus(message.skus) {
+            Ok(skus) => skus,
+            Err(text) => return self.send_error("bad_subscribe", &text).await,
+        };
+        let all = message.all.unwrap_or(false);
+        if skus.is_empty() && !all && !message.alerts.unwrap_or(false) {
+            let text = "give skus, all: true or alerts: true";
+            return self.send_error("bad_subscribe", text).await;
+        }
+        if message.since.is_some_and(|s| s < 0) {
+            return self.send_error("bad_subscribe", "since must be 0 or more").await;
+        }
+        // Live first, then the database: see the module docs.
+        if all {
+            self.all = true;
+            self.app.hub.subscribe_all(self.id, &self.outbox);
+        }
+        if !skus.is_empty() {
+            self.skus.extend(skus.iter().cloned());
+            self.app.hub.subscribe(self.id, &self.outbox, &skus);
+        }
+        match (message.since, all) {
+            (Some(since), true) => self.replay(since, None).await,
+            (Some(since), false) if !skus.is_empty() => self.replay(since, Some(&skus)).await,
+            (None, _) if !skus.is_empty() => self.snapshot(&skus).await,
+            _ => Ok(()),
+        }
+    }
+
+    async fn snapshot(&mut self, skus: &[SkuCode]) -> Result<(), End> {
+        let store = self.app.store.clone();
+        let loaded = async { Ok::<_, skuwatch_actors::store::StoreError>((store.last_event_id().await?, store.load_many(skus).await?)) };
+        let (event_id, states) = match loaded.await {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                tracing::warn!(%error, "snapshot failed");
+                return self.send_error("unavailable", "the database is unavailable").await;
+            }
+        };
+        for state in &states {
+            self.delivered_version.insert(state.sku.clone(), state.version);
+        }
+        self.send_json(json!({ "type": "snapshot", "event_id": event_id, "skus": states }))
+            .await
+    }
+
+    /// Sends every event after `since` (for `skus`, or all), oldest first.
+    async fn replay(&mut self, since: i64, skus: Option<&[SkuCode]>) -> Result<(), End> {
+        let store = self.app.store.clone();
+        let mut after = since;
+        loop {
+            let page = match store.events_after(after, REPLAY_PAGE, skus).await {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::warn!(%error, "replay failed");
+                    return self.send_error("unavailable", "the database is unavailable").await;
+                }
+            };
+            let full = page.len() as i64 == REPLAY_PAGE;
+            for change in page {
+                after = change.event.event_id;
+                let message = Outgoing::new(&change);
+                if self.already_delivered(&message) {
+                    continue;
+                }
+                match skus {
+                    Some(_) => {
+                        self.delivered_version.insert(message.sku.clone(), message.version);
+                    }
+                    None => self.delivered_event = message.event_id,
+                }
+                self.send(Message::Text(message.text.as_ref().into())).await?;
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, message: ClientMessage) -> Result<(), End> {
+        let skus = match Self::parse_skus(message.skus) {
+            Ok(skus) => skus,
+            Err(text) => return self.send_error("bad_unsubscribe", &text).await,
+        };
+        if message.all.unwrap_or(false) {
+            self.all = false;
+            self.app.hub.unsubscribe_all(self.id);
+        }
+        self.app.hub.unsubscribe(self.id, &skus);
+        for sku in &skus {
+            self.skus.remove(sku);
+            self.delivered_version.remove(sku);
+        }
+        Ok(())
+    }
+}
