@@ -31,7 +31,12 @@ pub struct Settings {
 
     /// `postgres://...` or `sqlite://FILE`; the default is a SQLite file in
     /// the working directory, created and migrated on start.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://skuwatch.db", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://skuwatch.db",
+        hide_env_values = true
+    )]
     pub database_url: Secret,
 
     /// Size of the PostgreSQL connection pool (SQLite: readers).
@@ -61,6 +66,12 @@ pub struct Settings {
     /// Largest WebSocket message and frame from a client, in bytes.
     #[arg(long, env = "SKUWATCH_WS_MAX_MESSAGE_BYTES", default_value_t = 256 * 1024)]
     pub ws_max_message_bytes: usize,
+
+    /// Kernel send buffer of each accepted connection, in bytes; unset: the
+    /// kernel's autotuning. Smaller means a stalled WebSocket client is
+    /// noticed (conflated, then closed) sooner and costs less memory.
+    #[arg(long, env = "SKUWATCH_TCP_SEND_BUFFER_BYTES")]
+    pub tcp_send_buffer_bytes: Option<usize>,
 
     /// Largest JSON request body, in bytes (413 past it).
     #[arg(long, env = "SKUWATCH_BODY_LIMIT_BYTES", default_value_t = 1024 * 1024)]

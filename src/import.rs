@@ -78,27 +78,32 @@ pub fn parse(bytes: &[u8]) -> Result<(Vec<ImportRow>, Vec<RowError>), HeaderErro
         }
     }
     if let Some(missing) = REQUIRED.iter().find(|c| !index.contains_key(**c)) {
-        return Err(HeaderError(format!("the header lacks the column '{missing}'")));
+        return Err(HeaderError(format!(
+            "the header lacks the column '{missing}'"
+        )));
     }
     let mut rows = Vec::new();
     let mut errors = Vec::new();
     let mut record = csv::ByteRecord::new();
+    // csv's own line counter is off by one with CRLF line ends; count the
+    // LFs before each record's first byte instead.
+    let mut lines = LineCounter::new(bytes);
     loop {
-        let line = reader.position().line() + 1;
+        let start = reader.position().byte();
         match reader.read_byte_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => {
-                let line = e.position().map_or(line, |p| p.line());
+                let at = e.position().map_or(start, |p| p.byte());
                 errors.push(RowError {
-                    line,
+                    line: lines.line_at(at),
                     message: format!("not valid CSV: {e}"),
                 });
                 // A broken quote swallows the rest of the file; stop there.
                 break;
             }
         }
-        let line = record.position().map_or(line, |p| p.line());
+        let line = lines.line_at(record.position().map_or(start, |p| p.byte()));
         if record.iter().all(|f| f.is_empty()) {
             continue;
         }
@@ -110,6 +115,41 @@ pub fn parse(bytes: &[u8]) -> Result<(Vec<ImportRow>, Vec<RowError>), HeaderErro
     Ok((rows, errors))
 }
 
+/// 1-based line numbers of byte offsets, for offsets that only grow.
+struct LineCounter<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+    line: u64,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Self {
+            bytes,
+            offset: 0,
+            line: 1,
+        }
+    }
+
+    fn line_at(&mut self, byte: u64) -> u64 {
+        let mut end = usize::try_from(byte)
+            .unwrap_or(usize::MAX)
+            .min(self.bytes.len());
+        // After a CR, csv starts the next record at the LF of the CRLF.
+        if self.bytes.get(end) == Some(&b'\n') {
+            end += 1;
+        }
+        if end > self.offset {
+            self.line += self.bytes[self.offset..end]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count() as u64;
+            self.offset = end;
+        }
+        self.line
+    }
+}
+
 fn parse_row(
     record: &csv::ByteRecord,
     index: &HashMap<String, usize>,
@@ -117,7 +157,10 @@ fn parse_row(
     columns: usize,
 ) -> Result<ImportRow, String> {
     if record.len() != columns {
-        return Err(format!("has {} fields, the header has {columns}", record.len()));
+        return Err(format!(
+            "has {} fields, the header has {columns}",
+            record.len()
+        ));
     }
     let field = |name: &str| -> Result<Option<&str>, String> {
         match index.get(name) {
@@ -241,7 +284,9 @@ async fn apply_row(
             name: row.name.clone(),
             price: row.price,
             stock: row.stock.unwrap_or(0),
-            low_stock_threshold: row.low_stock_threshold.unwrap_or(DEFAULT_LOW_STOCK_THRESHOLD),
+            low_stock_threshold: row
+                .low_stock_threshold
+                .unwrap_or(DEFAULT_LOW_STOCK_THRESHOLD),
             price_guard: PriceGuard::default(),
         }))
         .await?;
@@ -307,6 +352,16 @@ mod tests {
         assert_eq!(rows[1].stock, None);
         let lines: Vec<u64> = errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, [3, 5, 6]);
+    }
+
+    #[test]
+    fn line_numbers_are_right_with_crlf_line_ends_and_quoted_newlines() {
+        let csv =
+            "sku,name,price,currency\r\nA,\"two\r\nlines\",1.00,GBP\r\nBAD CODE,x,1.00,GBP\r\n";
+        let (rows, errors) = parse(csv.as_bytes()).unwrap();
+        assert_eq!(rows.len(), 0, "{rows:?}");
+        let lines: Vec<u64> = errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [2, 4], "{errors:?}");
     }
 
     #[test]

@@ -101,6 +101,14 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
     });
     let router = http::router(state.clone());
     let addr = listener.local_addr()?;
+    let send_buffer = state.settings.tcp_send_buffer_bytes;
+    let listener = axum::serve::ListenerExt::tap_io(listener, move |stream| {
+        // Pushes are small and latency matters more than packet count.
+        let _ = stream.set_nodelay(true);
+        if let Some(bytes) = send_buffer {
+            let _ = socket2::SockRef::from(&*stream).set_send_buffer_size(bytes);
+        }
+    });
     let server = tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

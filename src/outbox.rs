@@ -45,7 +45,10 @@ impl Outgoing {
 
     /// The same message marked `"conflated": true`, without re-serialising.
     pub fn conflated_text(&self) -> String {
-        let rest = self.text.strip_prefix(SKU_MESSAGE_PREFIX).unwrap_or(&self.text);
+        let rest = self
+            .text
+            .strip_prefix(SKU_MESSAGE_PREFIX)
+            .unwrap_or(&self.text);
         format!("{SKU_MESSAGE_PREFIX}\"conflated\":true,{rest}")
     }
 }
@@ -147,7 +150,10 @@ mod tests {
 
     #[test]
     fn a_slow_session_keeps_only_the_newest_message_per_sku_past_its_queue() {
-        let outbox = Outbox::new(OutboxLimits { queue: 2, conflated: 10 });
+        let outbox = Outbox::new(OutboxLimits {
+            queue: 2,
+            conflated: 10,
+        });
         for (id, sku) in [(1, "A"), (2, "B"), (3, "A"), (4, "B"), (5, "A")] {
             outbox.push(&message(id, sku));
         }
@@ -164,7 +170,10 @@ mod tests {
 
     #[test]
     fn too_many_conflated_skus_mark_the_session_too_slow_and_free_the_queue() {
-        let outbox = Outbox::new(OutboxLimits { queue: 1, conflated: 2 });
+        let outbox = Outbox::new(OutboxLimits {
+            queue: 1,
+            conflated: 2,
+        });
         for (id, sku) in [(1, "A"), (2, "B"), (3, "C"), (4, "D")] {
             outbox.push(&message(id, sku));
         }
@@ -175,7 +184,10 @@ mod tests {
 
     #[test]
     fn a_message_seen_twice_is_queued_once() {
-        let outbox = Outbox::new(OutboxLimits { queue: 10, conflated: 10 });
+        let outbox = Outbox::new(OutboxLimits {
+            queue: 10,
+            conflated: 10,
+        });
         outbox.push(&message(1, "A"));
         outbox.push(&message(1, "A"));
         assert_eq!(outbox.drain().in_order.len(), 1);

@@ -46,11 +46,26 @@ use skuwatch_actors::domain::{Currency, Money, SkuCode};
 
 /// The slice of the data set bundled with the binary (see `data/README.md`).
 pub const BUNDLED: [(&str, &[u8]); 5] = [
-    ("2010-12-01.csv", include_bytes!("../data/online-retail/2010-12-01.csv")),
-    ("2010-12-02.csv", include_bytes!("../data/online-retail/2010-12-02.csv")),
-    ("2010-12-03.csv", include_bytes!("../data/online-retail/2010-12-03.csv")),
-    ("2010-12-05.csv", include_bytes!("../data/online-retail/2010-12-05.csv")),
-    ("2010-12-06.csv", include_bytes!("../data/online-retail/2010-12-06.csv")),
+    (
+        "2010-12-01.csv",
+        include_bytes!("../data/online-retail/2010-12-01.csv"),
+    ),
+    (
+        "2010-12-02.csv",
+        include_bytes!("../data/online-retail/2010-12-02.csv"),
+    ),
+    (
+        "2010-12-03.csv",
+        include_bytes!("../data/online-retail/2010-12-03.csv"),
+    ),
+    (
+        "2010-12-05.csv",
+        include_bytes!("../data/online-retail/2010-12-05.csv"),
+    ),
+    (
+        "2010-12-06.csv",
+        include_bytes!("../data/online-retail/2010-12-06.csv"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -134,10 +149,7 @@ fn read_rows(name: &str, bytes: &[u8]) -> Result<Vec<Row>, ReplayError> {
         message,
     };
     let mut reader = csv::Reader::from_reader(bytes);
-    let headers = reader
-        .headers()
-        .map_err(|e| bad(e.to_string()))?
-        .clone();
+    let headers = reader.headers().map_err(|e| bad(e.to_string()))?.clone();
     let column = |n: &str| {
         headers
             .iter()
@@ -206,7 +218,10 @@ pub fn plan(files: &[(String, Vec<u8>)]) -> Result<Plan, ReplayError> {
     for (row, sku) in &rows {
         let sale = !row.invoice.starts_with('C') && row.quantity > 0;
         if let (true, true, Some(p)) = (sale, row.has_customer, row.price) {
-            day_prices.entry((sku.clone(), row.at.date())).or_default().push(p);
+            day_prices
+                .entry((sku.clone(), row.at.date()))
+                .or_default()
+                .push(p);
         }
     }
     let reference: HashMap<_, _> = day_prices
@@ -216,7 +231,9 @@ pub fn plan(files: &[(String, Vec<u8>)]) -> Result<Plan, ReplayError> {
 
     let mut catalog: BTreeMap<SkuCode, (String, Option<i64>, Option<i64>)> = BTreeMap::new();
     for (row, sku) in &rows {
-        let entry = catalog.entry(sku.clone()).or_insert((String::new(), None, None));
+        let entry = catalog
+            .entry(sku.clone())
+            .or_insert((String::new(), None, None));
         if entry.0.is_empty() {
             entry.0.clone_from(&row.description);
         }
@@ -251,7 +268,10 @@ pub fn plan(files: &[(String, Vec<u8>)]) -> Result<Plan, ReplayError> {
                     sku: sku.clone(),
                     source: row.source.clone(),
                     action: Action::SetPrice {
-                        price: Money { minor: *day_price, currency: gbp() },
+                        price: Money {
+                            minor: *day_price,
+                            currency: gbp(),
+                        },
                     },
                 });
             }
@@ -283,9 +303,16 @@ pub fn plan(files: &[(String, Vec<u8>)]) -> Result<Plan, ReplayError> {
         let initial_stock = -lowest;
         expected_stock.insert(sku.clone(), initial_stock + sum);
         entries.push(CatalogEntry {
-            name: if name.is_empty() { sku.to_string() } else { name },
+            name: if name.is_empty() {
+                sku.to_string()
+            } else {
+                name
+            },
             sku,
-            price: Money { minor: price, currency: gbp() },
+            price: Money {
+                minor: price,
+                currency: gbp(),
+            },
             initial_stock,
         });
     }
@@ -319,7 +346,9 @@ pub fn read_path(path: &Path) -> Result<Vec<(String, Vec<u8>)>, ReplayError> {
             }
         }
     } else {
-        let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let name = path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         files.push((name, std::fs::read(path).map_err(io)?));
     }
     Ok(files)
@@ -370,7 +399,8 @@ pub struct ReplayReport {
 }
 
 fn sku_url(server: &str, sku: &SkuCode, tail: &str) -> String {
-    let code = percent_encoding::utf8_percent_encode(sku.as_str(), percent_encoding::NON_ALPHANUMERIC);
+    let code =
+        percent_encoding::utf8_percent_encode(sku.as_str(), percent_encoding::NON_ALPHANUMERIC);
     format!("{server}/api/v1/skus/{code}{tail}")
 }
 
@@ -413,14 +443,20 @@ pub async fn run(plan: &Plan, options: &ReplayOptions) -> Result<ReplayReport, R
     if !response.status().is_success() {
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
-        return Err(ReplayError::Server(format!("import: HTTP {status}: {body}")));
+        return Err(ReplayError::Server(format!(
+            "import: HTTP {status}: {body}"
+        )));
     }
 
     let run_id = format!("{:x}", chrono::Utc::now().timestamp_micros());
     let workers = options.concurrency.max(1);
     let mut lanes: Vec<Vec<&Step>> = vec![Vec::new(); workers];
     for step in &plan.steps {
-        let lane = step.sku.as_str().bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        let lane = step
+            .sku
+            .as_str()
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
         lanes[lane % workers].push(step);
     }
     let first_at = plan.steps.first().map_or(0, |s| s.at);
@@ -487,7 +523,9 @@ pub async fn run(plan: &Plan, options: &ReplayOptions) -> Result<ReplayReport, R
         for (sku, expected) in &plan.expected_stock {
             let got = actual.get(sku.as_str()).copied();
             if got != Some(*expected) {
-                report.mismatches.push(format!("{sku}: expected stock {expected}, server has {got:?}"));
+                report.mismatches.push(format!(
+                    "{sku}: expected stock {expected}, server has {got:?}"
+                ));
             }
         }
         report.verified = report.mismatches.is_empty() && report.failed == 0;
@@ -529,7 +567,8 @@ pub async fn read_stock(
 mod tests {
     use super::*;
 
-    const HEADER: &str = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n";
+    const HEADER: &str =
+        "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n";
 
     fn plan_of(rows: &str) -> Plan {
         plan(&[("d.csv".into(), format!("{HEADER}{rows}").into_bytes())]).unwrap()

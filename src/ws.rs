@@ -197,7 +197,8 @@ impl Session {
         }
         for message in in_order {
             if !self.already_delivered(&message) {
-                self.send(Message::Text(message.text.as_ref().into())).await?;
+                self.send(Message::Text(message.text.as_ref().into()))
+                    .await?;
             }
         }
         for message in conflated {
@@ -254,7 +255,9 @@ impl Session {
             return self.send_error("bad_subscribe", text).await;
         }
         if message.since.is_some_and(|s| s < 0) {
-            return self.send_error("bad_subscribe", "since must be 0 or more").await;
+            return self
+                .send_error("bad_subscribe", "since must be 0 or more")
+                .await;
         }
         // Live first, then the database: see the module docs.
         if all {
@@ -275,16 +278,24 @@ impl Session {
 
     async fn snapshot(&mut self, skus: &[SkuCode]) -> Result<(), End> {
         let store = self.app.store.clone();
-        let loaded = async { Ok::<_, skuwatch_actors::store::StoreError>((store.last_event_id().await?, store.load_many(skus).await?)) };
+        let loaded = async {
+            Ok::<_, skuwatch_actors::store::StoreError>((
+                store.last_event_id().await?,
+                store.load_many(skus).await?,
+            ))
+        };
         let (event_id, states) = match loaded.await {
             Ok(loaded) => loaded,
             Err(error) => {
                 tracing::warn!(%error, "snapshot failed");
-                return self.send_error("unavailable", "the database is unavailable").await;
+                return self
+                    .send_error("unavailable", "the database is unavailable")
+                    .await;
             }
         };
         for state in &states {
-            self.delivered_version.insert(state.sku.clone(), state.version);
+            self.delivered_version
+                .insert(state.sku.clone(), state.version);
         }
         self.send_json(json!({ "type": "snapshot", "event_id": event_id, "skus": states }))
             .await
@@ -299,7 +310,9 @@ impl Session {
                 Ok(page) => page,
                 Err(error) => {
                     tracing::warn!(%error, "replay failed");
-                    return self.send_error("unavailable", "the database is unavailable").await;
+                    return self
+                        .send_error("unavailable", "the database is unavailable")
+                        .await;
                 }
             };
             let full = page.len() as i64 == REPLAY_PAGE;
@@ -311,11 +324,13 @@ impl Session {
                 }
                 match skus {
                     Some(_) => {
-                        self.delivered_version.insert(message.sku.clone(), message.version);
+                        self.delivered_version
+                            .insert(message.sku.clone(), message.version);
                     }
                     None => self.delivered_event = message.event_id,
                 }
-                self.send(Message::Text(message.text.as_ref().into())).await?;
+                self.send(Message::Text(message.text.as_ref().into()))
+                    .await?;
             }
             if !full {
                 return Ok(());

@@ -21,7 +21,10 @@ pub enum SkuMsg {
     /// The cached state (loaded from the database on first use).
     Get(RpcReplyPort<Result<Option<Sku>, StoreError>>),
     /// Runs one write transaction, then caches and publishes the result.
-    Write(Box<WriteRequest>, RpcReplyPort<Result<WriteOutcome, StoreError>>),
+    Write(
+        Box<WriteRequest>,
+        RpcReplyPort<Result<WriteOutcome, StoreError>>,
+    ),
     /// A change committed elsewhere (batch path, another instance): cached
     /// if newer than what the actor holds.
     Apply(Arc<Committed>),

@@ -10,12 +10,12 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use crate::bus::EventBus;
+use crate::domain::WriteMeta;
 use crate::domain::{Committed, Sku, SkuCode};
 use crate::messages::{SkuMsg, SupervisorMsg, WriteRequest};
 use crate::sku_actor::{SkuActor, SkuContext};
-use crate::store::{AdjustmentLine, SkuStore, StoreError, WriteOutcome};
-use crate::domain::WriteMeta;
 use crate::store::Idempotency;
+use crate::store::{AdjustmentLine, SkuStore, StoreError, WriteOutcome};
 
 /// Why the registry could not serve a request.
 #[derive(Debug, thiserror::Error)]

@@ -109,7 +109,10 @@ impl Actor for SkuActor {
             SkuMsg::IdleCheck => {
                 if state.last_used.elapsed() >= state.ctx.idle {
                     let id = myself.get_id();
-                    state.ctx.actors.remove_if(&state.sku, |_, a| a.get_id() == id);
+                    state
+                        .ctx
+                        .actors
+                        .remove_if(&state.sku, |_, a| a.get_id() == id);
                     myself.stop(Some("passivated".into()));
                 }
             }

@@ -3,7 +3,9 @@
 
 use async_trait::async_trait;
 
-use crate::domain::{Command, Committed, DomainError, Event, Field, Micros, Sku, SkuCode, WriteMeta};
+use crate::domain::{
+    Command, Committed, DomainError, Event, Field, Micros, Sku, SkuCode, WriteMeta,
+};
 
 /// A storage failure that is not a domain rule: connection lost, constraint
 /// the domain did not foresee, corrupt row. Shown to clients as a bare 500 or

@@ -26,9 +26,12 @@ impl FieldError {
     }
 }
 
-/// A problem document.
+/// A problem document (boxed: errors travel through many `Result`s).
 #[derive(Debug)]
-pub struct ApiError {
+pub struct ApiError(Box<Problem>);
+
+#[derive(Debug)]
+struct Problem {
     status: StatusCode,
     /// Stable machine code (API.md), e.g. `insufficient_stock`.
     kind: &'static str,
@@ -40,13 +43,23 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(Problem {
             status,
             kind,
             detail: detail.into(),
             errors: Vec::new(),
             extra: None,
-        }
+        }))
+    }
+
+    fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
+        self.0.errors = errors;
+        self
+    }
+
+    fn with_extra(mut self, key: &'static str, value: Value) -> Self {
+        self.0.extra = Some((key, value));
+        self
     }
 
     /// 422 `validation` with the fields at fault.
@@ -56,10 +69,7 @@ impl ApiError {
             .map(|e| format!("{}: {}", e.field, e.message))
             .collect::<Vec<_>>()
             .join("; ");
-        Self {
-            errors,
-            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", detail)
-        }
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", detail).with_errors(errors)
     }
 
     pub fn field(field: &str, message: impl ToString) -> Self {
@@ -79,11 +89,11 @@ impl ApiError {
     }
 
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.0.status
     }
 
     fn title(&self) -> &'static str {
-        match self.kind {
+        match self.0.kind {
             "validation" => "Invalid request",
             "not_found" => "Not found",
             "already_exists" => "Already exists",
@@ -100,16 +110,17 @@ impl ApiError {
     }
 
     pub fn to_json(&self) -> Value {
+        let problem = &self.0;
         let mut body = json!({
-            "type": self.kind,
+            "type": problem.kind,
             "title": self.title(),
-            "status": self.status.as_u16(),
-            "detail": self.detail,
+            "status": problem.status.as_u16(),
+            "detail": problem.detail,
         });
-        if !self.errors.is_empty() {
-            body["errors"] = json!(self.errors);
+        if !problem.errors.is_empty() {
+            body["errors"] = json!(problem.errors);
         }
-        if let Some((key, value)) = &self.extra {
+        if let Some((key, value)) = &problem.extra {
             body[*key] = value.clone();
         }
         body
@@ -119,7 +130,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
-            self.status,
+            self.0.status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             self.to_json().to_string(),
         )
@@ -135,30 +146,31 @@ impl From<DomainError> for ApiError {
             DomainError::AlreadyExists(_) => {
                 Self::new(StatusCode::CONFLICT, "already_exists", detail)
             }
-            DomainError::VersionMismatch { current, .. } => Self {
-                extra: Some(("current_version", json!(current))),
-                ..Self::new(StatusCode::PRECONDITION_FAILED, "version_mismatch", detail)
-            },
+            DomainError::VersionMismatch { current, .. } => {
+                Self::new(StatusCode::PRECONDITION_FAILED, "version_mismatch", detail)
+                    .with_extra("current_version", json!(current))
+            }
             DomainError::InsufficientStock(lacking) => {
                 let errors = lacking
                     .iter()
                     .map(|s| {
                         FieldError::new(
                             "delta",
-                            format!("SKU {} has {} in stock; {} would take it below 0", s.sku, s.stock, s.delta),
+                            format!(
+                                "SKU {} has {} in stock; {} would take it below 0",
+                                s.sku, s.stock, s.delta
+                            ),
                         )
                     })
                     .collect();
                 let skus: Vec<_> = lacking.iter().map(|s| s.sku.as_str()).collect();
-                Self {
-                    errors,
-                    extra: Some(("skus", json!(skus))),
-                    ..Self::new(
-                        StatusCode::CONFLICT,
-                        "insufficient_stock",
-                        format!("not enough stock for {}", skus.join(", ")),
-                    )
-                }
+                Self::new(
+                    StatusCode::CONFLICT,
+                    "insufficient_stock",
+                    format!("not enough stock for {}", skus.join(", ")),
+                )
+                .with_errors(errors)
+                .with_extra("skus", json!(skus))
             }
             DomainError::CurrencyMismatch { .. } => Self::field("currency", detail),
             DomainError::StockOverflow(_) => Self::field("delta", detail),
@@ -201,20 +213,36 @@ impl From<ActorError> for ApiError {
     }
 }
 
-/// The response of a non-committed write outcome; `Ok(changes)` for a commit.
+/// A ready-made error response: a problem document, or a response kept
+/// for an idempotency key. Handlers that write return it.
+pub struct ErrorResponse(Box<Response>);
+
+impl<E: Into<ApiError>> From<E> for ErrorResponse {
+    fn from(error: E) -> Self {
+        Self(Box::new(error.into().into_response()))
+    }
+}
+
+impl IntoResponse for ErrorResponse {
+    fn into_response(self) -> Response {
+        *self.0
+    }
+}
+
+/// The changes of a commit, or the response for any other outcome.
 pub fn committed_or_error(
     outcome: WriteOutcome,
-) -> Result<Vec<skuwatch_actors::domain::Committed>, Response> {
+) -> Result<Vec<skuwatch_actors::domain::Committed>, ErrorResponse> {
     match outcome {
         WriteOutcome::Committed(changes) => Ok(changes),
-        WriteOutcome::Rejected(error) => Err(ApiError::from(error).into_response()),
+        WriteOutcome::Rejected(error) => Err(error.into()),
         WriteOutcome::IdempotencyMismatch => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency_mismatch",
             "this Idempotency-Key was used with a different request",
         )
-        .into_response()),
-        WriteOutcome::Replayed(stored) => Err(replayed(stored)),
+        .into()),
+        WriteOutcome::Replayed(stored) => Err(ErrorResponse(Box::new(replayed(stored)))),
     }
 }
 
@@ -230,7 +258,10 @@ pub fn replayed(stored: StoredResponse) -> Response {
         status,
         [
             (header::CONTENT_TYPE, content_type),
-            (header::HeaderName::from_static("idempotent-replayed"), "true"),
+            (
+                header::HeaderName::from_static("idempotent-replayed"),
+                "true",
+            ),
         ],
         stored.body,
     )
@@ -245,7 +276,7 @@ pub fn stored_rejection(outcome: &WriteOutcome) -> Option<StoredResponse> {
         _ => return None,
     };
     Some(StoredResponse {
-        status: error.status.as_u16(),
+        status: error.status().as_u16(),
         body: error.to_json().to_string(),
     })
 }

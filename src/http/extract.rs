@@ -25,7 +25,11 @@ fn read_body_error(rejection: axum::extract::rejection::BytesRejection) -> ApiEr
             "the request body is larger than the configured limit",
         )
     } else {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", rejection.body_text())
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            rejection.body_text(),
+        )
     }
 }
 
@@ -51,7 +55,9 @@ pub async fn body_of_type<S: Send + Sync>(
             format!("expected Content-Type application/{expected}, got '{content_type}'"),
         ));
     }
-    Bytes::from_request(req, state).await.map_err(read_body_error)
+    Bytes::from_request(req, state)
+        .await
+        .map_err(read_body_error)
 }
 
 /// Deserialises JSON, naming the field at fault.
@@ -60,7 +66,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let result: Result<T, _> = serde_path_to_error::deserialize(&mut deserializer);
     if result.is_ok() {
         deserializer.end().map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not valid JSON: {e}"))
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("the body is not valid JSON: {e}"),
+            )
         })?;
     }
     result.map_err(|error| {

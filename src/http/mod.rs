@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::hub::Hub;
 use crate::store::SqlStore;
-use error::{committed_or_error, ApiError};
+use error::{committed_or_error, ApiError, ErrorResponse};
 pub use skus::DEFAULT_LOW_STOCK_THRESHOLD;
 
 /// Shared by every handler and WebSocket session.
@@ -74,26 +74,11 @@ async fn write_one(
         idempotency: None,
     };
     let outcome = app.registry.write(sku, request).await?;
-    let changes = committed_or_error(outcome).map_err(ErrorResponse)?;
+    let changes = committed_or_error(outcome)?;
     changes
         .last()
         .map(|c| c.sku.clone())
         .ok_or_else(|| ApiError::internal().into())
-}
-
-/// A ready-made error response (a problem document or a kept response).
-pub struct ErrorResponse(Response);
-
-impl<E: Into<ApiError>> From<E> for ErrorResponse {
-    fn from(error: E) -> Self {
-        Self(error.into().into_response())
-    }
-}
-
-impl IntoResponse for ErrorResponse {
-    fn into_response(self) -> Response {
-        self.0
-    }
 }
 
 /// `POST /api/v1/import`, body `text/csv`.

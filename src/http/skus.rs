@@ -10,10 +10,10 @@ use serde_json::value::RawValue;
 use skuwatch_actors::domain::{Command, Currency, NewSku, PriceGuard, Sku, SkuCode};
 use skuwatch_actors::store::{ListQuery, SkuStore};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorResponse};
 use super::extract::{if_match, ApiJson, ApiQuery, SkuPath};
 use super::validate::{Checks, GuardInput};
-use super::{write_one, AppState, ErrorResponse};
+use super::{write_one, AppState};
 
 /// Default `low_stock_threshold` (API.md, SKUs).
 pub const DEFAULT_LOW_STOCK_THRESHOLD: i64 = 10;
@@ -108,7 +108,8 @@ pub fn new_sku(body: &CreateBody) -> Result<(SkuCode, NewSku), ApiError> {
     let stock = checks.non_negative("stock", body.stock.unwrap_or(0));
     let threshold = checks.non_negative(
         "low_stock_threshold",
-        body.low_stock_threshold.unwrap_or(DEFAULT_LOW_STOCK_THRESHOLD),
+        body.low_stock_threshold
+            .unwrap_or(DEFAULT_LOW_STOCK_THRESHOLD),
     );
     let guard = match (&body.price_guard, currency) {
         (Some(raw), Some(currency)) => checks.price_guard(raw, currency),
@@ -180,7 +181,10 @@ pub async fn patch(
         .as_ref()
         .map(|g| checks.price_guard(g, current.currency));
     if body.name.is_none() && body.low_stock_threshold.is_none() && body.price_guard.is_none() {
-        checks.fail("body", "give at least one of name, low_stock_threshold, price_guard");
+        checks.fail(
+            "body",
+            "give at least one of name, low_stock_threshold, price_guard",
+        );
     }
     let reason = checks.reason(body.reason);
     checks.finish()?;

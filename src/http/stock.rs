@@ -10,7 +10,7 @@ use skuwatch_actors::domain::{Command, SkuCode, WriteMeta};
 use skuwatch_actors::messages::WriteRequest;
 use skuwatch_actors::store::{AdjustmentLine, Idempotency, StoredResponse, WriteOutcome};
 
-use super::error::{committed_or_error, stored_rejection, ApiError};
+use super::error::{committed_or_error, stored_rejection, ApiError, ErrorResponse};
 use super::extract::{fingerprint, idempotency_key, if_match, ApiJson, SkuPath};
 use super::validate::Checks;
 use super::AppState;
@@ -27,9 +27,10 @@ pub struct AdjustBody {
 
 fn single_body(outcome: &WriteOutcome) -> Value {
     match outcome {
-        WriteOutcome::Committed(changes) => changes.last().map_or(Value::Null, |c| {
-            json!({ "sku": c.sku, "event_id": c.event.event_id })
-        }),
+        WriteOutcome::Committed(changes) => changes.last().map_or(
+            Value::Null,
+            |c| json!({ "sku": c.sku, "event_id": c.event.event_id }),
+        ),
         _ => Value::Null,
     }
 }
@@ -85,7 +86,7 @@ pub async fn adjust(
     SkuPath(sku): SkuPath,
     headers: HeaderMap,
     body: ApiJson<AdjustBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ErrorResponse> {
     let mut checks = Checks::default();
     if body.value.delta == 0 {
         checks.fail("delta", "must not be 0");
@@ -110,10 +111,8 @@ pub async fn adjust(
     };
     let outcome = app.registry.write(&sku, request).await?;
     let body = single_body(&outcome);
-    match committed_or_error(outcome) {
-        Ok(_) => Ok((StatusCode::OK, axum::Json(body)).into_response()),
-        Err(response) => Ok(response),
-    }
+    committed_or_error(outcome)?;
+    Ok((StatusCode::OK, axum::Json(body)).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,11 +135,14 @@ pub async fn adjust_batch(
     State(app): State<AppState>,
     headers: HeaderMap,
     body: ApiJson<BatchBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ErrorResponse> {
     let mut checks = Checks::default();
     let lines = &body.value.adjustments;
     if lines.is_empty() || lines.len() > MAX_BATCH_LINES {
-        checks.fail("adjustments", format!("must have 1-{MAX_BATCH_LINES} lines"));
+        checks.fail(
+            "adjustments",
+            format!("must have 1-{MAX_BATCH_LINES} lines"),
+        );
     }
     let mut parsed = Vec::with_capacity(lines.len());
     for (i, line) in lines.iter().enumerate() {
@@ -166,8 +168,6 @@ pub async fn adjust_batch(
     let idem = idempotency(&headers, "adjust_batch", &request, render_batch)?;
     let outcome = app.registry.write_batch(parsed, meta, idem).await?;
     let body = batch_body(&outcome);
-    match committed_or_error(outcome) {
-        Ok(_) => Ok((StatusCode::OK, axum::Json(body)).into_response()),
-        Err(response) => Ok(response),
-    }
+    committed_or_error(outcome)?;
+    Ok((StatusCode::OK, axum::Json(body)).into_response())
 }

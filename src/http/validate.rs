@@ -54,7 +54,10 @@ impl Checks {
     pub fn reason(&mut self, raw: Option<String>) -> Option<String> {
         let reason = raw?.trim().to_owned();
         if reason.chars().count() > MAX_REASON_CHARS || reason.chars().any(char::is_control) {
-            self.fail("reason", format!("must be at most {MAX_REASON_CHARS} printable characters"));
+            self.fail(
+                "reason",
+                format!("must be at most {MAX_REASON_CHARS} printable characters"),
+            );
             return None;
         }
         (!reason.is_empty()).then_some(reason)

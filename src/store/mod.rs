@@ -8,8 +8,8 @@ mod sql;
 
 use std::sync::Arc;
 
-pub use sql::SqlStore;
 use skuwatch_actors::store::{SkuStore, StoreError};
+pub use sql::SqlStore;
 
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -221,14 +221,12 @@ impl SqlStore {
     ) -> Result<WriteOutcome, StoreError> {
         let outcome = match decided {
             Err(rejection) => WriteOutcome::Rejected(rejection),
-            Ok(changes) => {
-                match self.append(&mut tx, &changes, meta, now, creating).await? {
-                    Some(committed) => WriteOutcome::Committed(committed),
-                    None => WriteOutcome::Rejected(DomainError::AlreadyExists(
-                        changes[0].state.sku.clone(),
-                    )),
+            Ok(changes) => match self.append(&mut tx, &changes, meta, now, creating).await? {
+                Some(committed) => WriteOutcome::Committed(committed),
+                None => {
+                    WriteOutcome::Rejected(DomainError::AlreadyExists(changes[0].state.sku.clone()))
                 }
-            }
+            },
         };
         let keep = match idem {
             Some(idem) => {
@@ -528,9 +526,7 @@ impl SkuStore for SqlStore {
                     current.insert(line.sku.clone(), change.state.clone());
                     changes.push(change);
                 }
-                Err(DomainError::InsufficientStock(mut lacking)) => {
-                    shortfalls.append(&mut lacking)
-                }
+                Err(DomainError::InsufficientStock(mut lacking)) => shortfalls.append(&mut lacking),
                 Err(other) => {
                     rejection.get_or_insert(other);
                 }
@@ -541,7 +537,8 @@ impl SkuStore for SqlStore {
             (None, false) => Err(DomainError::InsufficientStock(shortfalls)),
             (None, true) => Ok(changes),
         };
-        self.finish(tx, decided, meta, idempotency, now, false).await
+        self.finish(tx, decided, meta, idempotency, now, false)
+            .await
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Sku>, StoreError> {

@@ -121,9 +121,8 @@ impl Money {
     pub fn parse_json(raw_json: &str, currency: Currency) -> Result<Self, MoneyError> {
         let raw_json = raw_json.trim();
         if let Some(inner) = raw_json.strip_prefix('"') {
-            let text: String = serde_json::from_str(raw_json).map_err(|_| {
-                MoneyError::NotADecimal(inner.trim_end_matches('"').to_owned())
-            })?;
+            let text: String = serde_json::from_str(raw_json)
+                .map_err(|_| MoneyError::NotADecimal(inner.trim_end_matches('"').to_owned()))?;
             return Self::parse(&text, currency);
         }
         if raw_json.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
@@ -195,13 +194,19 @@ mod tests {
     #[test]
     fn fewer_decimals_than_the_minor_unit_are_fine() {
         assert_eq!(Money::parse("25", cur("GBP")).unwrap().minor, 2500);
-        assert_eq!(Money::parse("2.5", cur("GBP")).unwrap().to_decimal_string(), "2.50");
+        assert_eq!(
+            Money::parse("2.5", cur("GBP")).unwrap().to_decimal_string(),
+            "2.50"
+        );
     }
 
     #[test]
     fn json_numbers_are_accepted_only_when_exact() {
         assert_eq!(Money::parse_json("19.99", cur("USD")).unwrap().minor, 1999);
-        assert_eq!(Money::parse_json("\"19.99\"", cur("USD")).unwrap().minor, 1999);
+        assert_eq!(
+            Money::parse_json("\"19.99\"", cur("USD")).unwrap().minor,
+            1999
+        );
         assert!(Money::parse_json("19.999", cur("USD")).is_err());
         assert!(Money::parse_json("1e3", cur("USD")).is_err());
         assert_eq!(
@@ -212,7 +217,9 @@ mod tests {
 
     #[test]
     fn garbage_and_overflow_are_rejected() {
-        for bad in ["", " 1", "1 ", "abc", "1.2.3", "1,5", "+1", ".5", "5.", "NaN"] {
+        for bad in [
+            "", " 1", "1 ", "abc", "1.2.3", "1,5", "+1", ".5", "5.", "NaN",
+        ] {
             assert!(Money::parse(bad, cur("USD")).is_err(), "{bad:?}");
         }
         assert!(matches!(

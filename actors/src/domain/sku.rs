@@ -306,12 +306,18 @@ pub fn decide(
                 state.name = name.clone();
             }
             if let Some(threshold) = low_stock_threshold {
-                old.insert("low_stock_threshold".into(), json!(state.low_stock_threshold));
+                old.insert(
+                    "low_stock_threshold".into(),
+                    json!(state.low_stock_threshold),
+                );
                 new.insert("low_stock_threshold".into(), json!(threshold));
                 state.low_stock_threshold = *threshold;
             }
             if let Some(guard) = price_guard {
-                old.insert("price_guard".into(), current.to_json()["price_guard"].clone());
+                old.insert(
+                    "price_guard".into(),
+                    current.to_json()["price_guard"].clone(),
+                );
                 state.price_guard = guard.clone();
                 new.insert("price_guard".into(), state.to_json()["price_guard"].clone());
             }
@@ -355,7 +361,12 @@ pub fn decide(
                 }]));
             }
             state.stock = stock;
-            (Field::Stock, json!(current.stock), json!(stock), Some(*delta))
+            (
+                Field::Stock,
+                json!(current.stock),
+                json!(stock),
+                Some(*delta),
+            )
         }
     };
     Ok(Change {
@@ -456,8 +467,17 @@ mod tests {
             if_match: Some(6),
             ..WriteMeta::default()
         };
-        let result = decide(&code(), Some(&sku(5)), &Command::SetStock { stock: 1 }, &meta, Micros(1));
-        assert!(matches!(result, Err(DomainError::VersionMismatch { current: 7, .. })));
+        let result = decide(
+            &code(),
+            Some(&sku(5)),
+            &Command::SetStock { stock: 1 },
+            &meta,
+            Micros(1),
+        );
+        assert!(matches!(
+            result,
+            Err(DomainError::VersionMismatch { current: 7, .. })
+        ));
     }
 
     #[test]
@@ -466,7 +486,10 @@ mod tests {
         let result = decide(
             &code(),
             Some(&sku(5)),
-            &Command::SetPrice { price, confirm: false },
+            &Command::SetPrice {
+                price,
+                confirm: false,
+            },
             &WriteMeta::default(),
             Micros(1),
         );
@@ -484,7 +507,13 @@ mod tests {
         };
         let meta = WriteMeta::default();
         assert!(matches!(
-            decide(&code(), Some(&sku(1)), &Command::Create(new.clone()), &meta, Micros(1)),
+            decide(
+                &code(),
+                Some(&sku(1)),
+                &Command::Create(new.clone()),
+                &meta,
+                Micros(1)
+            ),
             Err(DomainError::AlreadyExists(_))
         ));
         assert_eq!(
@@ -495,7 +524,13 @@ mod tests {
             1
         );
         assert!(matches!(
-            decide(&code(), None, &Command::Adjust { delta: 1 }, &meta, Micros(1)),
+            decide(
+                &code(),
+                None,
+                &Command::Adjust { delta: 1 },
+                &meta,
+                Micros(1)
+            ),
             Err(DomainError::NotFound(_))
         ));
     }

@@ -1,0 +1,9 @@
+//! One integration-test binary: every test starts a real server on a random
+//! port, with a PostgreSQL database or a SQLite file of its own.
+
+mod helpers;
+
+mod concurrency;
+mod input;
+mod replay;
+mod websocket;
