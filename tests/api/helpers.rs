@@ -161,17 +161,7 @@ impl TestApp {
         }
         let mut settings = test_settings(&self.db.url);
         tweak(&mut settings);
-        let backend = self.backend;
-        let db = std::mem::replace(
-            &mut self.db,
-            TestDb {
-                url: String::new(),
-                cleanup: Cleanup::Sqlite {
-                    path: std::path::PathBuf::new(),
-                },
-            },
-        );
-        Self::start_on(db, settings, backend).await
+        Self::start_on(self.db.clone(), settings).await
     }
 
     pub fn app(&self) -> &skuwatch::App {
