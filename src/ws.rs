@@ -11,15 +11,17 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 use skuwatch_actors::domain::SkuCode;
 use skuwatch_actors::store::SkuStore;
 
+use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::hub::SessionId;
 use crate::outbox::{Drained, Outbox, OutboxLimits, Outgoing};
@@ -35,7 +37,19 @@ pub mod close {
     pub const TOO_SLOW: u16 = 4408;
 }
 
-pub async fn upgrade(State(app): State<AppState>, ws: WebSocketUpgrade) -> Response {
+/// `GET /ws`; a request that is not a WebSocket upgrade gets a problem
+/// document like every other error.
+pub async fn upgrade(
+    State(app): State<AppState>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            return ApiError::new(rejection.status(), "bad_request", rejection.body_text())
+                .into_response()
+        }
+    };
     let max_message = app.settings.ws_max_message_bytes;
     ws.max_message_size(max_message)
         .max_frame_size(max_message)

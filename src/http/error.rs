@@ -105,6 +105,7 @@ impl ApiError {
             "unsupported_media_type" => "Unsupported media type",
             "method_not_allowed" => "Method not allowed",
             "unavailable" => "Service unavailable",
+            "bad_request" => "Bad request",
             _ => "Internal server error",
         }
     }

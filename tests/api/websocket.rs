@@ -368,3 +368,29 @@ both_backends!(
         stopping.await.expect("shutdown");
     }
 );
+
+both_backends!(
+    a_peer_that_never_answers_pings_is_dropped,
+    |backend: Backend| async move {
+        let app = TestApp::spawn_with(backend, |s| s.ws_ping_secs = 1).await;
+        let mut ws = app.ws().await;
+        ws.send(json!({ "type": "subscribe", "all": true })).await;
+        // Read nothing, so no pong goes back; within three ping intervals the
+        // server must give up on this peer.
+        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let frame = tokio::time::timeout_at(deadline, ws.stream.next())
+                .await
+                .expect("the server drops the silent peer in time");
+            match frame {
+                Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_))) => continue,
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(other)) => panic!("unexpected {other:?}"),
+            }
+        }
+        let not_ws = app.client.get(app.url("/ws")).send().await.expect("get");
+        assert_eq!(not_ws.status().as_u16() / 100, 4);
+        assert_eq!(not_ws.headers()["content-type"], "application/problem+json");
+    }
+);
