@@ -73,6 +73,45 @@ pub struct Settings {
     #[arg(long, env = "SKUWATCH_TCP_SEND_BUFFER_BYTES")]
     pub tcp_send_buffer_bytes: Option<usize>,
 
+    /// HS256 signing secret, at least 32 bytes. Unset: a random one per
+    /// process (tokens die with it), refused with SKUWATCH_ENV=production.
+    #[arg(long, env = "SKUWATCH_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+
+    /// `iss` of issued tokens, and the only one accepted.
+    #[arg(long, env = "SKUWATCH_JWT_ISSUER", default_value = "skuwatch")]
+    pub jwt_issuer: String,
+
+    /// `aud` of issued tokens, and the only one accepted.
+    #[arg(long, env = "SKUWATCH_JWT_AUDIENCE", default_value = "skuwatch-api")]
+    pub jwt_audience: String,
+
+    /// Lifetime of an access token, in seconds.
+    #[arg(long, env = "SKUWATCH_TOKEN_TTL_SECS", default_value_t = 3600)]
+    pub token_ttl_secs: u64,
+
+    /// `production` makes missing security settings fatal.
+    #[arg(long, env = "SKUWATCH_ENV", default_value = "development")]
+    pub env: String,
+
+    /// With no users yet, creates `admin` with this password on start.
+    #[arg(long, env = "SKUWATCH_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<Secret>,
+
+    /// Origins (`scheme://host[:port]`, comma-separated) allowed to open
+    /// `/ws` besides the server's own; requests without `Origin` (not
+    /// browsers) are not affected.
+    #[arg(long, env = "SKUWATCH_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Lets `viewer` tokens watch `/ws` (read-only).
+    #[arg(long, env = "SKUWATCH_WS_VIEWERS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub ws_viewers: bool,
+
+    /// Seconds a WebSocket may stay unauthenticated before 4401.
+    #[arg(long, env = "SKUWATCH_WS_AUTH_TIMEOUT_SECS", default_value_t = 10)]
+    pub ws_auth_timeout_secs: u64,
+
     /// Largest JSON request body, in bytes (413 past it).
     #[arg(long, env = "SKUWATCH_BODY_LIMIT_BYTES", default_value_t = 1024 * 1024)]
     pub body_limit_bytes: usize,

@@ -21,6 +21,7 @@
 //! filled from the database) -> SKU actor cache and [`hub`] -> session
 //! [`outbox`] -> WebSocket.
 
+pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod feed;
@@ -58,6 +59,78 @@ pub enum StartError {
     Actors(#[from] ActorError),
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// Shortest accepted JWT secret, in bytes (HS256 wants a 256-bit key).
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// The signing keys from the settings; see `Settings::jwt_secret`.
+fn jwt_keys(settings: &Settings) -> Result<auth::JwtKeys, StartError> {
+    let secret = match &settings.jwt_secret {
+        Some(secret) if secret.0.len() >= MIN_JWT_SECRET_BYTES => secret.0.as_bytes().to_vec(),
+        Some(_) => {
+            return Err(StartError::Config(format!(
+                "SKUWATCH_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes"
+            )))
+        }
+        None if settings.env == "production" => {
+            return Err(StartError::Config(
+                "SKUWATCH_ENV=production needs SKUWATCH_JWT_SECRET".into(),
+            ))
+        }
+        None => {
+            tracing::warn!(
+                "no SKUWATCH_JWT_SECRET: using a random one for this process; \
+                 tokens will not survive a restart"
+            );
+            let mut secret = vec![0u8; 32];
+            getrandom::fill(&mut secret).map_err(|e| StartError::Config(e.to_string()))?;
+            secret
+        }
+    };
+    auth::JwtKeys::hs256(
+        &secret,
+        &settings.jwt_issuer,
+        &settings.jwt_audience,
+        settings.token_ttl_secs.max(1),
+    )
+    .map_err(|e| StartError::Config(e.to_string()))
+}
+
+/// With no users yet and `SKUWATCH_ADMIN_PASSWORD` set, creates `admin`.
+async fn bootstrap_admin(store: &store::SqlStore, settings: &Settings) -> Result<(), StartError> {
+    let Some(password) = &settings.admin_password else {
+        return Ok(());
+    };
+    if store.count_users().await? > 0 {
+        return Ok(());
+    }
+    if !auth::valid_password(&password.0) {
+        return Err(StartError::Config(
+            "SKUWATCH_ADMIN_PASSWORD must be 8-1024 characters".into(),
+        ));
+    }
+    let user = http::new_user("admin".into(), password.0.clone(), auth::Role::Admin)
+        .await
+        .map_err(|_| StartError::Config("cannot hash the admin password".into()))?;
+    store.create_user(&user).await?;
+    tracing::info!("created the admin user from SKUWATCH_ADMIN_PASSWORD");
+    Ok(())
+}
+
+/// Creates the `demo` admin, or resets its password, and returns the new
+/// random password (`serve --demo` prints it once).
+pub async fn demo_admin(app: &AppState) -> Result<String, StartError> {
+    let password = uuid::Uuid::new_v4().simple().to_string();
+    let user = http::new_user("demo".into(), password.clone(), auth::Role::Admin)
+        .await
+        .map_err(|_| StartError::Config("cannot hash the demo password".into()))?;
+    if !app.store.create_user(&user).await? {
+        app.store.set_password("demo", &user.password_hash).await?;
+    }
+    Ok(password)
 }
 
 /// A running server.
@@ -71,7 +144,9 @@ pub struct App {
 /// Builds everything from `settings` and serves on an already bound
 /// `listener` (port 0 in tests): when this returns, the server accepts.
 pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, StartError> {
+    let jwt = jwt_keys(&settings)?;
     let store = store::connect(&settings.database_url.0, settings.db_max_connections).await?;
+    bootstrap_admin(&store, &settings).await?;
     let bus: Arc<dyn EventBus> = Arc::new(bus::InProcessBus::new(BUS_CAPACITY));
     let registry = Registry::start(
         store::as_dyn(&store),
@@ -94,6 +169,8 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
     .await?;
     let state = AppState::new(AppInner {
         store,
+        jwt,
+        throttle: auth::LoginThrottle::default(),
         registry,
         hub,
         settings,
@@ -110,7 +187,8 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
         }
     });
     let server = tokio::spawn(async move {
-        axum::serve(listener, router)
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, service)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await
     });

@@ -1,10 +1,12 @@
-//! The `skuwatch` command: `serve` (the default), `import`, `replay`.
+//! The `skuwatch` command: `serve` (the default), `user`, `import`, `replay`.
 
+use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use skuwatch::auth::{self, Role};
 use skuwatch::replay::{self, ReplayOptions};
 use skuwatch::Settings;
 use tracing_subscriber::EnvFilter;
@@ -16,25 +18,51 @@ struct Cli {
     command: Option<Cmd>,
 }
 
+/// How a client command reaches and authenticates to a running server.
+#[derive(Args, Clone)]
+struct ClientArgs {
+    #[arg(long, env = "SKUWATCH_URL", default_value = "http://127.0.0.1:8000")]
+    server: String,
+    /// An admin's bearer token.
+    #[arg(long, env = "SKUWATCH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Log in as this user instead; the password is read from
+    /// SKUWATCH_PASSWORD, or from standard input, or a prompt.
+    #[arg(long, env = "SKUWATCH_USER")]
+    user: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the server.
     Serve {
         #[command(flatten)]
         settings: Settings,
-        /// Also replay the bundled retail data into this server, so changes
-        /// arrive live at once.
+        /// Also create a demo admin (random password, printed once) and
+        /// replay the bundled retail data, so changes arrive live at once.
         #[arg(long)]
         demo: bool,
         /// Replay speed of --demo, in multiples of real time.
         #[arg(long, default_value_t = 600.0)]
         demo_speed: f64,
     },
+    /// Manage users directly in the database (works before any user exists).
+    User {
+        #[command(subcommand)]
+        action: UserCmd,
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            default_value = "sqlite://skuwatch.db",
+            hide_env_values = true
+        )]
+        database_url: String,
+    },
     /// Upsert a catalog CSV through a running server (`POST /api/v1/import`).
     Import {
         file: PathBuf,
-        #[arg(long, env = "SKUWATCH_URL", default_value = "http://127.0.0.1:8000")]
-        server: String,
+        #[command(flatten)]
+        client: ClientArgs,
     },
     /// Replay Online Retail invoice CSVs (a file or a folder; default: the
     /// bundled slice) into a running server.
@@ -43,8 +71,8 @@ enum Cmd {
         /// Multiples of real time; without it, as fast as possible.
         #[arg(long)]
         speed: Option<f64>,
-        #[arg(long, env = "SKUWATCH_URL", default_value = "http://127.0.0.1:8000")]
-        server: String,
+        #[command(flatten)]
+        client: ClientArgs,
         /// Requests in flight (each SKU stays in order).
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
@@ -54,42 +82,66 @@ enum Cmd {
     },
 }
 
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Add a user; the password comes from standard input or a prompt,
+    /// never from the command line.
+    Add {
+        name: String,
+        #[arg(long, default_value = "viewer", value_parser = ["admin", "viewer"])]
+        role: String,
+    },
+    /// List users (never their password hashes).
+    List,
+    /// Disable a user: no new tokens (issued ones expire within the token TTL).
+    Disable { name: String },
+}
+
+/// Targets capped at `info` whatever SKUWATCH_LOG says: at `trace` they
+/// print WebSocket payloads, and an auth message carries a token.
+const NEVER_TRACED: [&str; 2] = ["tungstenite=info", "tokio_tungstenite=info"];
+
 fn init_logging() {
-    let filter = EnvFilter::try_from_env("SKUWATCH_LOG")
+    let mut filter = EnvFilter::try_from_env("SKUWATCH_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    for directive in NEVER_TRACED {
+        if let Ok(directive) = directive.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Cmd::Serve {
+    let command = cli.command.unwrap_or(Cmd::Serve {
         settings: Settings::default(),
         demo: false,
         demo_speed: 600.0,
-    }) {
+    });
+    let result = match command {
         Cmd::Serve {
             settings,
             demo,
             demo_speed,
         } => serve(settings, demo.then_some(demo_speed)).await,
-        Cmd::Import { file, server } => import(file, server).await,
+        Cmd::User {
+            action,
+            database_url,
+        } => user(action, &database_url).await,
+        Cmd::Import { file, client } => import(file, client).await,
         Cmd::Replay {
             path,
             speed,
-            server,
+            client,
             concurrency,
             no_verify,
-        } => {
-            let options = ReplayOptions {
-                server,
-                speed,
-                concurrency,
-                verify: !no_verify,
-            };
-            run_replay(path, options).await
-        }
+        } => run_replay(path, speed, client, concurrency, !no_verify).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -98,6 +150,41 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A password from the environment variable, else one line of standard
+/// input when it is not a terminal, else a prompt without echo.
+fn read_password(env: Option<&str>, confirm: bool) -> Result<String, String> {
+    if let Some(password) = env.and_then(|name| std::env::var(name).ok()) {
+        return Ok(password);
+    }
+    if !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    let password = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
+    if confirm && rpassword::prompt_password("Again: ").map_err(|e| e.to_string())? != password {
+        return Err("the passwords differ".into());
+    }
+    Ok(password)
+}
+
+async fn client_token(client: &ClientArgs) -> Result<String, String> {
+    if let Some(token) = &client.token {
+        return Ok(token.clone());
+    }
+    let user = client
+        .user
+        .as_deref()
+        .ok_or("give --token (SKUWATCH_TOKEN) or --user (SKUWATCH_USER)")?;
+    let password = read_password(Some("SKUWATCH_PASSWORD"), false)?;
+    replay::login(&client.server, user, &password)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn serve(settings: Settings, demo_speed: Option<f64>) -> Result<(), String> {
@@ -109,14 +196,27 @@ async fn serve(settings: Settings, demo_speed: Option<f64>) -> Result<(), String
         .map_err(|e| e.to_string())?;
     println!("skuwatch listening on {}", app.base_url());
     if let Some(speed) = demo_speed {
+        let password = skuwatch::demo_admin(app.state())
+            .await
+            .map_err(|e| e.to_string())?;
+        println!("demo: admin user 'demo', password {password} (printed once)");
+        let (token, _) = app
+            .state()
+            .jwt
+            .issue("demo", Role::Admin)
+            .map_err(|e| e.to_string())?;
+        println!("demo: replaying the bundled Online Retail slice at {speed}x real time");
+        println!(
+            "demo: watch with  websocat -H 'Authorization: Bearer <token>' ws://{}/ws  and send {{\"type\":\"subscribe\",\"all\":true}}",
+            app.addr()
+        );
         let options = ReplayOptions {
             server: app.base_url(),
             speed: Some(speed),
             concurrency: 8,
             verify: true,
+            token,
         };
-        println!("demo: replaying the bundled Online Retail slice at {speed}x real time");
-        println!("demo: watch it with  websocat ws://{}/ws  then send {{\"type\":\"subscribe\",\"all\":true}}", app.addr());
         tokio::spawn(async move {
             let plan = match replay::plan(&replay::bundled()) {
                 Ok(plan) => plan,
@@ -143,11 +243,11 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => return std::future::pending().await,
-            };
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = ctrl_c.await;
+            return;
+        };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -157,18 +257,67 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-async fn import(file: PathBuf, server: String) -> Result<(), String> {
+async fn user(action: UserCmd, database_url: &str) -> Result<(), String> {
+    let store = skuwatch::store::connect(database_url, 2)
+        .await
+        .map_err(|e| e.to_string())?;
+    match action {
+        UserCmd::Add { name, role } => {
+            if !auth::valid_username(&name) {
+                return Err("a username is 1-64 letters, digits, '.', '_', '-' or '@'".into());
+            }
+            let password = read_password(None, true)?;
+            if !auth::valid_password(&password) {
+                return Err("a password is 8-1024 characters".into());
+            }
+            let role = Role::parse(&role).ok_or("role must be admin or viewer")?;
+            let user = skuwatch::http::new_user(name.clone(), password, role)
+                .await
+                .map_err(|_| "cannot hash the password")?;
+            if !store.create_user(&user).await.map_err(|e| e.to_string())? {
+                return Err(format!("user {name} already exists"));
+            }
+            println!("created {role} {name}");
+        }
+        UserCmd::List => {
+            for user in store.list_users().await.map_err(|e| e.to_string())? {
+                let state = if user.disabled { "disabled" } else { "active" };
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    user.username,
+                    user.role,
+                    state,
+                    user.created_at.to_rfc3339()
+                );
+            }
+        }
+        UserCmd::Disable { name } => {
+            if !store.disable_user(&name).await.map_err(|e| e.to_string())? {
+                return Err(format!("no user {name}"));
+            }
+            println!("disabled {name}");
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+async fn import(file: PathBuf, client: ClientArgs) -> Result<(), String> {
     let body = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let token = client_token(&client).await?;
     let response = reqwest::Client::new()
-        .post(format!("{}/api/v1/import", server.trim_end_matches('/')))
+        .post(format!(
+            "{}/api/v1/import",
+            client.server.trim_end_matches('/')
+        ))
+        .bearer_auth(token)
         .header("content-type", "text/csv")
         .body(body)
         .send()
         .await
-        .map_err(|e| format!("{server}: {e}"))?;
+        .map_err(|e| format!("{}: {e}", client.server))?;
     let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    println!("{text}");
+    println!("{}", response.text().await.unwrap_or_default());
     if status.is_success() {
         Ok(())
     } else {
@@ -176,7 +325,13 @@ async fn import(file: PathBuf, server: String) -> Result<(), String> {
     }
 }
 
-async fn run_replay(path: Option<PathBuf>, options: ReplayOptions) -> Result<(), String> {
+async fn run_replay(
+    path: Option<PathBuf>,
+    speed: Option<f64>,
+    client: ClientArgs,
+    concurrency: usize,
+    verify: bool,
+) -> Result<(), String> {
     let files = match &path {
         Some(path) => replay::read_path(path).map_err(|e| e.to_string())?,
         None => replay::bundled(),
@@ -189,6 +344,13 @@ async fn run_replay(path: Option<PathBuf>, options: ReplayOptions) -> Result<(),
         plan.catalog.len(),
         plan.steps.len()
     );
+    let options = ReplayOptions {
+        token: client_token(&client).await?,
+        server: client.server,
+        speed,
+        concurrency,
+        verify,
+    };
     let report = replay::run(&plan, &options)
         .await
         .map_err(|e| e.to_string())?;
@@ -196,7 +358,7 @@ async fn run_replay(path: Option<PathBuf>, options: ReplayOptions) -> Result<(),
         "{}",
         serde_json::to_string_pretty(&report).unwrap_or_default()
     );
-    if report.failed > 0 || (options.verify && !report.verified) {
+    if report.failed > 0 || (verify && !report.verified) {
         return Err("replay finished with failures".into());
     }
     Ok(())

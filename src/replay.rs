@@ -383,6 +383,30 @@ pub struct ReplayOptions {
     pub concurrency: usize,
     /// Read every SKU back at the end and compare with the expected stock.
     pub verify: bool,
+    /// Bearer token of an admin (see [`login`]).
+    pub token: String,
+}
+
+/// Logs in with `POST /api/v1/auth/token` and returns the access token.
+pub async fn login(server: &str, username: &str, password: &str) -> Result<String, ReplayError> {
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v1/auth/token",
+            server.trim_end_matches('/')
+        ))
+        .json(&json!({ "username": username, "password": password }))
+        .send()
+        .await
+        .map_err(|e| ReplayError::Server(e.to_string()))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    match body["access_token"].as_str() {
+        Some(token) if status.is_success() => Ok(token.to_owned()),
+        _ => Err(ReplayError::Server(format!(
+            "login as {username}: HTTP {status}: {}",
+            body["detail"].as_str().unwrap_or("")
+        ))),
+    }
 }
 
 /// What a replay did (the closing note quotes these).
@@ -424,8 +448,15 @@ async fn send(build: impl Fn() -> reqwest::RequestBuilder) -> Result<reqwest::Re
 
 /// Runs the plan against a server.
 pub async fn run(plan: &Plan, options: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = format!("Bearer {}", options.token);
+    let mut value = reqwest::header::HeaderValue::from_str(&bearer)
+        .map_err(|_| ReplayError::Server("the token is not a valid header value".into()))?;
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
+        .default_headers(headers)
         .build()
         .map_err(|e| ReplayError::Server(e.to_string()))?;
     let server = options.server.trim_end_matches('/').to_owned();

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -21,6 +22,7 @@ use serde_json::json;
 use skuwatch_actors::domain::SkuCode;
 use skuwatch_actors::store::SkuStore;
 
+use crate::auth::{Claims, Role};
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::hub::SessionId;
@@ -34,15 +36,98 @@ const REPLAY_PAGE: i64 = 500;
 /// Close codes of API.md.
 pub mod close {
     pub const GOING_AWAY: u16 = 1001;
+    pub const UNAUTHENTICATED: u16 = 4401;
+    pub const FORBIDDEN: u16 = 4403;
     pub const TOO_SLOW: u16 = 4408;
+}
+
+/// Whether a browser page from `origin` may open the socket: the server's
+/// own origin (same `Host`) or one of `SKUWATCH_ALLOWED_ORIGINS`.
+fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> bool {
+    let origin = origin.trim_end_matches('/');
+    let same_host = host.is_some_and(|host| {
+        origin
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(host))
+    });
+    same_host
+        || allowed
+            .iter()
+            .any(|a| a.trim().trim_end_matches('/').eq_ignore_ascii_case(origin))
+}
+
+/// Checks a token for the live view: valid, and a role allowed to watch.
+fn authorize(app: &AppState, token: &str) -> Result<Claims, (StatusCode, u16, &'static str)> {
+    let claims = app.jwt.verify(token).map_err(|_| {
+        (
+            StatusCode::UNAUTHORIZED,
+            close::UNAUTHENTICATED,
+            "the token is invalid or expired",
+        )
+    })?;
+    let role = claims.caller().role;
+    if role != Role::Admin && !app.settings.ws_viewers {
+        return Err((
+            StatusCode::FORBIDDEN,
+            close::FORBIDDEN,
+            "the live view needs the admin role",
+        ));
+    }
+    Ok(claims)
 }
 
 /// `GET /ws`; a request that is not a WebSocket upgrade gets a problem
 /// document like every other error.
 pub async fn upgrade(
     State(app): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // Before anything else: a token in the URL ends up in logs and history.
+    let query = uri.query().unwrap_or("");
+    if query.split('&').any(|pair| {
+        let name = pair.split('=').next().unwrap_or("");
+        name.eq_ignore_ascii_case("token") || name.eq_ignore_ascii_case("access_token")
+    }) {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "tokens in the URL are refused; send Authorization: Bearer or an auth message",
+        )
+        .into_response();
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let origin = origin.to_str().unwrap_or("");
+        if !origin_allowed(origin, host, &app.settings.allowed_origins) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this Origin may not open the live view",
+            )
+            .into_response();
+        }
+    }
+    let claims = match headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+    {
+        Some((_, token)) => match authorize(&app, token.trim()) {
+            Ok(claims) => Some(claims),
+            Err((status, _, detail)) => {
+                let kind = if status == StatusCode::FORBIDDEN {
+                    "forbidden"
+                } else {
+                    "unauthorized"
+                };
+                return ApiError::new(status, kind, detail).into_response();
+            }
+        },
+        None => None,
+    };
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => {
@@ -53,7 +138,7 @@ pub async fn upgrade(
     let max_message = app.settings.ws_max_message_bytes;
     ws.max_message_size(max_message)
         .max_frame_size(max_message)
-        .on_upgrade(move |socket| Session::new(app, socket).run())
+        .on_upgrade(move |socket| Session::new(app, socket, claims).run())
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,8 +150,8 @@ struct ClientMessage {
     all: Option<bool>,
     alerts: Option<bool>,
     since: Option<i64>,
-    /// First-message auth (auth issue); accepted and ignored until then.
-    #[allow(dead_code)]
+    /// `{"type": "auth", "token": ...}`: first-message auth, or a fresh
+    /// token that extends the session.
     token: Option<String>,
 }
 
@@ -88,10 +173,19 @@ struct Session {
     /// For `all` with `since`: the last event id the replay delivered.
     delivered_event: i64,
     last_seen: Instant,
+    /// Who is watching; `None` until authenticated.
+    claims: Option<Claims>,
+    /// Before auth: the auth deadline; after: the token's expiry. Either
+    /// way the session closes with 4401 when it passes.
+    deadline: tokio::time::Instant,
 }
 
 impl Session {
-    fn new(app: AppState, socket: WebSocket) -> Self {
+    fn new(app: AppState, socket: WebSocket, claims: Option<Claims>) -> Self {
+        let deadline = match &claims {
+            Some(claims) => expiry(claims),
+            None => tokio::time::Instant::now() + Duration::from_secs(app_auth_timeout(&app)),
+        };
         let limits = OutboxLimits {
             queue: app.settings.ws_queue,
             conflated: app.settings.ws_conflate_max,
@@ -106,6 +200,8 @@ impl Session {
             delivered_version: HashMap::new(),
             delivered_event: 0,
             last_seen: Instant::now(),
+            deadline,
+            claims,
         }
     }
 
@@ -135,6 +231,10 @@ impl Session {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return End::Close(close::GOING_AWAY, "server shutting down"),
+                _ = tokio::time::sleep_until(self.deadline) => {
+                    let reason = if self.claims.is_some() { "token expired" } else { "authenticate first" };
+                    return End::Close(close::UNAUTHENTICATED, reason);
+                }
                 frame = self.socket.next() => {
                     let Some(Ok(frame)) = frame else { return End::Closed };
                     self.last_seen = Instant::now();
@@ -229,14 +329,33 @@ impl Session {
             Ok(message) => message,
             Err(e) => return self.send_error("bad_message", &e.to_string()).await,
         };
+        if message.kind == "auth" {
+            return self
+                .authenticate(message.token.as_deref().unwrap_or(""))
+                .await;
+        }
+        if self.claims.is_none() {
+            return Err(End::Close(close::UNAUTHENTICATED, "authenticate first"));
+        }
         match message.kind.as_str() {
             "subscribe" => self.subscribe(message).await,
             "unsubscribe" => self.unsubscribe(message).await,
-            "auth" => Ok(()),
             other => {
                 let text = format!("unknown message type '{other}'");
                 self.send_error("bad_message", &text).await
             }
+        }
+    }
+
+    /// First-message auth, or a fresh token for a session that has one.
+    async fn authenticate(&mut self, token: &str) -> Result<(), End> {
+        match authorize(&self.app, token) {
+            Ok(claims) => {
+                self.deadline = expiry(&claims);
+                self.claims = Some(claims);
+                self.send_json(json!({ "type": "authenticated" })).await
+            }
+            Err((_, code, reason)) => Err(End::Close(code, reason)),
         }
     }
 
@@ -367,5 +486,43 @@ impl Session {
             self.delivered_version.remove(sku);
         }
         Ok(())
+    }
+}
+
+fn app_auth_timeout(app: &AppState) -> u64 {
+    app.settings.ws_auth_timeout_secs.max(1)
+}
+
+/// When the token stops being valid, as a timer deadline.
+fn expiry(claims: &Claims) -> tokio::time::Instant {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    tokio::time::Instant::now() + Duration::from_secs(claims.exp.saturating_sub(now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_allowed;
+
+    #[test]
+    fn the_servers_own_origin_and_listed_ones_are_allowed() {
+        let allowed = vec!["https://ops.example.com".to_owned()];
+        assert!(origin_allowed(
+            "http://127.0.0.1:8000",
+            Some("127.0.0.1:8000"),
+            &[]
+        ));
+        assert!(origin_allowed(
+            "https://ops.example.com",
+            Some("skuwatch:8000"),
+            &allowed
+        ));
+        assert!(!origin_allowed(
+            "https://evil.example",
+            Some("127.0.0.1:8000"),
+            &allowed
+        ));
+        assert!(!origin_allowed("null", None, &allowed));
     }
 }

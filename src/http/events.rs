@@ -12,6 +12,7 @@ use super::error::ApiError;
 use super::extract::{ApiQuery, SkuPath};
 use super::validate::Checks;
 use super::AppState;
+use crate::auth::Caller;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +25,7 @@ pub struct EventsParams {
 /// Gap-free: ids become visible in id order.
 pub async fn feed(
     State(app): State<AppState>,
+    _: Caller,
     ApiQuery(params): ApiQuery<EventsParams>,
 ) -> Result<Response, ApiError> {
     let mut checks = Checks::default();
@@ -55,6 +57,7 @@ pub struct HistoryParams {
 /// points oldest first, the value right after each change.
 pub async fn history(
     State(app): State<AppState>,
+    _: Caller,
     SkuPath(sku): SkuPath,
     ApiQuery(params): ApiQuery<HistoryParams>,
 ) -> Result<Response, ApiError> {

@@ -2,6 +2,7 @@
 //! domain types, hand the work to the SKU actors or the store, and map the
 //! outcome; every error goes through [`error::ApiError`].
 
+mod auth;
 pub mod error;
 mod events;
 mod extract;
@@ -26,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::hub::Hub;
 use crate::store::SqlStore;
+pub use auth::new_user;
 use error::{committed_or_error, ApiError, ErrorResponse};
 pub use skus::DEFAULT_LOW_STOCK_THRESHOLD;
 
@@ -35,6 +37,8 @@ pub struct AppState(Arc<AppInner>);
 
 pub struct AppInner {
     pub store: Arc<SqlStore>,
+    pub jwt: crate::auth::JwtKeys,
+    pub throttle: crate::auth::LoginThrottle,
     pub registry: Registry,
     pub hub: Arc<Hub>,
     pub settings: Settings,
@@ -61,16 +65,11 @@ async fn write_one(
     app: &AppState,
     sku: &SkuCode,
     command: Command,
-    reason: Option<String>,
-    if_match: Option<i64>,
+    meta: WriteMeta,
 ) -> Result<Sku, ErrorResponse> {
     let request = WriteRequest {
         command,
-        meta: WriteMeta {
-            reason,
-            actor: None,
-            if_match,
-        },
+        meta,
         idempotency: None,
     };
     let outcome = app.registry.write(sku, request).await?;
@@ -81,11 +80,15 @@ async fn write_one(
         .ok_or_else(|| ApiError::internal().into())
 }
 
-/// `POST /api/v1/import`, body `text/csv`.
-async fn import(State(app): State<AppState>, request: Request) -> Result<Response, ApiError> {
+/// `POST /api/v1/import` (admin), body `text/csv`.
+async fn import(
+    State(app): State<AppState>,
+    crate::auth::Admin(caller): crate::auth::Admin,
+    request: Request,
+) -> Result<Response, ApiError> {
     let body = extract::body_of_type(request, &(), "csv").await?;
     let (rows, errors) = crate::import::parse(&body).map_err(|e| ApiError::field("header", e))?;
-    let report = crate::import::apply(&app.registry, rows, errors, None).await?;
+    let report = crate::import::apply(&app.registry, rows, errors, Some(caller.username)).await?;
     Ok(Json(report).into_response())
 }
 
@@ -132,6 +135,8 @@ pub fn router(app: AppState) -> Router {
         .route("/skus/{sku}/history", get(events::history))
         .route("/stock/adjustments", post(stock::adjust_batch))
         .route("/events", get(events::feed))
+        .route("/auth/token", post(auth::token))
+        .route("/users", post(auth::create_user))
         .route(
             "/import",
             post(import).layer(DefaultBodyLimit::max(settings.import_limit_bytes)),
@@ -145,6 +150,14 @@ pub fn router(app: AppState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // Spans name the path only: a query string may carry what must not
+        // be logged (API.md: no token in the URL, but clients try).
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |request: &axum::http::Request<axum::body::Body>| {
+                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+                },
+            ),
+        )
         .with_state(app)
 }

@@ -7,13 +7,14 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
-use skuwatch_actors::domain::{Command, Currency, NewSku, PriceGuard, Sku, SkuCode};
+use skuwatch_actors::domain::{Command, Currency, NewSku, PriceGuard, Sku, SkuCode, WriteMeta};
 use skuwatch_actors::store::{ListQuery, SkuStore};
 
 use super::error::{ApiError, ErrorResponse};
 use super::extract::{if_match, ApiJson, ApiQuery, SkuPath};
 use super::validate::{Checks, GuardInput};
 use super::{write_one, AppState};
+use crate::auth::{Admin, Caller};
 
 /// Default `low_stock_threshold` (API.md, SKUs).
 pub const DEFAULT_LOW_STOCK_THRESHOLD: i64 = 10;
@@ -39,6 +40,7 @@ pub struct ListParams {
 /// `GET /api/v1/skus`: keyset pages ordered by `sku`; the cursor is opaque.
 pub async fn list(
     State(app): State<AppState>,
+    _: Caller,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Response, ApiError> {
     let mut checks = Checks::default();
@@ -79,7 +81,11 @@ pub async fn list(
 }
 
 /// `GET /api/v1/skus/{sku}`, served from the SKU's actor.
-pub async fn get(State(app): State<AppState>, SkuPath(sku): SkuPath) -> Result<Response, ApiError> {
+pub async fn get(
+    State(app): State<AppState>,
+    _: Caller,
+    SkuPath(sku): SkuPath,
+) -> Result<Response, ApiError> {
     match app.registry.get(&sku).await? {
         Some(state) => Ok(sku_response(StatusCode::OK, &state)),
         None => Err(ApiError::not_found(format!("SKU {sku} does not exist"))),
@@ -134,10 +140,15 @@ pub fn new_sku(body: &CreateBody) -> Result<(SkuCode, NewSku), ApiError> {
 /// `POST /api/v1/skus` -> 201 with `Location`.
 pub async fn create(
     State(app): State<AppState>,
+    Admin(caller): Admin,
     body: ApiJson<CreateBody>,
 ) -> Result<Response, ErrorResponse> {
     let (sku, new) = new_sku(&body.value)?;
-    let state = write_one(&app, &sku, Command::Create(new), None, None).await?;
+    let meta = WriteMeta {
+        actor: Some(caller.username),
+        ..WriteMeta::default()
+    };
+    let state = write_one(&app, &sku, Command::Create(new), meta).await?;
     let mut response = sku_response(StatusCode::CREATED, &state);
     let location = format!(
         "/api/v1/skus/{}",
@@ -161,6 +172,7 @@ pub struct PatchBody {
 /// `PATCH /api/v1/skus/{sku}`: name, threshold, price guard.
 pub async fn patch(
     State(app): State<AppState>,
+    Admin(caller): Admin,
     SkuPath(sku): SkuPath,
     headers: HeaderMap,
     body: ApiJson<PatchBody>,
@@ -193,7 +205,12 @@ pub async fn patch(
         low_stock_threshold: threshold,
         price_guard: guard,
     };
-    let state = write_one(&app, &sku, command, reason, if_match(&headers)?).await?;
+    let meta = WriteMeta {
+        reason,
+        actor: Some(caller.username),
+        if_match: if_match(&headers)?,
+    };
+    let state = write_one(&app, &sku, command, meta).await?;
     Ok(sku_response(StatusCode::OK, &state))
 }
 
@@ -209,6 +226,7 @@ pub struct PriceBody {
 /// `PUT /api/v1/skus/{sku}/price`, in the SKU's currency.
 pub async fn set_price(
     State(app): State<AppState>,
+    Admin(caller): Admin,
     SkuPath(sku): SkuPath,
     headers: HeaderMap,
     body: ApiJson<PriceBody>,
@@ -227,7 +245,12 @@ pub async fn set_price(
         price: price.ok_or_else(ApiError::internal)?,
         confirm: body.confirm,
     };
-    let state = write_one(&app, &sku, command, reason, if_match(&headers)?).await?;
+    let meta = WriteMeta {
+        reason,
+        actor: Some(caller.username),
+        if_match: if_match(&headers)?,
+    };
+    let state = write_one(&app, &sku, command, meta).await?;
     Ok(sku_response(StatusCode::OK, &state))
 }
 
@@ -241,6 +264,7 @@ pub struct StockBody {
 /// `PUT /api/v1/skus/{sku}/stock`: a counted stock level, >= 0.
 pub async fn set_stock(
     State(app): State<AppState>,
+    Admin(caller): Admin,
     SkuPath(sku): SkuPath,
     headers: HeaderMap,
     body: ApiJson<StockBody>,
@@ -253,6 +277,11 @@ pub async fn set_stock(
     let command = Command::SetStock {
         stock: stock.ok_or_else(ApiError::internal)?,
     };
-    let state = write_one(&app, &sku, command, reason, if_match(&headers)?).await?;
+    let meta = WriteMeta {
+        reason,
+        actor: Some(caller.username),
+        if_match: if_match(&headers)?,
+    };
+    let state = write_one(&app, &sku, command, meta).await?;
     Ok(sku_response(StatusCode::OK, &state))
 }

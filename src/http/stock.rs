@@ -14,6 +14,7 @@ use super::error::{committed_or_error, stored_rejection, ApiError, ErrorResponse
 use super::extract::{fingerprint, idempotency_key, if_match, ApiJson, SkuPath};
 use super::validate::Checks;
 use super::AppState;
+use crate::auth::Admin;
 
 /// Most lines in one batch adjustment.
 pub const MAX_BATCH_LINES: usize = 1000;
@@ -83,6 +84,7 @@ fn idempotency(
 /// `POST /api/v1/skus/{sku}/stock/adjustments` -> `{"sku": SKU, "event_id": n}`.
 pub async fn adjust(
     State(app): State<AppState>,
+    Admin(caller): Admin,
     SkuPath(sku): SkuPath,
     headers: HeaderMap,
     body: ApiJson<AdjustBody>,
@@ -99,7 +101,7 @@ pub async fn adjust(
         },
         meta: WriteMeta {
             reason,
-            actor: None,
+            actor: Some(caller.username),
             if_match: if_match(&headers)?,
         },
         idempotency: idempotency(
@@ -133,6 +135,7 @@ pub struct BatchBody {
 /// 409 names every SKU that lacked stock.
 pub async fn adjust_batch(
     State(app): State<AppState>,
+    Admin(caller): Admin,
     headers: HeaderMap,
     body: ApiJson<BatchBody>,
 ) -> Result<Response, ErrorResponse> {
@@ -161,7 +164,7 @@ pub async fn adjust_batch(
     checks.finish()?;
     let meta = WriteMeta {
         reason,
-        actor: None,
+        actor: Some(caller.username),
         if_match: None,
     };
     let request = format!("{:?}|{:?}", parsed, meta.reason);

@@ -5,11 +5,13 @@
 //! shape, migrations) is in [`Backend`].
 
 mod sql;
+mod users;
 
 use std::sync::Arc;
 
 use skuwatch_actors::store::{SkuStore, StoreError};
 pub use sql::SqlStore;
+pub use users::UserRecord;
 
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -43,7 +43,7 @@ pub struct SqlStore {
 
 type Tx = Transaction<'static, sqlx::Any>;
 
-fn db_error(e: sqlx::Error) -> StoreError {
+pub(super) fn db_error(e: sqlx::Error) -> StoreError {
     match e {
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
             StoreError::Unavailable(e.to_string())
@@ -110,6 +110,14 @@ impl SqlStore {
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
+    }
+
+    pub(super) fn writer(&self) -> &AnyPool {
+        &self.write
+    }
+
+    pub(super) fn reader(&self) -> &AnyPool {
+        &self.read
     }
 
     fn for_update(&self) -> &'static str {

@@ -110,19 +110,43 @@ impl Drop for TestDb {
     }
 }
 
+/// The bootstrap admin of every test server.
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+/// The JWT secret of every test server (tests forge tokens with it).
+pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
 pub fn test_settings(database_url: &str) -> Settings {
     Settings {
         database_url: skuwatch::config::Secret(database_url.to_owned()),
         bind: "127.0.0.1:0".parse().expect("addr"),
         db_max_connections: 8,
+        admin_password: Some(skuwatch::config::Secret(ADMIN_PASSWORD.to_owned())),
+        jwt_secret: Some(skuwatch::config::Secret(JWT_SECRET.to_owned())),
         ..Settings::default()
     }
+}
+
+/// A client that sends `token` with every request.
+pub fn client_with(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .default_headers(headers)
+        .build()
+        .expect("client")
 }
 
 pub struct TestApp {
     pub app: Option<skuwatch::App>,
     pub base: String,
+    /// Sends the admin's token.
     pub client: reqwest::Client,
+    /// The admin's token.
+    pub token: String,
     pub db: std::sync::Arc<TestDb>,
 }
 
@@ -143,13 +167,13 @@ impl TestApp {
             .await
             .expect("bind");
         let app = skuwatch::start(settings, listener).await.expect("start");
+        let base = app.base_url();
+        let token = login(&base, "admin", ADMIN_PASSWORD).await;
         Self {
-            base: app.base_url(),
+            base,
             app: Some(app),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .expect("client"),
+            client: client_with(&token),
+            token,
             db,
         }
     }
@@ -253,13 +277,48 @@ impl TestApp {
         row
     }
 
+    /// A WebSocket authenticated with the admin's token on the upgrade.
     pub async fn ws(&self) -> Ws {
-        let url = format!("ws://{}/ws", self.app().addr());
-        let (stream, _) = tokio_tungstenite::connect_async(url)
+        let (stream, _) = tokio_tungstenite::connect_async(self.ws_request(Some(&self.token)))
             .await
             .expect("ws connect");
         Ws { stream }
     }
+
+    /// The upgrade request for `/ws`, with a bearer token if given.
+    pub fn ws_request(
+        &self,
+        token: Option<&str>,
+    ) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{}/ws", self.app().addr())
+            .into_client_request()
+            .expect("request");
+        if let Some(token) = token {
+            request.headers_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("header"),
+            );
+        }
+        request
+    }
+}
+
+/// Logs in and returns the access token.
+pub async fn login(base: &str, username: &str, password: &str) -> String {
+    let response: Value = reqwest::Client::new()
+        .post(format!("{base}/api/v1/auth/token"))
+        .json(&json!({ "username": username, "password": password }))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    response["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("login failed: {response}"))
+        .to_owned()
 }
 
 impl Drop for TestApp {

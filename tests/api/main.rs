@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod auth;
 mod concurrency;
 mod input;
 mod replay;

@@ -15,6 +15,7 @@ both_backends!(
             speed: None,
             concurrency: 8,
             verify: true,
+            token: app.token.clone(),
         };
         let report = replay::run(&plan, &options).await.expect("replay");
         eprintln!(

@@ -186,10 +186,9 @@ async fn slow_client_scenario(app: Arc<TestApp>, skus: &[&str]) -> SlowClient {
     let stream = tokio_tungstenite::MaybeTlsStream::Plain(
         socket.connect(app.app().addr()).await.expect("connect"),
     );
-    let (slow, _) =
-        tokio_tungstenite::client_async(format!("ws://{}/ws", app.app().addr()), stream)
-            .await
-            .expect("ws");
+    let (slow, _) = tokio_tungstenite::client_async(app.ws_request(Some(&app.token)), stream)
+        .await
+        .expect("ws");
     let mut slow = Ws { stream: slow };
     slow.send(json!({ "type": "subscribe", "all": true })).await;
     let mut fast = app.ws().await;
@@ -282,7 +281,7 @@ both_backends!(
     |backend: Backend| async move {
         let app = Arc::new(
             TestApp::spawn_with(backend, |s| {
-                s.ws_queue = 256;
+                s.ws_queue = 1024;
                 s.ws_send_timeout_secs = 600;
                 s.tcp_send_buffer_bytes = Some(8 * 1024);
             })
@@ -303,7 +302,7 @@ both_backends!(
     |backend: Backend| async move {
         let app = Arc::new(
             TestApp::spawn_with(backend, |s| {
-                s.ws_queue = 16;
+                s.ws_queue = 1024;
                 s.ws_conflate_max = 4;
                 s.tcp_send_buffer_bytes = Some(8 * 1024);
             })

@@ -1,0 +1,116 @@
+//! Authentication and authorization (API.md, Auth): users with Argon2id
+//! password hashes, HS256 JWTs, roles, and the extractors handlers use.
+
+mod jwt;
+mod password;
+mod throttle;
+
+use std::fmt;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+
+pub use jwt::{Claims, JwtKeys, TokenError, LEEWAY_SECS};
+pub use password::{hash_password, verify_password, verify_unknown_user};
+pub use throttle::LoginThrottle;
+
+use crate::http::error::ApiError;
+use crate::http::AppState;
+
+/// What a user may do: `admin` everything, `viewer` read-only REST.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Viewer,
+}
+
+impl Role {
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "admin" => Some(Role::Admin),
+            "viewer" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Checks a username: 1-64 characters of letters, digits, `.`, `_`, `-`, `@`.
+pub fn valid_username(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'))
+}
+
+/// Shortest and longest password accepted, in characters.
+pub const PASSWORD_CHARS: std::ops::RangeInclusive<usize> = 8..=1024;
+
+pub fn valid_password(password: &str) -> bool {
+    PASSWORD_CHARS.contains(&password.chars().count())
+}
+
+/// The caller of a request, from a valid bearer token (any role).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub username: String,
+    pub role: Role,
+}
+
+/// A caller with the `admin` role; a `viewer` gets 403 (API.md, Auth).
+#[derive(Debug, Clone)]
+pub struct Admin(pub Caller);
+
+pub fn unauthorized(detail: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+}
+
+/// The token of an `Authorization: Bearer` header, if any.
+pub fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts).ok_or_else(|| unauthorized("a bearer token is required"))?;
+        let claims = app
+            .jwt
+            .verify(token)
+            .map_err(|_| unauthorized("the token is invalid or expired"))?;
+        Ok(claims.caller())
+    }
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, app).await?;
+        if caller.role != Role::Admin {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this needs the admin role",
+            ));
+        }
+        Ok(Admin(caller))
+    }
+}

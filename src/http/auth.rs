@@ -1,0 +1,163 @@
+//! `POST /api/v1/auth/token` (login) and `POST /api/v1/users` (admin).
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use skuwatch_actors::domain::Micros;
+
+use super::error::ApiError;
+use super::extract::ApiJson;
+use super::validate::Checks;
+use super::AppState;
+use crate::auth::{self, Admin, Role};
+use crate::store::UserRecord;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    username: String,
+    password: String,
+}
+
+/// The same answer for an unknown user, a wrong password and a disabled
+/// user (API.md, Auth).
+fn bad_credentials() -> ApiError {
+    auth::unauthorized("unknown username or wrong password")
+}
+
+/// Issues an access token; failed attempts are rate limited per username
+/// and per client address (429 with `Retry-After`).
+pub async fn token(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: ApiJson<LoginBody>,
+) -> Result<Response, ApiError> {
+    let LoginBody { username, password } = body.value;
+    let address = peer.ip().to_string();
+    if let Some(wait) = app.throttle.blocked(&username, &address) {
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "too many failed logins; retry later",
+        )
+        .into_response();
+        if let Ok(value) = HeaderValue::from_str(&wait.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return Ok(response);
+    }
+    let user = if auth::valid_username(&username) {
+        app.store.find_user(&username).await?
+    } else {
+        None
+    };
+    let verified = match &user {
+        Some(user) => auth::verify_password(password, user.password_hash.clone()).await,
+        None => {
+            auth::verify_unknown_user(password).await;
+            false
+        }
+    };
+    let role = user
+        .as_ref()
+        .filter(|u| verified && !u.disabled)
+        .and_then(|u| Role::parse(&u.role));
+    let Some(role) = role else {
+        app.throttle.failed(&username, &address);
+        tracing::info!(%address, "failed login");
+        return Err(bad_credentials());
+    };
+    app.throttle.succeeded(&username);
+    let (token, claims) = app.jwt.issue(&username, role).map_err(|e| {
+        tracing::error!(error = %e, "cannot sign a token");
+        ApiError::internal()
+    })?;
+    tracing::info!(user = %username, %role, jti = %claims.jti, "token issued");
+    Ok(Json(json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": claims.exp - claims.iat,
+        "role": role,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUserBody {
+    username: String,
+    password: String,
+    role: String,
+}
+
+/// The public view of a user: never the hash.
+pub fn user_json(user: &UserRecord) -> serde_json::Value {
+    json!({
+        "username": user.username,
+        "role": user.role,
+        "created_at": user.created_at,
+        "disabled": user.disabled,
+    })
+}
+
+/// Creates a user; hashing runs off the async runtime.
+pub async fn create_user(
+    State(app): State<AppState>,
+    Admin(caller): Admin,
+    body: ApiJson<NewUserBody>,
+) -> Result<Response, ApiError> {
+    let NewUserBody {
+        username,
+        password,
+        role,
+    } = body.value;
+    let mut checks = Checks::default();
+    if !auth::valid_username(&username) {
+        checks.fail(
+            "username",
+            "must be 1-64 letters, digits, '.', '_', '-' or '@'",
+        );
+    }
+    if !auth::valid_password(&password) {
+        checks.fail("password", "must be 8-1024 characters");
+    }
+    let role = Role::parse(&role);
+    if role.is_none() {
+        checks.fail("role", "must be admin or viewer");
+    }
+    checks.finish()?;
+    let user = new_user(username, password, role.unwrap_or(Role::Viewer)).await?;
+    if !app.store.create_user(&user).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_exists",
+            format!("user {} already exists", user.username),
+        ));
+    }
+    tracing::info!(user = %user.username, role = %user.role, by = %caller.username, "user created");
+    Ok((StatusCode::CREATED, Json(user_json(&user))).into_response())
+}
+
+/// A new user record with a fresh Argon2id hash.
+pub async fn new_user(
+    username: String,
+    password: String,
+    role: Role,
+) -> Result<UserRecord, ApiError> {
+    let password_hash = auth::hash_password(password).await.map_err(|e| {
+        tracing::error!(error = %e, "cannot hash a password");
+        ApiError::internal()
+    })?;
+    Ok(UserRecord {
+        username,
+        password_hash,
+        role: role.as_str().to_owned(),
+        created_at: Micros::now(),
+        disabled: false,
+    })
+}
