@@ -19,6 +19,8 @@ pub type SessionId = u64;
 #[derive(Default)]
 pub struct Hub {
     all: DashMap<SessionId, Arc<Outbox>>,
+    /// Sessions subscribed with `alerts: true`.
+    alerts: DashMap<SessionId, Arc<Outbox>>,
     by_sku: DashMap<SkuCode, HashMap<SessionId, Arc<Outbox>>>,
     /// The last `event_id` dispatched (the feed's position).
     position: AtomicI64,
@@ -51,6 +53,14 @@ impl Hub {
         self.all.remove(&session);
     }
 
+    pub fn subscribe_alerts(&self, session: SessionId, outbox: &Arc<Outbox>) {
+        self.alerts.insert(session, outbox.clone());
+    }
+
+    pub fn unsubscribe_alerts(&self, session: SessionId) {
+        self.alerts.remove(&session);
+    }
+
     pub fn subscribe(&self, session: SessionId, outbox: &Arc<Outbox>, skus: &[SkuCode]) {
         for sku in skus {
             self.by_sku
@@ -78,6 +88,14 @@ impl Hub {
         if let Some(sessions) = self.by_sku.get(&change.sku.sku) {
             for outbox in sessions.values() {
                 outbox.push(&message);
+            }
+        }
+        for alert in &change.alerts {
+            let text: Arc<str> = serde_json::json!({ "type": "alert", "alert": alert })
+                .to_string()
+                .into();
+            for outbox in self.alerts.iter() {
+                outbox.push_alert(&text);
             }
         }
         self.set_position(change.event.event_id);

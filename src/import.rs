@@ -299,6 +299,17 @@ async fn apply_row(
         ));
     }
     let mut changed = false;
+    // Price first: the guard applies per row, and a refused row changes
+    // nothing.
+    if current.price_minor != row.price.minor {
+        write(Command::SetPrice {
+            price: row.price,
+            confirm: false,
+        })
+        .await
+        .map_err(|reason| format!("price: {reason}"))?;
+        changed = true;
+    }
     let name = (current.name != row.name).then(|| row.name.clone());
     let threshold = row
         .low_stock_threshold
@@ -308,15 +319,6 @@ async fn apply_row(
             name,
             low_stock_threshold: threshold,
             price_guard: None,
-        })
-        .await?;
-        changed = true;
-    }
-    if current.price_minor != row.price.minor {
-        // A catalog import states the price; it is never refused by the guard.
-        write(Command::SetPrice {
-            price: row.price,
-            confirm: true,
         })
         .await?;
         changed = true;

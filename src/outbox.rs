@@ -65,6 +65,8 @@ pub struct OutboxLimits {
 /// What the session's writer takes out in one go.
 #[derive(Debug, Default)]
 pub struct Drained {
+    /// Alert messages: never conflated (each is a distinct event).
+    pub alerts: Vec<Arc<str>>,
     pub in_order: Vec<Arc<Outgoing>>,
     /// Newest message per SKU, to be sent marked as conflated.
     pub conflated: Vec<Arc<Outgoing>>,
@@ -73,6 +75,7 @@ pub struct Drained {
 
 #[derive(Default)]
 struct State {
+    alerts: VecDeque<Arc<str>>,
     queue: VecDeque<Arc<Outgoing>>,
     conflated: IndexMap<SkuCode, Arc<Outgoing>>,
     /// The hub dispatches in `event_id` order; anything not newer is a
@@ -119,6 +122,27 @@ impl Outbox {
         self.ready.notify_one();
     }
 
+    /// Queues an alert message. Alerts are rare (one per threshold
+    /// crossing) but still bounded: past the queue limit the session is too
+    /// slow.
+    pub fn push_alert(&self, text: &Arc<str>) {
+        {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.too_slow {
+                return;
+            }
+            if state.alerts.len() >= self.limits.queue {
+                state.too_slow = true;
+                state.alerts = VecDeque::new();
+                state.queue = VecDeque::new();
+                state.conflated = IndexMap::new();
+            } else {
+                state.alerts.push_back(text.clone());
+            }
+        }
+        self.ready.notify_one();
+    }
+
     /// Waits until something is queued.
     pub async fn ready(&self) {
         self.ready.notified().await
@@ -128,6 +152,7 @@ impl Outbox {
     pub fn drain(&self) -> Drained {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         Drained {
+            alerts: state.alerts.drain(..).collect(),
             in_order: state.queue.drain(..).collect(),
             conflated: state.conflated.drain(..).map(|(_, m)| m).collect(),
             too_slow: state.too_slow,

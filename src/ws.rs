@@ -208,6 +208,7 @@ impl Session {
     async fn run(mut self) {
         let end = self.serve().await;
         self.app.hub.unsubscribe_all(self.id);
+        self.app.hub.unsubscribe_alerts(self.id);
         self.app.hub.unsubscribe(self.id, &self.skus);
         if let End::Close(code, reason) = end {
             let frame = CloseFrame {
@@ -302,12 +303,16 @@ impl Session {
     /// Sends everything the outbox holds.
     async fn flush(&mut self) -> Result<(), End> {
         let Drained {
+            alerts,
             in_order,
             conflated,
             too_slow,
         } = self.outbox.drain();
         if too_slow {
             return Err(End::Close(close::TOO_SLOW, "client too slow"));
+        }
+        for alert in alerts {
+            self.send(Message::Text(alert.as_ref().into())).await?;
         }
         for message in in_order {
             if !self.already_delivered(&message) {
@@ -383,6 +388,9 @@ impl Session {
             Err(text) => return self.send_error("bad_subscribe", &text).await,
         };
         let all = message.all.unwrap_or(false);
+        if message.alerts.unwrap_or(false) {
+            self.app.hub.subscribe_alerts(self.id, &self.outbox);
+        }
         if skus.is_empty() && !all && !message.alerts.unwrap_or(false) {
             let text = "give skus, all: true or alerts: true";
             return self.send_error("bad_subscribe", text).await;
@@ -479,6 +487,9 @@ impl Session {
         if message.all.unwrap_or(false) {
             self.all = false;
             self.app.hub.unsubscribe_all(self.id);
+        }
+        if message.alerts.unwrap_or(false) {
+            self.app.hub.unsubscribe_alerts(self.id);
         }
         self.app.hub.unsubscribe(self.id, &skus);
         for sku in &skus {

@@ -3,9 +3,7 @@
 
 use async_trait::async_trait;
 
-use crate::domain::{
-    Command, Committed, DomainError, Event, Field, Micros, Sku, SkuCode, WriteMeta,
-};
+use crate::domain::{Command, Committed, DomainError, Field, Micros, Sku, SkuCode, WriteMeta};
 
 /// A storage failure that is not a domain rule: connection lost, constraint
 /// the domain did not foresee, corrupt row. Shown to clients as a bare 500 or
@@ -85,6 +83,17 @@ pub struct HistoryQuery {
     pub limit: i64,
 }
 
+/// One chart point: the field's value right after a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPoint {
+    pub at: Micros,
+    /// Stock in units, or price in minor units.
+    pub value: i64,
+    pub version: i64,
+    pub event_id: i64,
+    pub reason: Option<String>,
+}
+
 /// Storage of SKUs, their events and idempotency keys. The database is the
 /// source of truth: every write is one transaction that locks the SKU row,
 /// applies [`crate::domain::decide`], writes the row and appends the event
@@ -125,8 +134,11 @@ pub trait SkuStore: Send + Sync + 'static {
         skus: Option<&[SkuCode]>,
     ) -> Result<Vec<Committed>, StoreError>;
 
-    /// Events of one field of one SKU in a time range, oldest first.
-    async fn history(&self, query: &HistoryQuery) -> Result<Vec<Event>, StoreError>;
+    /// Values of one field of one SKU in a time range, oldest first. Over
+    /// `limit` points, the range is cut into `limit / 2` buckets of equal
+    /// point counts and each keeps its lowest and highest point, so a spike
+    /// or a stock-out stays visible.
+    async fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryPoint>, StoreError>;
 
     /// The highest committed `event_id` (0 when there is none).
     async fn last_event_id(&self) -> Result<i64, StoreError>;

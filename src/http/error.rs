@@ -104,6 +104,10 @@ impl ApiError {
             "payload_too_large" => "Payload too large",
             "unsupported_media_type" => "Unsupported media type",
             "method_not_allowed" => "Method not allowed",
+            "price_guard" => "Price outside the guard",
+            "forbidden" => "Forbidden",
+            "unauthorized" => "Unauthorized",
+            "too_many_requests" => "Too many requests",
             "unavailable" => "Service unavailable",
             "bad_request" => "Bad request",
             _ => "Internal server error",
@@ -175,6 +179,15 @@ impl From<DomainError> for ApiError {
             }
             DomainError::CurrencyMismatch { .. } => Self::field("currency", detail),
             DomainError::StockOverflow(_) => Self::field("delta", detail),
+            DomainError::PriceGuard(_) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "price_guard",
+                detail.clone(),
+            )
+            .with_errors(vec![FieldError::new(
+                "price",
+                format!("{detail}; send \"confirm\": true to set it anyway"),
+            )]),
         }
     }
 }

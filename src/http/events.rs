@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
-use skuwatch_actors::domain::{Field, Micros};
+use skuwatch_actors::domain::{Field, Micros, Money};
 use skuwatch_actors::store::{HistoryQuery, SkuStore};
 
 use super::error::ApiError;
@@ -86,28 +86,37 @@ pub async fn history(
         checks.fail("limit", "must be 1-10000");
     }
     checks.finish()?;
-    if app.registry.get(&sku).await?.is_none() {
+    let Some(state) = app.registry.get(&sku).await? else {
         return Err(ApiError::not_found(format!("SKU {sku} does not exist")));
-    }
-    let events = app
+    };
+    let field = field.unwrap_or(Field::Stock);
+    let points = app
         .store
         .history(&HistoryQuery {
             sku,
-            field: field.unwrap_or(Field::Stock),
+            field,
             from,
             to,
             limit,
         })
         .await?;
-    let points: Vec<_> = events
+    let points: Vec<_> = points
         .into_iter()
-        .map(|e| {
+        .map(|p| {
+            let value = match field {
+                Field::Price => json!(Money {
+                    minor: p.value,
+                    currency: state.currency
+                }
+                .to_decimal_string()),
+                _ => json!(p.value),
+            };
             json!({
-                "at": e.at,
-                "value": e.new,
-                "version": e.version,
-                "event_id": e.event_id,
-                "reason": e.reason,
+                "at": p.at,
+                "value": value,
+                "version": p.version,
+                "event_id": p.event_id,
+                "reason": p.reason,
             })
         })
         .collect();

@@ -2,6 +2,7 @@
 //! domain types, hand the work to the SKU actors or the store, and map the
 //! outcome; every error goes through [`error::ApiError`].
 
+mod alerts;
 mod auth;
 pub mod error;
 mod events;
@@ -135,6 +136,9 @@ pub fn router(app: AppState) -> Router {
         .route("/skus/{sku}/history", get(events::history))
         .route("/stock/adjustments", post(stock::adjust_batch))
         .route("/events", get(events::feed))
+        .route("/alerts", get(alerts::list))
+        .route("/alerts/{id}/ack", post(alerts::acknowledge))
+        .route("/summary", get(alerts::summary))
         .route("/auth/token", post(auth::token))
         .route("/users", post(auth::create_user))
         .route(

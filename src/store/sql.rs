@@ -6,12 +6,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 use skuwatch_actors::domain::{
-    decide, Command, Committed, Currency, DomainError, Event, Field, Micros, PriceGuard, Shortfall,
-    Sku, SkuCode, WriteMeta,
+    decide, evaluate_alerts, Alert, AlertAction, AlertKind, AlertStatus, Change, Command,
+    Committed, Currency, DomainError, Event, Field, Micros, PriceGuard, Shortfall, Sku, SkuCode,
+    WriteMeta,
 };
 use skuwatch_actors::store::{
-    AdjustmentLine, HistoryQuery, Idempotency, ListQuery, SkuStore, StoreError, StoredResponse,
-    WriteOutcome,
+    AdjustmentLine, HistoryPoint, HistoryQuery, Idempotency, ListQuery, SkuStore, StoreError,
+    StoredResponse, WriteOutcome,
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Row, Transaction};
@@ -24,8 +25,11 @@ const IDEMPOTENCY_WINDOW_US: i64 = 24 * 3600 * 1_000_000;
 const SKU_COLUMNS: &str = "sku, name, currency, price_minor, stock, low_stock_threshold, \
      guard_max_change_pct, guard_min_price, guard_max_price, version, updated_us";
 
-const EVENT_COLUMNS: &str =
-    "event_id, sku, version, at_us, field, old_value, new_value, delta, reason, actor, state";
+const EVENT_COLUMNS: &str = "event_id, sku, version, at_us, field, old_value, new_value, delta, \
+     reason, actor, state, stock_after, price_after";
+
+const ALERT_COLUMNS: &str = "id, sku, kind, status, message, value, threshold, raised_us, \
+     acknowledged_by, resolved_us";
 
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -221,7 +225,7 @@ impl SqlStore {
     async fn finish(
         &self,
         mut tx: Tx,
-        decided: Result<Vec<skuwatch_actors::domain::Change>, DomainError>,
+        decided: Result<Vec<Change>, DomainError>,
         meta: &WriteMeta,
         idem: Option<&Idempotency>,
         now: Micros,
@@ -266,7 +270,7 @@ impl SqlStore {
     async fn append(
         &self,
         tx: &mut Tx,
-        changes: &[skuwatch_actors::domain::Change],
+        changes: &[Change],
         meta: &WriteMeta,
         now: Micros,
         creating: bool,
@@ -307,6 +311,24 @@ impl SqlStore {
                 return Ok(None);
             }
         }
+        let mut alerts = Vec::with_capacity(changes.len());
+        let mut active: BTreeMap<&SkuCode, Vec<(i64, AlertKind)>> = BTreeMap::new();
+        for change in changes {
+            let sku = &change.state.sku;
+            if !active.contains_key(sku) {
+                active.insert(sku, self.active_alerts(tx, sku).await?);
+            }
+            let current = active.get_mut(sku).map(std::mem::take).unwrap_or_default();
+            let actions = evaluate_alerts(
+                change.previous.as_ref(),
+                &change.state,
+                &current,
+                change.price_anomaly.clone(),
+            );
+            let (changed, still_active) = self.apply_alerts(tx, sku, actions, current, now).await?;
+            active.insert(sku, still_active);
+            alerts.push(changed);
+        }
         // Last: the event ids. The clock row stays locked until commit.
         let count = i64::try_from(changes.len()).map_err(|_| corrupt("batch size"))?;
         let last: i64 = sqlx::query(
@@ -320,7 +342,7 @@ impl SqlStore {
         .try_get(0)
         .map_err(db_error)?;
         let mut committed = Vec::with_capacity(changes.len());
-        for (change, event_id) in changes.iter().zip(last - count + 1..) {
+        for ((change, alerts), event_id) in changes.iter().zip(alerts).zip(last - count + 1..) {
             let event = Event {
                 event_id,
                 sku: change.state.sku.clone(),
@@ -335,7 +357,7 @@ impl SqlStore {
             };
             sqlx::query(&format!(
                 "INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-                 $10, $11)"
+                 $10, $11, $12, $13)"
             ))
             .bind(event.event_id)
             .bind(event.sku.as_str())
@@ -348,16 +370,194 @@ impl SqlStore {
             .bind(event.reason.as_deref())
             .bind(event.actor.as_deref())
             .bind(change.state.to_json().to_string())
+            .bind(change.state.stock)
+            .bind(change.state.price_minor)
             .execute(&mut **tx)
             .await
             .map_err(db_error)?;
             committed.push(Committed {
                 event,
                 sku: change.state.clone(),
+                alerts,
             });
         }
         Ok(Some(committed))
     }
+}
+
+impl SqlStore {
+    /// Open or acknowledged alerts of a SKU whose row this transaction locked.
+    async fn active_alerts(
+        &self,
+        tx: &mut Tx,
+        sku: &SkuCode,
+    ) -> Result<Vec<(i64, AlertKind)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT id, kind FROM alerts WHERE sku = $1 AND status <> 'resolved'")
+                .bind(sku.as_str())
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                let kind: String = row.try_get("kind").map_err(db_error)?;
+                Ok((
+                    row.try_get("id").map_err(db_error)?,
+                    AlertKind::parse(&kind).ok_or_else(|| corrupt("alert kind"))?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Raises and resolves alerts; returns the alerts changed and the SKU's
+    /// active alerts afterwards.
+    async fn apply_alerts(
+        &self,
+        tx: &mut Tx,
+        sku: &SkuCode,
+        actions: Vec<AlertAction>,
+        mut active: Vec<(i64, AlertKind)>,
+        now: Micros,
+    ) -> Result<(Vec<Alert>, Vec<(i64, AlertKind)>), StoreError> {
+        let mut changed = Vec::with_capacity(actions.len());
+        for action in actions {
+            let row = match action {
+                AlertAction::Raise {
+                    kind,
+                    message,
+                    value,
+                    threshold,
+                } => sqlx::query(&format!(
+                    "INSERT INTO alerts (sku, kind, status, message, value, threshold, raised_us) \
+                     VALUES ($1, $2, 'open', $3, $4, $5, $6) RETURNING {ALERT_COLUMNS}"
+                ))
+                .bind(sku.as_str())
+                .bind(kind.as_str())
+                .bind(message)
+                .bind(value.to_string())
+                .bind(threshold.to_string())
+                .bind(now.0)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(db_error)?,
+                AlertAction::Resolve { id } => sqlx::query(&format!(
+                    "UPDATE alerts SET status = 'resolved', resolved_us = $2 WHERE id = $1 \
+                     RETURNING {ALERT_COLUMNS}"
+                ))
+                .bind(id)
+                .bind(now.0)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(db_error)?,
+            };
+            let alert = alert_from_row(&row)?;
+            active.retain(|(id, _)| *id != alert.id);
+            if alert.status != AlertStatus::Resolved {
+                active.push((alert.id, alert.kind));
+            }
+            changed.push(alert);
+        }
+        Ok((changed, active))
+    }
+
+    /// Alerts, newest first, optionally by status and SKU.
+    pub async fn list_alerts(
+        &self,
+        status: Option<AlertStatus>,
+        sku: Option<&SkuCode>,
+        limit: i64,
+    ) -> Result<Vec<Alert>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts WHERE ($1 = '' OR status = $1) \
+             AND ($2 = '' OR sku = $2) ORDER BY id DESC LIMIT $3"
+        ))
+        .bind(status.map_or("", AlertStatus::as_str))
+        .bind(sku.map_or("", SkuCode::as_str))
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_error)?;
+        rows.iter().map(alert_from_row).collect()
+    }
+
+    /// Acknowledges an open alert (idempotent); `None` if it does not exist.
+    pub async fn acknowledge_alert(&self, id: i64, by: &str) -> Result<Option<Alert>, StoreError> {
+        sqlx::query(
+            "UPDATE alerts SET status = 'acknowledged', acknowledged_by = $2, acknowledged_us = $3 \
+             WHERE id = $1 AND status = 'open'",
+        )
+        .bind(id)
+        .bind(by)
+        .bind(Micros::now().0)
+        .execute(&self.write)
+        .await
+        .map_err(db_error)?;
+        let row = sqlx::query(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.write)
+            .await
+            .map_err(db_error)?;
+        row.as_ref().map(alert_from_row).transpose()
+    }
+
+    /// Counts for dashboards: SKUs below threshold, out of stock, and
+    /// active alerts by kind.
+    pub async fn summary(&self) -> Result<serde_json::Value, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS skus, \
+             COALESCE(SUM(CASE WHEN stock < low_stock_threshold THEN 1 ELSE 0 END), 0) AS below, \
+             COALESCE(SUM(CASE WHEN stock = 0 THEN 1 ELSE 0 END), 0) AS out FROM skus",
+        )
+        .fetch_one(&self.read)
+        .await
+        .map_err(db_error)?;
+        let count = |name: &str| row.try_get::<i64, _>(name).map_err(db_error);
+        let mut open = serde_json::Map::new();
+        for kind in [
+            AlertKind::LowStock,
+            AlertKind::OutOfStock,
+            AlertKind::PriceAnomaly,
+        ] {
+            open.insert(kind.as_str().into(), 0.into());
+        }
+        let rows = sqlx::query(
+            "SELECT kind, COUNT(*) AS n FROM alerts WHERE status = 'open' GROUP BY kind",
+        )
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_error)?;
+        for row in rows {
+            let kind: String = row.try_get("kind").map_err(db_error)?;
+            open.insert(kind, row.try_get::<i64, _>("n").map_err(db_error)?.into());
+        }
+        Ok(serde_json::json!({
+            "skus": count("skus")?,
+            "below_threshold": count("below")?,
+            "out_of_stock": count("out")?,
+            "open_alerts": open,
+        }))
+    }
+}
+
+fn alert_from_row(row: &AnyRow) -> Result<Alert, StoreError> {
+    let code: String = row.try_get("sku").map_err(db_error)?;
+    let kind: String = row.try_get("kind").map_err(db_error)?;
+    let status: String = row.try_get("status").map_err(db_error)?;
+    Ok(Alert {
+        id: row.try_get("id").map_err(db_error)?,
+        sku: SkuCode::parse(&code).map_err(|_| corrupt("alert sku"))?,
+        kind: AlertKind::parse(&kind).ok_or_else(|| corrupt("alert kind"))?,
+        status: AlertStatus::parse(&status).ok_or_else(|| corrupt("alert status"))?,
+        message: row.try_get("message").map_err(db_error)?,
+        value: json_column(row, "value")?,
+        threshold: json_column(row, "threshold")?,
+        raised_at: Micros(row.try_get("raised_us").map_err(db_error)?),
+        acknowledged_by: row.try_get("acknowledged_by").map_err(db_error)?,
+        resolved_at: row
+            .try_get::<Option<i64>, _>("resolved_us")
+            .map_err(db_error)?
+            .map(Micros),
+    })
 }
 
 async fn sqlite_pool(url: &str, max: u32) -> Result<AnyPool, StoreError> {
@@ -427,7 +627,23 @@ fn committed_from_row(row: &AnyRow) -> Result<Committed, StoreError> {
         reason: row.try_get("reason").map_err(db_error)?,
         actor: row.try_get("actor").map_err(db_error)?,
     };
-    Ok(Committed { event, sku })
+    Ok(Committed {
+        event,
+        sku,
+        alerts: Vec::new(),
+    })
+}
+
+/// Binds `$1`-`$4` of a history query: SKU, field, from, to.
+fn history_query<'q>(
+    sql: &'q str,
+    query: &'q HistoryQuery,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    sqlx::query(sql)
+        .bind(query.sku.as_str())
+        .bind(query.field.as_str())
+        .bind(query.from.map_or(i64::MIN, |t| t.0))
+        .bind(query.to.map_or(i64::MAX, |t| t.0))
 }
 
 /// `$first, $first+1, ...` for an `IN` list.
@@ -611,23 +827,60 @@ impl SkuStore for SqlStore {
         rows.iter().map(committed_from_row).collect()
     }
 
-    async fn history(&self, query: &HistoryQuery) -> Result<Vec<Event>, StoreError> {
-        // Creation (version 1) carries the first value of every field.
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE sku = $1 AND (field = $2 OR version = 1) \
-             AND at_us >= $3 AND at_us <= $4 ORDER BY event_id LIMIT $5"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(query.sku.as_str())
-            .bind(query.field.as_str())
-            .bind(query.from.map_or(i64::MIN, |t| t.0))
-            .bind(query.to.map_or(i64::MAX, |t| t.0))
-            .bind(query.limit)
-            .fetch_all(&self.read)
+    async fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryPoint>, StoreError> {
+        // Creation (version 1, a meta event) carries the first value.
+        let column = match query.field {
+            Field::Price => "price_after",
+            _ => "stock_after",
+        };
+        let range = "sku = $1 AND (field = $2 OR (field = 'meta' AND version = 1)) \
+                     AND at_us >= $3 AND at_us <= $4";
+        let count_sql = format!("SELECT COUNT(*) FROM events WHERE {range}");
+        let count: i64 = history_query(&count_sql, query)
+            .fetch_one(&self.read)
             .await
+            .map_err(db_error)?
+            .try_get(0)
             .map_err(db_error)?;
+        let rows = if count <= query.limit {
+            let sql = format!(
+                "SELECT event_id, at_us, version, reason, {column} AS v FROM events \
+                 WHERE {range} ORDER BY event_id"
+            );
+            history_query(&sql, query)
+                .fetch_all(&self.read)
+                .await
+                .map_err(db_error)?
+        } else {
+            let sql = format!(
+                "WITH points AS (SELECT event_id, at_us, version, reason, {column} AS v, \
+                   NTILE(CAST($5 AS INTEGER)) OVER (ORDER BY event_id) AS bucket FROM events WHERE {range}), \
+                 ranked AS (SELECT event_id, at_us, version, reason, v, \
+                   ROW_NUMBER() OVER (PARTITION BY bucket ORDER BY v, event_id) AS low, \
+                   ROW_NUMBER() OVER (PARTITION BY bucket ORDER BY v DESC, event_id) AS high \
+                   FROM points) \
+                 SELECT event_id, at_us, version, reason, v FROM ranked \
+                 WHERE low = 1 OR high = 1 ORDER BY event_id"
+            );
+            history_query(&sql, query)
+                .bind((query.limit / 2).max(1))
+                .fetch_all(&self.read)
+                .await
+                .map_err(db_error)?
+        };
         rows.iter()
-            .map(|row| committed_from_row(row).map(|c| history_event(c, query.field)))
+            .map(|row| {
+                Ok(HistoryPoint {
+                    at: Micros(row.try_get("at_us").map_err(db_error)?),
+                    value: row
+                        .try_get::<Option<i64>, _>("v")
+                        .map_err(db_error)?
+                        .unwrap_or(0),
+                    version: row.try_get("version").map_err(db_error)?,
+                    event_id: row.try_get("event_id").map_err(db_error)?,
+                    reason: row.try_get("reason").map_err(db_error)?,
+                })
+            })
             .collect()
     }
 
@@ -647,15 +900,4 @@ impl SkuStore for SqlStore {
             .map_err(db_error)?;
         Ok(())
     }
-}
-
-/// A history point's value is the field's value right after the event.
-fn history_event(committed: Committed, field: Field) -> Event {
-    let mut event = committed.event;
-    event.new = match field {
-        Field::Price => Value::String(committed.sku.price().to_decimal_string()),
-        Field::Stock => Value::from(committed.sku.stock),
-        Field::Meta => event.new,
-    };
-    event
 }

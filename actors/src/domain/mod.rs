@@ -1,10 +1,15 @@
 //! Domain types: validated once at the edge, then trusted everywhere.
 
+mod alerts;
 mod money;
 mod sku;
 mod sku_code;
 mod time;
 
+pub use alerts::{
+    evaluate as evaluate_alerts, guard_violation, recovery_level, Alert, AlertAction, AlertKind,
+    AlertStatus,
+};
 pub use money::{Currency, Money, MoneyError};
 pub use sku::{
     decide, Change, Command, Committed, DomainError, Event, Field, NewSku, PriceGuard, Shortfall,

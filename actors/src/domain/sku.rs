@@ -171,12 +171,14 @@ pub struct Event {
     pub actor: Option<String>,
 }
 
-/// A committed change: the event and the SKU state right after it. This is
-/// what the bus carries and what a WebSocket client receives.
+/// A committed change: the event, the SKU state right after it, and the
+/// alerts it raised or resolved. This is what the bus carries and what a
+/// WebSocket client receives.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Committed {
     pub event: Event,
     pub sku: Sku,
+    pub alerts: Vec<super::Alert>,
 }
 
 /// Fields of a new SKU (API.md `POST /skus`).
@@ -243,6 +245,9 @@ pub enum DomainError {
     },
     #[error("stock would overflow")]
     StockOverflow(SkuCode),
+    /// A price outside the SKU's guard without `confirm` (API.md, SKUs).
+    #[error("{0}")]
+    PriceGuard(String),
 }
 
 /// One SKU that lacked stock for an adjustment.
@@ -257,11 +262,16 @@ pub struct Shortfall {
 /// (without its `event_id`, which the database assigns).
 #[derive(Debug, Clone)]
 pub struct Change {
+    /// The state before (`None` for a creation).
+    pub previous: Option<Sku>,
     pub state: Sku,
     pub field: Field,
     pub old: Value,
     pub new: Value,
     pub delta: Option<i64>,
+    /// Why an accepted price change is outside the guard (it raises a
+    /// `price_anomaly` alert).
+    pub price_anomaly: Option<String>,
 }
 
 /// Applies `command` to `current` (the row as locked in the transaction).
@@ -291,6 +301,7 @@ pub fn decide(
     let mut state = current.clone();
     state.version += 1;
     state.updated_at = now;
+    let mut price_anomaly = None;
     let (field, old, new, delta) = match command {
         Command::Create(_) => unreachable!("handled above"),
         Command::Patch {
@@ -323,13 +334,17 @@ pub fn decide(
             }
             (Field::Meta, Value::Object(old), Value::Object(new), None)
         }
-        Command::SetPrice { price, .. } => {
+        Command::SetPrice { price, confirm } => {
             if price.currency != current.currency {
                 return Err(DomainError::CurrencyMismatch {
                     sku: sku.clone(),
                     expected: current.currency,
                     got: price.currency,
                 });
+            }
+            price_anomaly = super::guard_violation(&current.price_guard, current.price(), *price);
+            if let (Some(reason), false) = (&price_anomaly, confirm) {
+                return Err(DomainError::PriceGuard(reason.clone()));
             }
             state.price_minor = price.minor;
             (
@@ -370,11 +385,13 @@ pub fn decide(
         }
     };
     Ok(Change {
+        previous: Some(current.clone()),
         state,
         field,
         old,
         new,
         delta,
+        price_anomaly,
     })
 }
 
@@ -396,11 +413,13 @@ fn create(sku: &SkuCode, new: &NewSku, now: Micros) -> Change {
         map.remove("updated_at");
     }
     Change {
+        previous: None,
         state,
         field: Field::Meta,
         old: Value::Null,
         new: created,
         delta: None,
+        price_anomaly: None,
     }
 }
 

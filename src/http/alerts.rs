@@ -1,0 +1,70 @@
+//! `/api/v1/alerts`, `/api/v1/alerts/{id}/ack` and `/api/v1/summary`.
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use skuwatch_actors::domain::{AlertStatus, SkuCode};
+
+use super::error::ApiError;
+use super::extract::ApiQuery;
+use super::validate::Checks;
+use super::AppState;
+use crate::auth::{Admin, Caller};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertParams {
+    status: Option<String>,
+    sku: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /api/v1/alerts?status=open&sku=...&limit=...`, newest first.
+pub async fn list(
+    State(app): State<AppState>,
+    _: Caller,
+    ApiQuery(params): ApiQuery<AlertParams>,
+) -> Result<Response, ApiError> {
+    let mut checks = Checks::default();
+    let status = params.status.as_deref().and_then(|s| {
+        let parsed = AlertStatus::parse(s);
+        if parsed.is_none() {
+            checks.fail("status", "must be open, acknowledged or resolved");
+        }
+        parsed
+    });
+    let sku = params
+        .sku
+        .as_deref()
+        .and_then(|s| checks.check("sku", SkuCode::parse(s)));
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        checks.fail("limit", "must be 1-1000");
+    }
+    checks.finish()?;
+    let alerts = app.store.list_alerts(status, sku.as_ref(), limit).await?;
+    Ok(Json(json!({ "alerts": alerts })).into_response())
+}
+
+/// `POST /api/v1/alerts/{id}/ack` (admin): open -> acknowledged; doing it
+/// again, or on a resolved alert, changes nothing and answers the alert.
+pub async fn acknowledge(
+    State(app): State<AppState>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::field("id", "must be an alert id"))?;
+    match app.store.acknowledge_alert(id, &caller.username).await? {
+        Some(alert) => Ok(Json(alert).into_response()),
+        None => Err(ApiError::not_found(format!("alert {id} does not exist"))),
+    }
+}
+
+/// `GET /api/v1/summary`: counts for a dashboard header.
+pub async fn summary(State(app): State<AppState>, _: Caller) -> Result<Response, ApiError> {
+    Ok(Json(app.store.summary().await?).into_response())
+}
