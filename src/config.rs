@@ -64,7 +64,7 @@ pub struct Settings {
     pub ws_send_timeout_secs: u64,
 
     /// Largest WebSocket message and frame from a client, in bytes.
-    #[arg(long, env = "SKUWATCH_WS_MAX_MESSAGE_BYTES", default_value_t = 256 * 1024)]
+    #[arg(long, env = "SKUWATCH_WS_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
     pub ws_max_message_bytes: usize,
 
     /// Kernel send buffer of each accepted connection, in bytes; unset: the

@@ -61,6 +61,9 @@ pub fn parse(bytes: &[u8]) -> Result<(Vec<ImportRow>, Vec<RowError>), HeaderErro
         .has_headers(true)
         .flexible(true)
         .from_reader(bytes);
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(HeaderError("the file is empty".into()));
+    }
     let header = reader
         .headers()
         .map_err(|e| HeaderError(format!("cannot read the header row: {e}")))?
@@ -69,6 +72,7 @@ pub fn parse(bytes: &[u8]) -> Result<(Vec<ImportRow>, Vec<RowError>), HeaderErro
     for (i, name) in header.iter().enumerate() {
         let name = name.trim();
         if !REQUIRED.contains(&name) && !OPTIONAL.contains(&name) {
+            let name: String = name.chars().take(64).collect();
             return Err(HeaderError(format!(
                 "unknown column '{name}'; the header is sku,name,price,currency[,stock][,low_stock_threshold]"
             )));
@@ -140,9 +144,15 @@ impl<'a> LineCounter<'a> {
             end += 1;
         }
         if end > self.offset {
-            self.line += self.bytes[self.offset..end]
+            // A line ends at LF, CRLF, or a CR alone (old Mac files).
+            let slice = &self.bytes[self.offset..end];
+            self.line += slice
                 .iter()
-                .filter(|b| **b == b'\n')
+                .enumerate()
+                .filter(|(i, b)| {
+                    **b == b'\n'
+                        || (**b == b'\r' && self.bytes.get(self.offset + i + 1) != Some(&b'\n'))
+                })
                 .count() as u64;
             self.offset = end;
         }
@@ -364,6 +374,13 @@ mod tests {
         assert_eq!(rows.len(), 0, "{rows:?}");
         let lines: Vec<u64> = errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, [2, 4], "{errors:?}");
+    }
+
+    #[test]
+    fn line_numbers_are_right_with_cr_only_line_ends() {
+        let (_, errors) =
+            parse(b"sku,name,price,currency\rA,b,1.00,GBP\rBAD CODE,x,1.00,GBP\r").unwrap();
+        assert_eq!(errors[0].line, 3);
     }
 
     #[test]

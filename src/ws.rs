@@ -39,6 +39,7 @@ pub mod close {
     pub const UNAUTHENTICATED: u16 = 4401;
     pub const FORBIDDEN: u16 = 4403;
     pub const TOO_SLOW: u16 = 4408;
+    pub const TOO_BIG: u16 = 1009;
 }
 
 /// Whether a browser page from `origin` may open the socket: the server's
@@ -237,7 +238,15 @@ impl Session {
                     return End::Close(close::UNAUTHENTICATED, reason);
                 }
                 frame = self.socket.next() => {
-                    let Some(Ok(frame)) = frame else { return End::Closed };
+                    let frame = match frame {
+                        Some(Ok(frame)) => frame,
+                        // tungstenite's capacity error: over the size limit,
+                        // checked before the message is buffered (RFC 6455 1009).
+                        Some(Err(e)) if e.to_string().contains("too long") => {
+                            return End::Close(close::TOO_BIG, "message too big");
+                        }
+                        _ => return End::Closed,
+                    };
                     self.last_seen = Instant::now();
                     match frame {
                         Message::Text(text) => {

@@ -81,6 +81,11 @@ pub async fn history(
     };
     let from = time("from", params.from.as_deref());
     let to = time("to", params.to.as_deref());
+    if let (Some(from), Some(to)) = (from, to) {
+        if from > to {
+            checks.fail("from", "must not be after to");
+        }
+    }
     let limit = params.limit.unwrap_or(1000);
     if !(1..=10_000).contains(&limit) {
         checks.fail("limit", "must be 1-10000");

@@ -58,8 +58,15 @@ pub async fn list(
         }
         code
     });
-    if params.q.as_deref().is_some_and(|q| q.chars().count() > 200) {
-        checks.fail("q", "must be at most 200 characters");
+    if params
+        .q
+        .as_deref()
+        .is_some_and(|q| q.chars().count() > 200 || q.chars().any(char::is_control))
+    {
+        checks.fail(
+            "q",
+            "must be at most 200 characters, without control characters",
+        );
     }
     checks.finish()?;
     let mut items = app
@@ -118,7 +125,7 @@ pub fn new_sku(body: &CreateBody) -> Result<(SkuCode, NewSku), ApiError> {
             .unwrap_or(DEFAULT_LOW_STOCK_THRESHOLD),
     );
     let guard = match (&body.price_guard, currency) {
-        (Some(raw), Some(currency)) => checks.price_guard(raw, currency),
+        (Some(raw), Some(currency)) => checks.price_guard(raw, currency, &PriceGuard::default()),
         _ => PriceGuard::default(),
     };
     checks.finish()?;
@@ -191,7 +198,7 @@ pub async fn patch(
     let guard = body
         .price_guard
         .as_ref()
-        .map(|g| checks.price_guard(g, current.currency));
+        .map(|g| checks.price_guard(g, current.currency, &current.price_guard));
     if body.name.is_none() && body.low_stock_threshold.is_none() && body.price_guard.is_none() {
         checks.fail(
             "body",

@@ -62,11 +62,14 @@ fn render_batch(outcome: &WriteOutcome) -> StoredResponse {
     })
 }
 
-/// The key with what identifies the request: the route and the parsed
-/// request (so key order and spacing of the JSON do not matter).
+/// Keys of both adjustment routes share one namespace: a key reused on
+/// the other route is a different request (422), not a second write.
+const IDEMPOTENCY_SCOPE: &str = "stock_adjustments";
+
+/// The key with what identifies the request: the route and the validated
+/// request (so key order, spacing and trimmed blanks do not matter).
 fn idempotency(
     headers: &HeaderMap,
-    scope: &str,
     request: &str,
     render: fn(&WriteOutcome) -> StoredResponse,
 ) -> Result<Option<Idempotency>, ApiError> {
@@ -75,8 +78,8 @@ fn idempotency(
     };
     Ok(Some(Idempotency {
         key,
-        scope: scope.to_owned(),
-        fingerprint: fingerprint(&[scope.as_bytes(), request.as_bytes()]),
+        scope: IDEMPOTENCY_SCOPE.to_owned(),
+        fingerprint: fingerprint(&[request.as_bytes()]),
         render,
     }))
 }
@@ -95,6 +98,11 @@ pub async fn adjust(
     }
     let reason = checks.reason(body.value.reason.clone());
     checks.finish()?;
+    let idempotency = idempotency(
+        &headers,
+        &format!("single|{sku}|{}|{:?}", body.value.delta, reason),
+        render_single,
+    )?;
     let request = WriteRequest {
         command: Command::Adjust {
             delta: body.value.delta,
@@ -104,12 +112,7 @@ pub async fn adjust(
             actor: Some(caller.username),
             if_match: if_match(&headers)?,
         },
-        idempotency: idempotency(
-            &headers,
-            "adjust",
-            &format!("{sku}|{}|{:?}", body.value.delta, body.value.reason),
-            render_single,
-        )?,
+        idempotency,
     };
     let outcome = app.registry.write(&sku, request).await?;
     let body = single_body(&outcome);
@@ -168,7 +171,7 @@ pub async fn adjust_batch(
         if_match: None,
     };
     let request = format!("{:?}|{:?}", parsed, meta.reason);
-    let idem = idempotency(&headers, "adjust_batch", &request, render_batch)?;
+    let idem = idempotency(&headers, &format!("batch|{request}"), render_batch)?;
     let outcome = app.registry.write_batch(parsed, meta, idem).await?;
     let body = batch_body(&outcome);
     committed_or_error(outcome)?;

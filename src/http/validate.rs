@@ -2,6 +2,7 @@
 
 use std::fmt::Display;
 
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use skuwatch_actors::domain::{Currency, Money, PriceGuard};
 
@@ -82,24 +83,33 @@ impl Checks {
         Some(money)
     }
 
-    pub fn price_guard(&mut self, raw: &GuardInput, currency: Currency) -> PriceGuard {
-        let max_change_pct = raw.max_change_pct.and_then(|pct| {
-            if (1..=10_000).contains(&pct) {
-                Some(pct)
-            } else {
+    /// The guard `raw` describes on top of `base`: a field left out keeps
+    /// its value in `base`, a field set to `null` is cleared.
+    pub fn price_guard(
+        &mut self,
+        raw: &GuardInput,
+        currency: Currency,
+        base: &PriceGuard,
+    ) -> PriceGuard {
+        let max_change_pct = match raw.max_change_pct {
+            None => base.max_change_pct,
+            Some(None) => None,
+            Some(Some(pct)) if (1..=10_000).contains(&pct) => Some(pct),
+            Some(Some(_)) => {
                 self.fail("price_guard.max_change_pct", "must be 1-10000 (percent)");
                 None
             }
-        });
-        let mut bound = |field: &str, raw: &Option<Box<RawValue>>| {
-            raw.as_deref()
-                .and_then(|raw| self.price(field, raw, currency))
-                .map(|m| m.minor)
         };
+        let mut bound =
+            |field: &str, raw: &Option<Option<Box<RawValue>>>, base: Option<i64>| match raw {
+                None => base,
+                Some(None) => None,
+                Some(Some(raw)) => self.price(field, raw, currency).map(|m| m.minor),
+            };
         let guard = PriceGuard {
             max_change_pct,
-            min_price: bound("price_guard.min_price", &raw.min_price),
-            max_price: bound("price_guard.max_price", &raw.max_price),
+            min_price: bound("price_guard.min_price", &raw.min_price, base.min_price),
+            max_price: bound("price_guard.max_price", &raw.max_price, base.max_price),
         };
         if let (Some(min), Some(max)) = (guard.min_price, guard.max_price) {
             if min > max {
@@ -110,14 +120,24 @@ impl Checks {
     }
 }
 
-/// The `price_guard` object of a request (API.md, SKUs).
+/// The `price_guard` object of a request (API.md, SKUs). Each field:
+/// absent (`None`), `null` (`Some(None)`), or a value.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GuardInput {
-    #[serde(default)]
-    pub max_change_pct: Option<i64>,
-    #[serde(default)]
-    pub min_price: Option<Box<RawValue>>,
-    #[serde(default)]
-    pub max_price: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "present")]
+    pub max_change_pct: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub min_price: Option<Option<Box<RawValue>>>,
+    #[serde(default, deserialize_with = "present")]
+    pub max_price: Option<Option<Box<RawValue>>>,
+}
+
+/// Tells a field sent as `null` from one left out.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }

@@ -283,13 +283,14 @@ impl SqlStore {
         for state in finals.values() {
             let query = if creating {
                 format!(
-                    "INSERT INTO skus ({SKU_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-                     $10, $11) ON CONFLICT (sku) DO NOTHING"
+                    "INSERT INTO skus ({SKU_COLUMNS}, search_text) VALUES ($1, $2, $3, $4, $5, $6, \
+                     $7, $8, $9, $10, $11, $12) ON CONFLICT (sku) DO NOTHING"
                 )
             } else {
                 "UPDATE skus SET name = $2, currency = $3, price_minor = $4, stock = $5, \
                  low_stock_threshold = $6, guard_max_change_pct = $7, guard_min_price = $8, \
-                 guard_max_price = $9, version = $10, updated_us = $11 WHERE sku = $1"
+                 guard_max_price = $9, version = $10, updated_us = $11, search_text = $12 \
+                 WHERE sku = $1"
                     .to_owned()
             };
             let done = sqlx::query(&query)
@@ -304,6 +305,7 @@ impl SqlStore {
                 .bind(state.price_guard.max_price)
                 .bind(state.version)
                 .bind(state.updated_at.0)
+                .bind(format!("{} {}", state.sku, state.name).to_lowercase())
                 .execute(&mut **tx)
                 .await
                 .map_err(db_error)?;
@@ -634,6 +636,26 @@ fn committed_from_row(row: &AnyRow) -> Result<Committed, StoreError> {
     })
 }
 
+/// Per SKU of a refused batch: the stock it has and the total the batch
+/// asked of it (a SKU may appear on several lines).
+fn batch_shortfalls(lines: &[AdjustmentLine], stock: &BTreeMap<SkuCode, Sku>) -> Vec<Shortfall> {
+    let mut totals: BTreeMap<&SkuCode, i64> = BTreeMap::new();
+    for line in lines {
+        *totals.entry(&line.sku).or_default() += line.delta;
+    }
+    totals
+        .into_iter()
+        .filter_map(|(sku, delta)| {
+            let have = stock.get(sku)?.stock;
+            (have + delta < 0).then(|| Shortfall {
+                sku: sku.clone(),
+                stock: have,
+                delta,
+            })
+        })
+        .collect()
+}
+
 /// Binds `$1`-`$4` of a history query: SKU, field, from, to.
 fn history_query<'q>(
     sql: &'q str,
@@ -704,15 +726,18 @@ impl SkuStore for SqlStore {
         meta: &WriteMeta,
         idempotency: Option<&Idempotency>,
     ) -> Result<WriteOutcome, StoreError> {
-        let now = Micros::now();
         let mut tx = self.begin().await?;
         if let Some(idem) = idempotency {
-            if let Some(seen) = self.claim_key(&mut tx, idem, now).await? {
+            if let Some(seen) = self.claim_key(&mut tx, idem, Micros::now()).await? {
                 tx.rollback().await.map_err(db_error)?;
                 return Ok(seen);
             }
         }
         let rows = self.lock_rows(&mut tx, &BTreeSet::from([sku])).await?;
+        // Read the clock once the row is ours: the previous change of this
+        // SKU has committed, so its time is earlier (per SKU, `at` follows
+        // `version`).
+        let now = Micros::now();
         let decided = decide(sku, rows.get(sku), command, meta, now).map(|c| vec![c]);
         let creating = matches!(command, Command::Create(_));
         self.finish(tx, decided, meta, idempotency, now, creating)
@@ -725,16 +750,17 @@ impl SkuStore for SqlStore {
         meta: &WriteMeta,
         idempotency: Option<&Idempotency>,
     ) -> Result<WriteOutcome, StoreError> {
-        let now = Micros::now();
         let mut tx = self.begin().await?;
         if let Some(idem) = idempotency {
-            if let Some(seen) = self.claim_key(&mut tx, idem, now).await? {
+            if let Some(seen) = self.claim_key(&mut tx, idem, Micros::now()).await? {
                 tx.rollback().await.map_err(db_error)?;
                 return Ok(seen);
             }
         }
         let codes: BTreeSet<&SkuCode> = lines.iter().map(|l| &l.sku).collect();
         let mut current = self.lock_rows(&mut tx, &codes).await?;
+        let now = Micros::now();
+        let original = current.clone();
         // If-Match makes no sense across several SKUs; it is not applied.
         let line_meta = WriteMeta {
             if_match: None,
@@ -758,7 +784,9 @@ impl SkuStore for SqlStore {
         }
         let decided = match (rejection, shortfalls.is_empty()) {
             (Some(rejection), _) => Err(rejection),
-            (None, false) => Err(DomainError::InsufficientStock(shortfalls)),
+            (None, false) => Err(DomainError::InsufficientStock(batch_shortfalls(
+                lines, &original,
+            ))),
             (None, true) => Ok(changes),
         };
         self.finish(tx, decided, meta, idempotency, now, false)
@@ -777,9 +805,7 @@ impl SkuStore for SqlStore {
         }
         if query.q.is_some() {
             let i = next();
-            sql.push_str(&format!(
-                " AND (LOWER(sku) LIKE ${i} ESCAPE '\\' OR LOWER(name) LIKE ${i} ESCAPE '\\')"
-            ));
+            sql.push_str(&format!(" AND search_text LIKE ${i} ESCAPE '\\'"));
         }
         if query.below_threshold {
             sql.push_str(" AND stock < low_stock_threshold");

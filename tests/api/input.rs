@@ -24,14 +24,14 @@ both_backends!(
         let response = app
             .client
             .put(app.url("/api/v1/skus/U/price"))
-            .json(&json!({ "price": 0.1 }))
+            .json(&json!({ "price": 19.5 }))
             .send()
             .await
             .expect("put");
         assert_eq!(response.status(), 200, "an exact JSON number is accepted");
         assert_eq!(
             response.json::<Value>().await.expect("json")["price"],
-            "0.10"
+            "19.50"
         );
     }
 );
@@ -274,5 +274,132 @@ both_backends!(
                 .map(|i| i.iter().map(|s| s["sku"].clone()).collect::<Vec<_>>()),
             Some(vec![json!("B2"), json!("b")])
         );
+    }
+);
+
+both_backends!(
+    search_folds_unicode_case_and_refuses_control_characters,
+    |backend: Backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let created = app.client.post(app.url("/api/v1/skus")).json(&json!({"sku": "CAFE1", "name": "CAFÉ Ünïcode Mug", "currency": "EUR", "price": "4.50"})).send().await.expect("create");
+        assert_eq!(created.status(), 201);
+        for q in ["caf%C3%A9", "CAF%C3%89", "%C3%BCn%C3%AFcode", "cafe1"] {
+            let page: Value = app
+                .client
+                .get(app.url(&format!("/api/v1/skus?q={q}")))
+                .send()
+                .await
+                .expect("list")
+                .json()
+                .await
+                .expect("json");
+            assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "q={q}");
+        }
+        let nul = app
+            .client
+            .get(app.url("/api/v1/skus?q=%00"))
+            .send()
+            .await
+            .expect("list");
+        assert_eq!(nul.status(), 422);
+    }
+);
+
+both_backends!(
+    a_partial_price_guard_keeps_the_fields_it_does_not_name,
+    |backend: Backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let created: Value = app.client.post(app.url("/api/v1/skus")).json(&json!({"sku": "G", "name": "g", "currency": "GBP", "price": "2.55", "price_guard": {"min_price": "0.50"}})).send().await.expect("create").json().await.expect("json");
+        assert_eq!(
+            created["price_guard"],
+            json!({"max_change_pct": 50, "min_price": "0.50", "max_price": null})
+        );
+        let patched: Value = app
+            .client
+            .patch(app.url("/api/v1/skus/G"))
+            .json(&json!({"price_guard": {"max_price": "9.00"}}))
+            .send()
+            .await
+            .expect("patch")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(
+            patched["price_guard"],
+            json!({"max_change_pct": 50, "min_price": "0.50", "max_price": "9.00"})
+        );
+        let cleared: Value = app
+            .client
+            .patch(app.url("/api/v1/skus/G"))
+            .json(&json!({"price_guard": {"max_change_pct": null}}))
+            .send()
+            .await
+            .expect("patch")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(cleared["price_guard"]["max_change_pct"], Value::Null);
+        assert_eq!(cleared["price_guard"]["min_price"], "0.50");
+    }
+);
+
+both_backends!(
+    a_batch_naming_a_sku_twice_reports_its_real_stock_and_total,
+    |backend: Backend| async move {
+        let app = TestApp::spawn(backend).await;
+        app.create_sku("DUP", "GBP", "1.00", 3).await;
+        let lines: Vec<Value> = (0..6).map(|_| json!({"sku": "DUP", "delta": -1})).collect();
+        let response = app
+            .client
+            .post(app.url("/api/v1/stock/adjustments"))
+            .json(&json!({"adjustments": lines}))
+            .send()
+            .await
+            .expect("batch");
+        assert_eq!(response.status(), 409);
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["skus"], json!(["DUP"]));
+        assert_eq!(
+            body["errors"][0]["message"],
+            "SKU DUP has 3 in stock; -6 would take it below 0"
+        );
+        // The same idempotency key on the other adjustment route is a different request.
+        let first = app
+            .client
+            .post(app.url("/api/v1/skus/DUP/stock/adjustments"))
+            .header("Idempotency-Key", "k-1")
+            .json(&json!({"delta": -1}))
+            .send()
+            .await
+            .expect("single");
+        assert_eq!(first.status(), 200);
+        let other_route = app
+            .client
+            .post(app.url("/api/v1/stock/adjustments"))
+            .header("Idempotency-Key", "k-1")
+            .json(&json!({"adjustments": [{"sku": "DUP", "delta": -1}]}))
+            .send()
+            .await
+            .expect("batch");
+        assert_eq!(other_route.status(), 422);
+        let padded = app
+            .client
+            .post(app.url("/api/v1/skus/DUP/stock/adjustments"))
+            .header("Idempotency-Key", "k-2")
+            .json(&json!({"delta": -1, "reason": "sale"}))
+            .send()
+            .await
+            .expect("single");
+        assert_eq!(padded.status(), 200);
+        let again = app
+            .client
+            .post(app.url("/api/v1/skus/DUP/stock/adjustments"))
+            .header("Idempotency-Key", "k-2")
+            .json(&json!({"delta": -1, "reason": " sale "}))
+            .send()
+            .await
+            .expect("single");
+        assert_eq!(again.status(), 200, "the same request after trimming");
+        assert_eq!(app.get_sku("DUP").await.1["stock"], 1);
     }
 );

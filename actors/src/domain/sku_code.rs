@@ -16,8 +16,16 @@ pub struct SkuCode(String);
 pub enum SkuCodeError {
     #[error("must be 1-64 characters long")]
     Length,
-    #[error("must not contain whitespace, control characters or '/'")]
+    #[error("must not contain whitespace, control or invisible characters, or '/'")]
     ForbiddenCharacter,
+    #[error("must not be '.' or '..'")]
+    DotSegment,
+}
+
+/// Zero-width and other invisible format characters: two codes that look
+/// the same must be the same code.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{00AD}')
 }
 
 impl SkuCode {
@@ -32,9 +40,13 @@ impl SkuCode {
         }
         if raw
             .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/' || is_invisible(c))
         {
             return Err(SkuCodeError::ForbiddenCharacter);
+        }
+        // Path segments that URL normalisation would remove.
+        if raw == "." || raw == ".." {
+            return Err(SkuCodeError::DotSegment);
         }
         Ok(Self(raw.to_owned()))
     }
@@ -84,7 +96,15 @@ mod tests {
 
     #[test]
     fn whitespace_slash_and_control_characters_are_rejected() {
-        for bad in ["BANK CHARGES", "a/b", "a\tb", "a\u{0}b", " a", "a\n"] {
+        for bad in [
+            "BANK CHARGES",
+            "a/b",
+            "a\tb",
+            "a\u{0}b",
+            " a",
+            "a\n",
+            "a\u{200B}b",
+        ] {
             assert_eq!(
                 SkuCode::parse(bad),
                 Err(SkuCodeError::ForbiddenCharacter),
