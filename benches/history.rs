@@ -40,7 +40,7 @@ async fn seed(url: &str, postgres: bool) -> SqlStore {
     };
     sqlx::query(&format!(
         "INSERT INTO events (event_id, sku, version, at_us, field, old_value, new_value, delta, reason, actor, state, stock_after, price_after) \
-         SELECT 10 + n, 'BENCH', 1 + n, 1000000 * n, 'stock', '0', '0', NULL, NULL, NULL, '{{}}', (n * 37) % 1000, 255 FROM ({series}) AS t"
+         SELECT 10 + n, 'BENCH', 1 + n, CAST(n AS BIGINT) * 1000000, 'stock', '0', '0', NULL, NULL, NULL, '{{}}', (n * 37) % 1000, 255 FROM ({series}) AS t"
     ))
     .execute(&mut conn)
     .await

@@ -23,8 +23,11 @@
 //! 5. Name: the first non-empty, trimmed `Description` of the code, else the
 //!    code itself. Currency: GBP.
 //! 6. Initial stock: the least stock that keeps the running stock >= 0
-//!    through the whole replay. Final stock = initial + sum of deltas, so it
-//!    is computed from the file alone, and every adjustment succeeds.
+//!    through the whole replay, plus a reserve of half the units the SKU
+//!    sells in the replay (rounded down). Slow sellers so run out, fast ones
+//!    run low but rarely out, as in a real shop. Final stock = initial + sum
+//!    of deltas, so it is computed from the file alone, and every
+//!    adjustment succeeds.
 //!
 //! The catalog goes in through `POST /api/v1/import` (an upsert that resets
 //! stock to the initial value, so a rerun ends at the same final stock).
@@ -248,6 +251,7 @@ pub fn plan(files: &[(String, Vec<u8>)]) -> Result<Plan, ReplayError> {
     let mut steps = Vec::new();
     let mut current_price: HashMap<SkuCode, i64> = HashMap::new();
     let mut running: HashMap<SkuCode, (i64, i64)> = HashMap::new(); // (sum, lowest)
+    let mut sold: HashMap<SkuCode, i64> = HashMap::new();
     let mut skipped = rows_read - rows.len() as u64;
     for (row, sku) in rows {
         let Some((_, first_reference, first_any)) = catalog.get(&sku) else {
@@ -283,6 +287,9 @@ pub fn plan(files: &[(String, Vec<u8>)]) -> Result<Plan, ReplayError> {
         } else {
             (row.quantity, "write_off")
         };
+        if reason == "sale" {
+            *sold.entry(sku.clone()).or_default() -= delta;
+        }
         let (sum, lowest) = running.entry(sku.clone()).or_insert((0, 0));
         *sum += delta;
         *lowest = (*lowest).min(*sum);
@@ -300,7 +307,7 @@ pub fn plan(files: &[(String, Vec<u8>)]) -> Result<Plan, ReplayError> {
         else {
             continue;
         };
-        let initial_stock = -lowest;
+        let initial_stock = -lowest + sold.get(&sku).copied().unwrap_or(0) / 2;
         expected_stock.insert(sku.clone(), initial_stock + sum);
         entries.push(CatalogEntry {
             name: if name.is_empty() {
@@ -623,9 +630,13 @@ mod tests {
             .collect();
         assert_eq!(deltas, [(-6, "sale"), (2, "return"), (-1, "write_off")]);
         assert_eq!(p.catalog.len(), 1);
-        assert_eq!(p.catalog[0].initial_stock, 6);
+        assert_eq!(
+            p.catalog[0].initial_stock,
+            6 + 3,
+            "the deepest dip plus half the units sold"
+        );
         assert_eq!(p.catalog[0].price.minor, 255);
-        assert_eq!(p.expected_stock.values().copied().collect::<Vec<_>>(), [1]);
+        assert_eq!(p.expected_stock.values().copied().collect::<Vec<_>>(), [4]);
     }
 
     #[test]
