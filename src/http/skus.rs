@@ -87,16 +87,21 @@ pub async fn list(
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })).into_response())
 }
 
+/// The SKU as its actor caches it, or 404.
+async fn current(app: &AppState, sku: &SkuCode) -> Result<Sku, ApiError> {
+    app.registry
+        .get(sku)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("SKU {sku} does not exist")))
+}
+
 /// `GET /api/v1/skus/{sku}`, served from the SKU's actor.
 pub async fn get(
     State(app): State<AppState>,
     _: Caller,
     SkuPath(sku): SkuPath,
 ) -> Result<Response, ApiError> {
-    match app.registry.get(&sku).await? {
-        Some(state) => Ok(sku_response(StatusCode::OK, &state)),
-        None => Err(ApiError::not_found(format!("SKU {sku} does not exist"))),
-    }
+    Ok(sku_response(StatusCode::OK, &current(&app, &sku).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,11 +190,7 @@ pub async fn patch(
     body: ApiJson<PatchBody>,
 ) -> Result<Response, ErrorResponse> {
     let body = body.value;
-    let current = app
-        .registry
-        .get(&sku)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("SKU {sku} does not exist")))?;
+    let current = current(&app, &sku).await?;
     let mut checks = Checks::default();
     let name = body.name.as_deref().and_then(|n| checks.name("name", n));
     let threshold = body
@@ -239,11 +240,7 @@ pub async fn set_price(
     body: ApiJson<PriceBody>,
 ) -> Result<Response, ErrorResponse> {
     let body = body.value;
-    let current = app
-        .registry
-        .get(&sku)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("SKU {sku} does not exist")))?;
+    let current = current(&app, &sku).await?;
     let mut checks = Checks::default();
     let price = checks.price("price", &body.price, current.currency);
     let reason = checks.reason(body.reason);

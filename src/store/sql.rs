@@ -136,6 +136,22 @@ impl SqlStore {
         self.write.begin().await.map_err(db_error)
     }
 
+    /// Begins a write transaction and claims the idempotency key, if any;
+    /// `Err(outcome)` when the key was used before (nothing else to do).
+    async fn begin_keyed(
+        &self,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Result<Tx, WriteOutcome>, StoreError> {
+        let mut tx = self.begin().await?;
+        if let Some(idem) = idempotency {
+            if let Some(seen) = self.claim_key(&mut tx, idem, Micros::now()).await? {
+                tx.rollback().await.map_err(db_error)?;
+                return Ok(Err(seen));
+            }
+        }
+        Ok(Ok(tx))
+    }
+
     /// Reads and locks the SKU rows of a write, in code order so that two
     /// batches touching the same SKUs cannot deadlock.
     async fn lock_rows(
@@ -726,13 +742,10 @@ impl SkuStore for SqlStore {
         meta: &WriteMeta,
         idempotency: Option<&Idempotency>,
     ) -> Result<WriteOutcome, StoreError> {
-        let mut tx = self.begin().await?;
-        if let Some(idem) = idempotency {
-            if let Some(seen) = self.claim_key(&mut tx, idem, Micros::now()).await? {
-                tx.rollback().await.map_err(db_error)?;
-                return Ok(seen);
-            }
-        }
+        let mut tx = match self.begin_keyed(idempotency).await? {
+            Ok(tx) => tx,
+            Err(seen) => return Ok(seen),
+        };
         let rows = self.lock_rows(&mut tx, &BTreeSet::from([sku])).await?;
         // Read the clock once the row is ours: the previous change of this
         // SKU has committed, so its time is earlier (per SKU, `at` follows
@@ -750,13 +763,10 @@ impl SkuStore for SqlStore {
         meta: &WriteMeta,
         idempotency: Option<&Idempotency>,
     ) -> Result<WriteOutcome, StoreError> {
-        let mut tx = self.begin().await?;
-        if let Some(idem) = idempotency {
-            if let Some(seen) = self.claim_key(&mut tx, idem, Micros::now()).await? {
-                tx.rollback().await.map_err(db_error)?;
-                return Ok(seen);
-            }
-        }
+        let mut tx = match self.begin_keyed(idempotency).await? {
+            Ok(tx) => tx,
+            Err(seen) => return Ok(seen),
+        };
         let codes: BTreeSet<&SkuCode> = lines.iter().map(|l| &l.sku).collect();
         let mut current = self.lock_rows(&mut tx, &codes).await?;
         let now = Micros::now();
