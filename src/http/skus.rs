@@ -87,6 +87,25 @@ pub async fn list(
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })).into_response())
 }
 
+/// Runs an admin's edit of one SKU, honouring `If-Match`, and answers the
+/// new state with its ETag.
+async fn edit(
+    app: &AppState,
+    caller: Caller,
+    sku: &SkuCode,
+    headers: &HeaderMap,
+    command: Command,
+    reason: Option<String>,
+) -> Result<Response, ErrorResponse> {
+    let meta = WriteMeta {
+        reason,
+        actor: Some(caller.username),
+        if_match: if_match(headers)?,
+    };
+    let state = write_one(app, sku, command, meta).await?;
+    Ok(sku_response(StatusCode::OK, &state))
+}
+
 /// The SKU as its actor caches it, or 404.
 async fn current(app: &AppState, sku: &SkuCode) -> Result<Sku, ApiError> {
     app.registry
@@ -213,13 +232,7 @@ pub async fn patch(
         low_stock_threshold: threshold,
         price_guard: guard,
     };
-    let meta = WriteMeta {
-        reason,
-        actor: Some(caller.username),
-        if_match: if_match(&headers)?,
-    };
-    let state = write_one(&app, &sku, command, meta).await?;
-    Ok(sku_response(StatusCode::OK, &state))
+    edit(&app, caller, &sku, &headers, command, reason).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -249,13 +262,7 @@ pub async fn set_price(
         price: price.ok_or_else(ApiError::internal)?,
         confirm: body.confirm,
     };
-    let meta = WriteMeta {
-        reason,
-        actor: Some(caller.username),
-        if_match: if_match(&headers)?,
-    };
-    let state = write_one(&app, &sku, command, meta).await?;
-    Ok(sku_response(StatusCode::OK, &state))
+    edit(&app, caller, &sku, &headers, command, reason).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -281,11 +288,5 @@ pub async fn set_stock(
     let command = Command::SetStock {
         stock: stock.ok_or_else(ApiError::internal)?,
     };
-    let meta = WriteMeta {
-        reason,
-        actor: Some(caller.username),
-        if_match: if_match(&headers)?,
-    };
-    let state = write_one(&app, &sku, command, meta).await?;
-    Ok(sku_response(StatusCode::OK, &state))
+    edit(&app, caller, &sku, &headers, command, reason).await
 }
