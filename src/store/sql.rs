@@ -652,6 +652,73 @@ fn committed_from_row(row: &AnyRow) -> Result<Committed, StoreError> {
     })
 }
 
+impl SqlStore {
+    /// The ids of the lowest and highest point of each of `limit / 2`
+    /// buckets (equal spans of event id), in one aggregate scan: each value
+    /// is packed with its event's offset (`v * span + offset`), so MIN and
+    /// MAX give the value and the earliest event holding it, with no sort.
+    /// Values are >= 0 (stock, and prices in minor units); when packing
+    /// would overflow, a window-function query does the same, slower.
+    async fn bucket_extremes(
+        &self,
+        query: &HistoryQuery,
+        column: &str,
+        range: &str,
+        first: i64,
+        last: i64,
+        top: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let buckets = (query.limit / 2).max(1);
+        let span = last - first + 1;
+        let fits = top
+            .checked_add(1)
+            .and_then(|t| t.checked_mul(span))
+            .is_some();
+        let rows = if fits {
+            let sql = format!(
+                "SELECT (event_id - $5) * $6 / $7 AS bucket, \
+                 MIN(COALESCE({column}, 0) * $7 + (event_id - $5)) AS low, \
+                 MAX(COALESCE({column}, 0) * $7 + ($7 - 1 - (event_id - $5))) AS high \
+                 FROM events WHERE {range} GROUP BY (event_id - $5) * $6 / $7"
+            );
+            let rows = history_query(&sql, query)
+                .bind(first)
+                .bind(buckets)
+                .bind(span)
+                .fetch_all(&self.read)
+                .await
+                .map_err(db_error)?;
+            let mut ids = BTreeSet::new();
+            for row in rows {
+                let low: i64 = row.try_get("low").map_err(db_error)?;
+                let high: i64 = row.try_get("high").map_err(db_error)?;
+                ids.insert(first + low % span);
+                ids.insert(first + (span - 1 - high % span));
+            }
+            return Ok(ids.into_iter().collect());
+        } else {
+            let sql = format!(
+                "WITH points AS (SELECT event_id, COALESCE({column}, 0) AS v, \
+                   NTILE(CAST($5 AS INTEGER)) OVER (ORDER BY event_id) AS bucket \
+                   FROM events WHERE {range}), \
+                 ranked AS (SELECT event_id, \
+                   ROW_NUMBER() OVER (PARTITION BY bucket ORDER BY v, event_id) AS low, \
+                   ROW_NUMBER() OVER (PARTITION BY bucket ORDER BY v DESC, event_id) AS high \
+                   FROM points) \
+                 SELECT event_id FROM ranked WHERE low = 1 OR high = 1"
+            );
+            history_query(&sql, query)
+                .bind(buckets)
+                .fetch_all(&self.read)
+                .await
+                .map_err(db_error)?
+        };
+        rows.iter()
+            .map(|row| row.try_get::<i64, _>("event_id").map_err(db_error))
+            .collect()
+    }
+}
+
 /// Per SKU of a refused batch: the stock it has and the total the batch
 /// asked of it (a SKU may appear on several lines).
 fn batch_shortfalls(lines: &[AdjustmentLine], stock: &BTreeMap<SkuCode, Sku>) -> Vec<Shortfall> {
@@ -871,38 +938,41 @@ impl SkuStore for SqlStore {
         };
         let range = "sku = $1 AND (field = $2 OR (field = 'meta' AND version = 1)) \
                      AND at_us >= $3 AND at_us <= $4";
-        let count_sql = format!("SELECT COUNT(*) FROM events WHERE {range}");
-        let count: i64 = history_query(&count_sql, query)
+        let stats_sql = format!(
+            "SELECT COUNT(*) AS n, MIN(event_id) AS first, MAX(event_id) AS last, \
+             MAX(COALESCE({column}, 0)) AS top FROM events WHERE {range}"
+        );
+        let stats = history_query(&stats_sql, query)
             .fetch_one(&self.read)
             .await
-            .map_err(db_error)?
-            .try_get(0)
             .map_err(db_error)?;
+        let count: i64 = stats.try_get("n").map_err(db_error)?;
+        let raw = format!(
+            "SELECT event_id, at_us, version, reason, {column} AS v FROM events \
+             WHERE {range} ORDER BY event_id"
+        );
         let rows = if count <= query.limit {
-            let sql = format!(
-                "SELECT event_id, at_us, version, reason, {column} AS v FROM events \
-                 WHERE {range} ORDER BY event_id"
-            );
-            history_query(&sql, query)
+            history_query(&raw, query)
                 .fetch_all(&self.read)
                 .await
                 .map_err(db_error)?
         } else {
+            let first: i64 = stats.try_get("first").map_err(db_error)?;
+            let last: i64 = stats.try_get("last").map_err(db_error)?;
+            let top: i64 = stats.try_get("top").map_err(db_error)?;
+            let ids = self
+                .bucket_extremes(query, column, range, first, last, top)
+                .await?;
             let sql = format!(
-                "WITH points AS (SELECT event_id, at_us, version, reason, {column} AS v, \
-                   NTILE(CAST($5 AS INTEGER)) OVER (ORDER BY event_id) AS bucket FROM events WHERE {range}), \
-                 ranked AS (SELECT event_id, at_us, version, reason, v, \
-                   ROW_NUMBER() OVER (PARTITION BY bucket ORDER BY v, event_id) AS low, \
-                   ROW_NUMBER() OVER (PARTITION BY bucket ORDER BY v DESC, event_id) AS high \
-                   FROM points) \
-                 SELECT event_id, at_us, version, reason, v FROM ranked \
-                 WHERE low = 1 OR high = 1 ORDER BY event_id"
+                "SELECT event_id, at_us, version, reason, {column} AS v FROM events \
+                 WHERE event_id IN ({}) ORDER BY event_id",
+                placeholders(1, ids.len())
             );
-            history_query(&sql, query)
-                .bind((query.limit / 2).max(1))
-                .fetch_all(&self.read)
-                .await
-                .map_err(db_error)?
+            let mut select = sqlx::query(&sql);
+            for id in &ids {
+                select = select.bind(*id);
+            }
+            select.fetch_all(&self.read).await.map_err(db_error)?
         };
         rows.iter()
             .map(|row| {
