@@ -938,15 +938,13 @@ impl SkuStore for SqlStore {
         };
         let range = "sku = $1 AND (field = $2 OR (field = 'meta' AND version = 1)) \
                      AND at_us >= $3 AND at_us <= $4";
-        let stats_sql = format!(
-            "SELECT COUNT(*) AS n, MIN(event_id) AS first, MAX(event_id) AS last, \
-             MAX(COALESCE({column}, 0)) AS top FROM events WHERE {range}"
-        );
-        let stats = history_query(&stats_sql, query)
+        let count_sql = format!("SELECT COUNT(*) FROM events WHERE {range}");
+        let count: i64 = history_query(&count_sql, query)
             .fetch_one(&self.read)
             .await
+            .map_err(db_error)?
+            .try_get(0)
             .map_err(db_error)?;
-        let count: i64 = stats.try_get("n").map_err(db_error)?;
         let raw = format!(
             "SELECT event_id, at_us, version, reason, {column} AS v FROM events \
              WHERE {range} ORDER BY event_id"
@@ -957,6 +955,14 @@ impl SkuStore for SqlStore {
                 .await
                 .map_err(db_error)?
         } else {
+            let stats_sql = format!(
+                "SELECT MIN(event_id) AS first, MAX(event_id) AS last, \
+                 MAX(COALESCE({column}, 0)) AS top FROM events WHERE {range}"
+            );
+            let stats = history_query(&stats_sql, query)
+                .fetch_one(&self.read)
+                .await
+                .map_err(db_error)?;
             let first: i64 = stats.try_get("first").map_err(db_error)?;
             let last: i64 = stats.try_get("last").map_err(db_error)?;
             let top: i64 = stats.try_get("top").map_err(db_error)?;
