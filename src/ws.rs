@@ -110,13 +110,8 @@ pub async fn upgrade(
             .into_response();
         }
     }
-    let claims = match headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-    {
-        Some((_, token)) => match authorize(&app, token.trim()) {
+    let claims = match crate::auth::bearer(&headers) {
+        Some(token) => match authorize(&app, token) {
             Ok(claims) => Some(claims),
             Err((status, _, detail)) => {
                 let kind = if status == StatusCode::FORBIDDEN {

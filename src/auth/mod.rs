@@ -9,7 +9,7 @@ use std::fmt;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 
 pub use jwt::{Claims, JwtKeys, TokenError, LEEWAY_SECS};
 pub use password::{hash_password, verify_password, verify_unknown_user};
@@ -80,8 +80,8 @@ pub fn unauthorized(detail: &str) -> ApiError {
 }
 
 /// The token of an `Authorization: Bearer` header, if any.
-pub fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
@@ -90,7 +90,8 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or_else(|| unauthorized("a bearer token is required"))?;
+        let token =
+            bearer(&parts.headers).ok_or_else(|| unauthorized("a bearer token is required"))?;
         let claims = app
             .jwt
             .verify(token)
