@@ -230,6 +230,24 @@ both_backends!(
             "idempotency_mismatch"
         );
         assert_eq!(app.get_sku("IDEM").await.1["stock"], 7, "applied once");
+        // A refusal is kept too: the retry gets the first 409 even after
+        // stock arrived in between (README, Extensions).
+        let oversell = || {
+            app.client
+                .post(app.url("/api/v1/skus/IDEM/stock/adjustments"))
+                .header("Idempotency-Key", "order-43-line-1")
+                .json(&json!({ "delta": -10 }))
+                .send()
+        };
+        let refused = oversell().await.expect("oversell");
+        assert_eq!(refused.status(), 409);
+        let refused: Value = refused.json().await.expect("json");
+        assert_eq!(app.adjust("IDEM", 20).await.0, 200);
+        let retried = oversell().await.expect("retry");
+        assert_eq!(retried.status(), 409);
+        assert_eq!(retried.headers()["idempotent-replayed"], "true");
+        assert_eq!(retried.json::<Value>().await.expect("json"), refused);
+        assert_eq!(app.get_sku("IDEM").await.1["stock"], 27);
     }
 );
 
