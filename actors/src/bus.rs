@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::domain::Committed;
 
@@ -16,4 +16,14 @@ pub trait EventBus: Send + Sync + 'static {
 
     /// A receiver of everything published from now on, by any instance.
     fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>>;
+
+    /// Whether changes from other instances currently arrive (the Redis
+    /// listener is subscribed and its heartbeat comes back). Always `true`
+    /// for a bus that serves one instance.
+    fn connected(&self) -> watch::Receiver<bool>;
+
+    /// Told by the feed, before it dispatches a change it had to read from
+    /// the database because the bus did not deliver it, so that a bus with
+    /// a shared cache can bring that cache up to date. Never blocks.
+    fn missed(&self, _change: &Arc<Committed>) {}
 }

@@ -8,12 +8,14 @@
 //!   one function that decides every change ([`domain::decide`]).
 //! - [`store`]: the [`store::SkuStore`] trait the actors write through.
 //! - [`bus`]: the [`bus::EventBus`] trait committed changes travel on.
+//! - [`cache`]: the [`cache::SkuCache`] a SKU actor may activate from.
 //! - [`sku_actor`]: one actor per active SKU: cached state, serial writer.
 //! - [`registry`]: finds or activates a SKU's actor; the supervisor that
 //!   restarts failed actors; passivation of idle ones.
 //! - [`messages`]: what the actors understand.
 
 pub mod bus;
+pub mod cache;
 pub mod domain;
 pub mod messages;
 pub mod registry;

@@ -8,6 +8,7 @@ use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::bus::EventBus;
+use crate::cache::SkuCache;
 use crate::domain::{Sku, SkuCode};
 use crate::messages::SkuMsg;
 use crate::store::{SkuStore, StoreError, WriteOutcome};
@@ -17,6 +18,8 @@ use crate::store::{SkuStore, StoreError, WriteOutcome};
 pub struct SkuContext {
     pub store: Arc<dyn SkuStore>,
     pub bus: Arc<dyn EventBus>,
+    /// The shared state cache (Redis); `None` reads the database.
+    pub cache: Option<Arc<dyn SkuCache>>,
     /// The registry's map, so a passivating actor can take itself out.
     pub actors: Arc<DashMap<SkuCode, ActorRef<SkuMsg>>>,
     /// Unused this long, the actor stops (passivation).
@@ -38,7 +41,14 @@ pub struct SkuActorState {
 impl SkuActorState {
     async fn loaded(&mut self) -> Result<Option<&Sku>, StoreError> {
         if self.cached.is_none() {
-            self.cached = Some(self.ctx.store.load(&self.sku).await?);
+            let from_cache = match &self.ctx.cache {
+                Some(cache) => cache.get(&self.sku).await,
+                None => None,
+            };
+            self.cached = Some(match from_cache {
+                Some(sku) => Some(sku),
+                None => self.ctx.store.load(&self.sku).await?,
+            });
         }
         Ok(self.cached.as_ref().and_then(Option::as_ref))
     }
@@ -50,6 +60,23 @@ impl SkuActorState {
                 *cached = Some(sku.clone());
             }
         }
+    }
+
+    /// A change from elsewhere: kept if newer. Versions step by exactly 1,
+    /// so a jump means a change never reached this actor (a bus that lost
+    /// it, or a stale cache at activation); the state is then read again
+    /// from the database, which is the truth.
+    async fn apply(&mut self, sku: &Sku) {
+        let gap = matches!(&self.cached, Some(Some(c)) if sku.version > c.version + 1);
+        if gap {
+            tracing::debug!(sku = %self.sku, "version gap; reloading from the database");
+            match self.ctx.store.load(&self.sku).await {
+                Ok(loaded) => self.cached = Some(loaded),
+                // Forget the state: the next use reads the database again.
+                Err(_) => self.cached = None,
+            }
+        }
+        self.offer(sku);
     }
 }
 
@@ -105,7 +132,7 @@ impl Actor for SkuActor {
                 }
                 let _ = reply.send(outcome);
             }
-            SkuMsg::Apply(change) => state.offer(&change.sku),
+            SkuMsg::Apply(change) => state.apply(&change.sku).await,
             SkuMsg::IdleCheck => {
                 if state.last_used.elapsed() >= state.ctx.idle {
                     let id = myself.get_id();

@@ -6,11 +6,11 @@
 //! stock only once stock is back at the threshold plus a recovery margin, so
 //! a level wobbling around the threshold does not flap).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Micros, Money, PriceGuard, Sku, SkuCode};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
     LowStock,
@@ -37,7 +37,7 @@ impl AlertKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertStatus {
     Open,
@@ -66,7 +66,7 @@ impl AlertStatus {
 
 /// An alert (API.md). `value` and `threshold` are stock units, or prices
 /// as decimal strings for price anomalies.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     pub id: i64,
     pub sku: SkuCode,

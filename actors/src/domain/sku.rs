@@ -3,7 +3,7 @@
 //! [`decide`] on the row it has locked, so every backend and every path
 //! (REST, batch, import, replay) obeys the same rules.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{Currency, Micros, Money, SkuCode};
@@ -125,8 +125,15 @@ impl Serialize for Sku {
     }
 }
 
+impl<'de> Deserialize<'de> for Sku {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(d)?;
+        Self::from_json(&value).ok_or_else(|| serde::de::Error::custom("not a SKU object"))
+    }
+}
+
 /// Which part of a SKU an event changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Field {
     Stock,
@@ -156,7 +163,7 @@ impl Field {
 
 /// One change to one SKU (API.md, Events). `event_id` is global and
 /// gap-free, assigned by the database in commit order.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub event_id: i64,
     pub sku: SkuCode,
@@ -173,8 +180,9 @@ pub struct Event {
 
 /// A committed change: the event, the SKU state right after it, and the
 /// alerts it raised or resolved. This is what the bus carries and what a
-/// WebSocket client receives.
-#[derive(Debug, Clone, PartialEq)]
+/// WebSocket client receives. Its JSON (`{"event", "sku", "alerts"}`) is what
+/// travels between instances on the Redis bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Committed {
     pub event: Event,
     pub sku: Sku,

@@ -1,7 +1,7 @@
 //! Timestamps as integer microseconds since the Unix epoch, UTC.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Microseconds since 1970-01-01T00:00:00Z. Stored as an integer in both
 /// backends so history is exact; shown as RFC 3339 UTC with microseconds
@@ -31,6 +31,13 @@ impl Micros {
 impl Serialize for Micros {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.to_rfc3339())
+    }
+}
+
+impl<'de> Deserialize<'de> for Micros {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Self::parse_rfc3339(&raw).ok_or_else(|| serde::de::Error::custom("not an RFC 3339 time"))
     }
 }
 
