@@ -47,6 +47,22 @@ pub struct Settings {
     #[arg(long, env = "SKUWATCH_ACTOR_IDLE_SECS", default_value_t = 300)]
     pub actor_idle_secs: u64,
 
+    /// Redis for scale-out (`redis://host:6379/0`): the event bus between
+    /// instances and the shared SKU state cache. Unset: an in-process bus
+    /// serves one instance.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<Secret>,
+
+    /// Namespace of every Redis key and channel, so deployments (and
+    /// parallel tests) can share one Redis.
+    #[arg(long, env = "SKUWATCH_REDIS_PREFIX", default_value = "skuwatch")]
+    pub redis_prefix: String,
+
+    /// Milliseconds between the Redis listener's heartbeats; three missed in
+    /// a row count as a lost connection (a silent network cut included).
+    #[arg(long, env = "SKUWATCH_REDIS_HEARTBEAT_MS", default_value_t = 1000)]
+    pub redis_heartbeat_ms: u64,
+
     /// Messages a WebSocket session queues in order before conflating.
     #[arg(long, env = "SKUWATCH_WS_QUEUE", default_value_t = 1024)]
     pub ws_queue: usize,

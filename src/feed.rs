@@ -28,6 +28,7 @@ const PAGE: i64 = 500;
 
 pub struct Feed {
     store: Arc<dyn SkuStore>,
+    bus: Arc<dyn EventBus>,
     registry: Registry,
     hub: Arc<Hub>,
     /// The next `event_id` to dispatch.
@@ -40,7 +41,7 @@ impl Feed {
     /// Subscribes to the bus and starts at the database's newest event.
     pub async fn start(
         store: Arc<dyn SkuStore>,
-        bus: &dyn EventBus,
+        bus: Arc<dyn EventBus>,
         registry: Registry,
         hub: Arc<Hub>,
         shutdown: CancellationToken,
@@ -50,6 +51,7 @@ impl Feed {
         hub.set_position(last);
         let feed = Feed {
             store,
+            bus,
             registry,
             hub,
             next: last + 1,
@@ -66,9 +68,18 @@ impl Feed {
     ) {
         let mut gap_timer = tokio::time::interval(GAP_WAIT / 2);
         let mut last_tail_check = Instant::now();
+        let mut connected = self.bus.connected();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
+                // Back in touch with the other instances: read at once what
+                // they committed meanwhile rather than at the next tail check.
+                Ok(()) = connected.changed() => {
+                    if *connected.borrow_and_update() {
+                        last_tail_check = Instant::now();
+                        self.catch_up().await;
+                    }
+                }
                 received = receiver.recv() => match received {
                     Ok(change) => self.offer(change),
                     Err(RecvError::Lagged(missed)) => {
@@ -117,6 +128,9 @@ impl Feed {
     }
 
     /// Reads what is missing from the database, then resumes from the bus.
+    /// The bus hears of each such change before it is dispatched, so a
+    /// shared cache never serves an actor a state older than one the feed
+    /// has already dispatched (see `SkuCache`).
     async fn catch_up(&mut self) {
         loop {
             let page = match self.store.events_after(self.next - 1, PAGE, None).await {
@@ -127,11 +141,18 @@ impl Feed {
                 }
             };
             let full = page.len() as i64 == PAGE;
+            let mut caught_up = 0u64;
             for change in page {
                 if change.event.event_id == self.next {
                     self.pending.remove(&change.event.event_id);
-                    self.dispatch(&Arc::new(change));
+                    let change = Arc::new(change);
+                    self.bus.missed(&change);
+                    self.dispatch(&change);
+                    caught_up += 1;
                 }
+            }
+            if caught_up > 0 {
+                metrics::counter!("skuwatch_bus_catchup_events_total").increment(caught_up);
             }
             if !full {
                 break;

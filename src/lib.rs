@@ -6,7 +6,8 @@
 //! # Layout
 //! - [`config`]: settings (defaults, environment, flags).
 //! - [`store`]: the `SkuStore` implementation, PostgreSQL or SQLite.
-//! - [`bus`]: the event bus between instances (in-process for now).
+//! - [`bus`]: the event bus between instances: in process, or Redis pub/sub
+//!   with the shared SKU state cache.
 //! - [`feed`]: the bus made into a gap-free, ordered stream of changes.
 //! - [`hub`]: fan-out of that stream to WebSocket sessions.
 //! - [`outbox`]: a session's bounded queue with conflation.
@@ -38,6 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skuwatch_actors::bus::EventBus;
+use skuwatch_actors::cache::SkuCache;
 use skuwatch_actors::registry::{ActorError, Registry, RegistryConfig};
 use skuwatch_actors::store::StoreError;
 use tokio::net::TcpListener;
@@ -133,6 +135,29 @@ pub async fn demo_admin(app: &AppState) -> Result<String, StartError> {
     Ok(password)
 }
 
+/// The bus of the settings (Redis with `REDIS_URL`, else in process), and
+/// the shared state cache that comes with Redis.
+#[allow(clippy::type_complexity)]
+fn event_bus(
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) -> Result<(Arc<dyn EventBus>, Option<Arc<dyn SkuCache>>), StartError> {
+    let Some(url) = &settings.redis_url else {
+        return Ok((Arc::new(bus::InProcessBus::new(BUS_CAPACITY)), None));
+    };
+    let redis = bus::RedisBus::start(
+        bus::RedisConfig {
+            url: url.0.clone(),
+            prefix: settings.redis_prefix.clone(),
+            heartbeat: Duration::from_millis(settings.redis_heartbeat_ms),
+            capacity: BUS_CAPACITY,
+        },
+        shutdown.clone(),
+    )
+    .map_err(|e| StartError::Config(format!("REDIS_URL: {e}")))?;
+    Ok((redis.clone(), Some(redis)))
+}
+
 /// A running server.
 pub struct App {
     addr: SocketAddr,
@@ -147,10 +172,12 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
     let jwt = jwt_keys(&settings)?;
     let store = store::connect(&settings.database_url.0, settings.db_max_connections).await?;
     bootstrap_admin(&store, &settings).await?;
-    let bus: Arc<dyn EventBus> = Arc::new(bus::InProcessBus::new(BUS_CAPACITY));
+    let shutdown = CancellationToken::new();
+    let (bus, cache) = event_bus(&settings, &shutdown)?;
     let registry = Registry::start(
         store::as_dyn(&store),
         bus.clone(),
+        cache,
         RegistryConfig {
             idle: Duration::from_secs(settings.actor_idle_secs.max(1)),
             ..RegistryConfig::default()
@@ -158,10 +185,9 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
     )
     .await?;
     let hub = Arc::new(hub::Hub::default());
-    let shutdown = CancellationToken::new();
     let feed = feed::Feed::start(
         store::as_dyn(&store),
-        bus.as_ref(),
+        bus.clone(),
         registry.clone(),
         hub.clone(),
         shutdown.clone(),
@@ -173,6 +199,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
         throttle: auth::LoginThrottle::default(),
         registry,
         hub,
+        bus,
         settings,
         shutdown: shutdown.clone(),
     });

@@ -225,9 +225,23 @@ impl Session {
         ping.tick().await;
         let shutdown = self.app.shutdown.clone();
         let outbox = self.outbox.clone();
+        let mut bus = self.app.bus.connected();
+        if self.claims.is_some() && !*bus.borrow_and_update() {
+            if let Err(end) = self.send_bus_notice(false).await {
+                return end;
+            }
+        }
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return End::Close(close::GOING_AWAY, "server shutting down"),
+                Ok(()) = bus.changed() => {
+                    let connected = *bus.borrow_and_update();
+                    if self.claims.is_some() {
+                        if let Err(end) = self.send_bus_notice(connected).await {
+                            return end;
+                        }
+                    }
+                }
                 _ = tokio::time::sleep_until(self.deadline) => {
                     let reason = if self.claims.is_some() { "token expired" } else { "authenticate first" };
                     return End::Close(close::UNAUTHENTICATED, reason);
@@ -289,6 +303,23 @@ impl Session {
 
     async fn send_json(&mut self, value: serde_json::Value) -> Result<(), End> {
         self.send(Message::Text(value.to_string().into())).await
+    }
+
+    /// Tells the operator that changes made through other instances are
+    /// late (Redis is unreachable; they come from the database, within a
+    /// second or so) or live again. An extension of API.md (README).
+    async fn send_bus_notice(&mut self, connected: bool) -> Result<(), End> {
+        let (code, message) = if connected {
+            ("bus_up", "live updates from every server instance are back")
+        } else {
+            (
+                "bus_down",
+                "Redis is unreachable: changes made through other server instances arrive late, \
+                 read from the database",
+            )
+        };
+        self.send_json(json!({ "type": "notice", "code": code, "message": message }))
+            .await
     }
 
     async fn send_error(&mut self, code: &str, message: &str) -> Result<(), End> {
@@ -361,8 +392,12 @@ impl Session {
         match authorize(&self.app, token) {
             Ok(claims) => {
                 self.deadline = expiry(&claims);
-                self.claims = Some(claims);
-                self.send_json(json!({ "type": "authenticated" })).await
+                let first = self.claims.replace(claims).is_none();
+                self.send_json(json!({ "type": "authenticated" })).await?;
+                if first && !*self.app.bus.connected().borrow() {
+                    self.send_bus_notice(false).await?;
+                }
+                Ok(())
             }
             Err((_, code, reason)) => Err(End::Close(code, reason)),
         }

@@ -4,18 +4,21 @@ use std::sync::Arc;
 
 use skuwatch_actors::bus::EventBus;
 use skuwatch_actors::domain::Committed;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 /// A broadcast channel. A receiver that falls more than `capacity` events
 /// behind is told it lagged and catches up from the database.
 pub struct InProcessBus {
     sender: broadcast::Sender<Arc<Committed>>,
+    /// Always `true`: there is no other instance to lose touch with.
+    connected: watch::Sender<bool>,
 }
 
 impl InProcessBus {
     pub fn new(capacity: usize) -> Self {
         Self {
             sender: broadcast::channel(capacity).0,
+            connected: watch::Sender::new(true),
         }
     }
 }
@@ -30,5 +33,9 @@ impl EventBus for InProcessBus {
 
     fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
         self.sender.subscribe()
+    }
+
+    fn connected(&self) -> watch::Receiver<bool> {
+        self.connected.subscribe()
     }
 }

@@ -42,6 +42,8 @@ pub struct AppInner {
     pub throttle: crate::auth::LoginThrottle,
     pub registry: Registry,
     pub hub: Arc<Hub>,
+    /// For its connection state (`/readyz`, WebSocket notices).
+    pub bus: Arc<dyn skuwatch_actors::bus::EventBus>,
     pub settings: Settings,
     /// Cancelled on SIGTERM/SIGINT: sessions close with 1001.
     pub shutdown: CancellationToken,
@@ -98,18 +100,28 @@ async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
-/// `GET /readyz`: the database answers (and Redis, once configured).
+/// `GET /readyz`: the database answers and, with `REDIS_URL`, the Redis
+/// listener is subscribed (API.md, Operations); 503 otherwise.
 async fn readyz(State(app): State<AppState>) -> Response {
-    match app.store.ping().await {
-        Ok(()) => Json(json!({ "status": "ready", "database": "ok" })).into_response(),
-        Err(error) => {
-            tracing::warn!(%error, "not ready");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "not_ready", "database": "unreachable" })),
-            )
-                .into_response()
-        }
+    let database = app.store.ping().await;
+    if let Err(error) = &database {
+        tracing::warn!(%error, "not ready: database");
+    }
+    let mut body = json!({
+        "status": "ready",
+        "database": if database.is_ok() { "ok" } else { "unreachable" },
+    });
+    let mut ready = database.is_ok();
+    if app.settings.redis_url.is_some() {
+        let listening = *app.bus.connected().borrow();
+        body["redis"] = json!(if listening { "ok" } else { "unreachable" });
+        ready &= listening;
+    }
+    if ready {
+        Json(body).into_response()
+    } else {
+        body["status"] = json!("not_ready");
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }
 }
 
