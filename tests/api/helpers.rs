@@ -162,6 +162,13 @@ impl TestApp {
         Self::start_on(db, settings).await
     }
 
+    /// Another server instance on this one's database (scale-out tests).
+    pub async fn another(&self, tweak: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = test_settings(&self.db.url);
+        tweak(&mut settings);
+        Self::start_on(self.db.clone(), settings).await
+    }
+
     async fn start_on(db: std::sync::Arc<TestDb>, settings: Settings) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

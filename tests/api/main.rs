@@ -7,5 +7,7 @@ mod alerts;
 mod auth;
 mod concurrency;
 mod input;
+mod redis_proxy;
 mod replay;
+mod scaleout;
 mod websocket;
