@@ -70,7 +70,10 @@ impl Feed {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 received = receiver.recv() => match received {
-                    Ok(change) => self.offer(change),
+                    Ok(change) => {
+                        crate::metrics::bus_received(&change);
+                        self.offer(change);
+                    }
                     Err(RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, "feed lagged behind the bus; catching up from the database");
                         self.catch_up().await;
@@ -129,6 +132,7 @@ impl Feed {
             let full = page.len() as i64 == PAGE;
             for change in page {
                 if change.event.event_id == self.next {
+                    metrics::counter!(crate::metrics::BUS_CATCHUP_EVENTS).increment(1);
                     self.pending.remove(&change.event.event_id);
                     self.dispatch(&Arc::new(change));
                 }
