@@ -86,6 +86,12 @@ enum Cmd {
         #[arg(long)]
         no_verify: bool,
     },
+    /// Exit 0 when URL answers 2xx within 3 s (the container health check;
+    /// the runtime image has no curl).
+    Probe {
+        #[arg(default_value = "http://127.0.0.1:8000/readyz")]
+        url: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -158,6 +164,7 @@ async fn main() -> ExitCode {
             concurrency,
             no_verify,
         } => run_replay(path, speed, client, concurrency, !no_verify).await,
+        Cmd::Probe { url } => probe(&url).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -279,6 +286,22 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     Ok(async {
         let _ = tokio::signal::ctrl_c().await;
     })
+}
+
+async fn probe(url: &str) -> Result<(), String> {
+    let response = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .map_err(|e| e.to_string())?
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("{url}: HTTP {}", response.status()))
+    }
 }
 
 async fn user(action: UserCmd, database_url: &str) -> Result<(), String> {

@@ -7,5 +7,6 @@ mod alerts;
 mod auth;
 mod concurrency;
 mod input;
+mod observability;
 mod replay;
 mod websocket;
