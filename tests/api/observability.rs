@@ -358,3 +358,56 @@ async fn sigterm_mid_burst_loses_no_acknowledged_write() {
     .await
     .expect("test finished before its deadline");
 }
+
+/// Every answer carries a request id: the client's own, or a fresh one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_answer_carries_a_request_id() {
+    let app = crate::helpers::TestApp::spawn(Backend::Sqlite).await;
+    let given = app
+        .client
+        .get(app.url("/api/v1/skus/NOPE"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(given.status(), 404);
+    assert_eq!(given.headers()["x-request-id"], "abc-123");
+    let fresh = app
+        .client
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("get");
+    let id = fresh.headers()["x-request-id"].to_str().expect("ascii");
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+}
+
+/// With SKUWATCH_METRICS_BIND, /metrics moves to its own listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_can_have_a_listener_of_their_own() {
+    let app = crate::helpers::TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.metrics_bind = Some("127.0.0.1:0".parse().expect("addr"));
+    })
+    .await;
+    let on_api = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(on_api.status(), 404);
+    let addr = app.app().metrics_addr().expect("metrics listener");
+    let page = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("scrape");
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .starts_with("text/plain"));
+    let text = page.text().await.expect("text");
+    assert!(
+        text.contains("# TYPE skuwatch_http_requests_total counter"),
+        "{text}"
+    );
+}
