@@ -382,3 +382,31 @@ pub fn set_pool_stats(stats: &[PoolStats]) {
         gauge!(DB_POOL_MAX, "pool" => s.pool).set(f64::from(s.max));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_from_a_clock_ahead_of_ours_is_zero_not_negative() {
+        let future = chrono::Utc::now().timestamp_micros() + 5_000_000;
+        assert_eq!(seconds_since_micros(future), 0.0);
+        let past = chrono::Utc::now().timestamp_micros() - 2_000_000;
+        assert!(seconds_since_micros(past) >= 2.0);
+    }
+
+    #[test]
+    fn bucket_lists_span_sub_millisecond_to_seconds_in_order() {
+        for buckets in [LATENCY_BUCKETS, PUSH_BUCKETS] {
+            assert!(buckets.windows(2).all(|w| w[0] < w[1]));
+            assert!(buckets[0] < 0.001 && *buckets.last().unwrap() >= 10.0);
+        }
+    }
+
+    #[test]
+    fn drop_reasons_are_distinct_labels() {
+        let labels: std::collections::HashSet<_> =
+            DropReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(labels.len(), DropReason::ALL.len());
+    }
+}

@@ -570,7 +570,21 @@ fn expiry(claims: &Claims) -> tokio::time::Instant {
 
 #[cfg(test)]
 mod tests {
-    use super::origin_allowed;
+    use super::{close, drop_reason, origin_allowed};
+    use crate::metrics::DropReason;
+
+    #[test]
+    fn every_close_code_the_server_sends_has_a_drop_reason() {
+        assert_eq!(drop_reason(close::GOING_AWAY), Some(DropReason::Shutdown));
+        assert_eq!(drop_reason(close::TOO_SLOW), Some(DropReason::TooSlow));
+        assert_eq!(
+            drop_reason(close::UNAUTHENTICATED),
+            Some(DropReason::Unauthenticated)
+        );
+        assert_eq!(drop_reason(close::FORBIDDEN), Some(DropReason::Forbidden));
+        assert_eq!(drop_reason(close::TOO_BIG), Some(DropReason::TooBig));
+        assert_eq!(drop_reason(1000), None);
+    }
 
     #[test]
     fn the_servers_own_origin_and_listed_ones_are_allowed() {
