@@ -121,12 +121,16 @@ async fn no_route() -> ApiError {
     ApiError::not_found("no such route")
 }
 
-async fn wrong_method() -> ApiError {
-    ApiError::new(
+/// 405; labelled with the route's template in the metrics, since the path
+/// matched (a route layer does not see method fallbacks).
+async fn wrong_method(matched: Option<axum::extract::MatchedPath>) -> Response {
+    let response = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         "this route does not take that method",
     )
+    .into_response();
+    observe::with_route_label(response, matched)
 }
 
 /// The whole HTTP surface. `metrics`: serve `GET /metrics` here (`None`

@@ -5,7 +5,8 @@
 //! inside the router (after routing). [`route_label`] runs there (as a
 //! route layer) and copies it into the response; [`track`] runs outside
 //! everything, so it also sees 404 fallbacks, 405s and 413s, and reads the
-//! label back from the response, or uses [`UNMATCHED_ROUTE`].
+//! label back from the response, or uses [`UNMATCHED_ROUTE`]. The 405
+//! fallback labels its answer itself ([`with_route_label`]).
 
 use std::time::Instant;
 
@@ -29,6 +30,14 @@ struct RouteLabel(MatchedPath);
 pub async fn route_label(request: Request, next: Next) -> Response {
     let matched = request.extensions().get::<MatchedPath>().cloned();
     let mut response = next.run(request).await;
+    if let Some(matched) = matched {
+        response.extensions_mut().insert(RouteLabel(matched));
+    }
+    response
+}
+
+/// Labels a response produced outside the route layer (the 405 fallback).
+pub fn with_route_label(mut response: Response, matched: Option<MatchedPath>) -> Response {
     if let Some(matched) = matched {
         response.extensions_mut().insert(RouteLabel(matched));
     }

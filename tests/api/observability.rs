@@ -396,6 +396,13 @@ async fn metrics_can_have_a_listener_of_their_own() {
         .await
         .expect("get");
     assert_eq!(on_api.status(), 404);
+    let wrong = app
+        .client
+        .delete(app.url("/healthz"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(wrong.status(), 405);
     let addr = app.app().metrics_addr().expect("metrics listener");
     let page = reqwest::get(format!("http://{addr}/metrics"))
         .await
@@ -410,4 +417,8 @@ async fn metrics_can_have_a_listener_of_their_own() {
         text.contains("# TYPE skuwatch_http_requests_total counter"),
         "{text}"
     );
+    // Labelled by template: the 405 by the route it matched, the 404 by
+    // the fixed label, never by the raw path.
+    assert!(text.contains(r#"method="DELETE",route="/healthz",status="405""#));
+    assert!(text.contains(r#"method="GET",route="unmatched",status="404""#));
 }
