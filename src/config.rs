@@ -135,6 +135,21 @@ pub struct Settings {
     /// Largest CSV import body, in bytes (413 past it).
     #[arg(long, env = "SKUWATCH_IMPORT_LIMIT_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub import_limit_bytes: usize,
+
+    /// Serve `GET /metrics` on this address instead of the API's (to keep
+    /// it off a public port). Unset: `/metrics` is a route of the API.
+    #[arg(long, env = "SKUWATCH_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
+
+    /// Seconds between refreshes of the gauges read from the database
+    /// (stock health, open alerts) and the pool gauges.
+    #[arg(long, env = "SKUWATCH_METRICS_REFRESH_SECS", default_value_t = 10)]
+    pub metrics_refresh_secs: u64,
+
+    /// Seconds that in-flight requests get to finish after SIGTERM/SIGINT;
+    /// then the process exits anyway (uncommitted writes roll back).
+    #[arg(long, env = "SKUWATCH_SHUTDOWN_TIMEOUT_SECS", default_value_t = 20)]
+    pub shutdown_timeout_secs: u64,
 }
 
 impl Default for Settings {

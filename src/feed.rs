@@ -152,7 +152,7 @@ impl Feed {
                 }
             }
             if caught_up > 0 {
-                metrics::counter!("skuwatch_bus_catchup_events_total").increment(caught_up);
+                metrics::counter!(crate::metrics::BUS_CATCHUP_EVENTS).increment(caught_up);
             }
             if !full {
                 break;

@@ -13,6 +13,7 @@
 //! - [`outbox`]: a session's bounded queue with conflation.
 //! - [`http`]: the REST API; [`ws`]: the WebSocket sessions.
 //! - [`import`]: CSV catalog import; [`replay`]: the real-data replay client.
+//! - [`metrics`]: every Prometheus metric name, its help text and buckets.
 //!
 //! The domain, the SKU actors, their supervisor and registry live in the
 //! `skuwatch-actors` crate.
@@ -29,6 +30,7 @@ pub mod feed;
 pub mod http;
 pub mod hub;
 pub mod import;
+pub mod metrics;
 pub mod outbox;
 pub mod replay;
 pub mod store;
@@ -161,14 +163,49 @@ fn event_bus(
 /// A running server.
 pub struct App {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     state: AppState,
     server: JoinHandle<std::io::Result<()>>,
+    /// The `SKUWATCH_METRICS_BIND` listener, if any.
+    metrics_server: Option<JoinHandle<std::io::Result<()>>>,
     feed: JoinHandle<()>,
+    refresher: JoinHandle<()>,
+}
+
+/// Refreshes the gauges that are read rather than counted: stock health
+/// and open alerts from the store's summary, and the pool occupancy. Every
+/// instance reports the same stock numbers (dashboards take `max`).
+fn spawn_refresher(
+    store: Arc<store::SqlStore>,
+    every: Duration,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            metrics::set_pool_stats(&store.pool_stats());
+            match store.summary().await {
+                Ok(summary) => metrics::set_stock_health(&summary),
+                Err(error) => tracing::warn!(%error, "stock-health gauges not refreshed"),
+            }
+        }
+    })
 }
 
 /// Builds everything from `settings` and serves on an already bound
 /// `listener` (port 0 in tests): when this returns, the server accepts.
 pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, StartError> {
+    let metrics_handle = metrics::install();
+    // Bound before anything else starts, so a taken port fails the start.
+    let metrics_listener = match settings.metrics_bind {
+        Some(bind) => Some(TcpListener::bind(bind).await?),
+        None => None,
+    };
     let jwt = jwt_keys(&settings)?;
     let store = store::connect(&settings.database_url.0, settings.db_max_connections).await?;
     bootstrap_admin(&store, &settings).await?;
@@ -202,8 +239,32 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
         bus,
         settings,
         shutdown: shutdown.clone(),
+        tasks: tokio_util::task::TaskTracker::new(),
     });
-    let router = http::router(state.clone());
+    let refresher = spawn_refresher(
+        state.store.clone(),
+        Duration::from_secs(state.settings.metrics_refresh_secs.max(1)),
+        shutdown.clone(),
+    );
+    let (router, metrics_addr, metrics_server) = match metrics_listener {
+        None => (
+            http::router(state.clone(), Some(metrics_handle)),
+            None,
+            None,
+        ),
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            let router = http::observe::metrics_router(metrics_handle);
+            let stop = shutdown.clone();
+            let server = tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+            });
+            tracing::info!(%addr, "metrics listening");
+            (http::router(state.clone(), None), Some(addr), Some(server))
+        }
+    };
     let addr = listener.local_addr()?;
     let send_buffer = state.settings.tcp_send_buffer_bytes;
     let listener = axum::serve::ListenerExt::tap_io(listener, move |stream| {
@@ -222,15 +283,23 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
     tracing::info!(%addr, "skuwatch listening");
     Ok(App {
         addr,
+        metrics_addr,
         state,
         server,
+        metrics_server,
         feed,
+        refresher,
     })
 }
 
 impl App {
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `/metrics` is served when `SKUWATCH_METRICS_BIND` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -248,15 +317,39 @@ impl App {
     }
 
     /// Stops accepting, closes sessions with 1001, waits for in-flight
-    /// requests (at most `deadline`), then stops the actors and the pools.
+    /// requests and for the sessions' close frames (together at most
+    /// `deadline`), then stops the actors and closes the pools.
+    ///
+    /// Every write runs in one transaction that is committed before its
+    /// answer is sent, so a write still running at the deadline is rolled
+    /// back by the database when the process exits: nothing half-done
+    /// stays, and nothing answered 2xx is lost.
     pub async fn shutdown(self, deadline: Duration) {
         self.state.shutdown.cancel();
-        if tokio::time::timeout(deadline, self.server).await.is_err() {
-            tracing::warn!("in-flight requests did not finish before the deadline");
+        let stop_at = tokio::time::Instant::now() + deadline;
+        let drained = async {
+            let _ = self.server.await;
+            self.state.tasks.close();
+            self.state.tasks.wait().await;
+        };
+        if tokio::time::timeout_at(stop_at, drained).await.is_err() {
+            tracing::warn!("in-flight requests did not finish before the shutdown deadline");
+        }
+        if let Some(server) = self.metrics_server {
+            let _ = tokio::time::timeout_at(stop_at, server).await;
         }
         let _ = self.feed.await;
+        let _ = self.refresher.await;
         self.state.registry.stop();
-        self.state.store.close().await;
+        // A write past the deadline may still hold a connection; closing
+        // waits for it, so this too is bounded (see above for why that is
+        // safe).
+        if tokio::time::timeout_at(stop_at + Duration::from_secs(1), self.state.store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("database connections still busy at the shutdown deadline");
+        }
     }
 
     /// Runs until the server stops by itself (it does not, short of an error).

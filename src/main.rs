@@ -16,6 +16,10 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
+    /// Log lines as human-readable text, or as one JSON object per line.
+    #[arg(long, global = true, env = "SKUWATCH_LOG_FORMAT", default_value = "text",
+          value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 /// How a client command reaches and authenticates to a running server.
@@ -32,7 +36,7 @@ struct ClientArgs {
     user: Option<String>,
 }
 
-// Parsed once at start; boxing the settings would only add noise.
+// Parsed once at start; the size of `Serve` does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
@@ -82,6 +86,12 @@ enum Cmd {
         #[arg(long)]
         no_verify: bool,
     },
+    /// Exit 0 when URL answers 2xx within 3 s (the container health check;
+    /// the runtime image has no curl).
+    Probe {
+        #[arg(default_value = "http://127.0.0.1:8000/readyz")]
+        url: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -103,7 +113,9 @@ enum UserCmd {
 /// print WebSocket payloads, and an auth message carries a token.
 const NEVER_TRACED: [&str; 2] = ["tungstenite=info", "tokio_tungstenite=info"];
 
-fn init_logging() {
+/// Logs to standard error; `json` gives one object per line with the span
+/// fields (request id, method, path) of each line.
+fn init_logging(format: &str) {
     let mut filter = EnvFilter::try_from_env("SKUWATCH_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
     for directive in NEVER_TRACED {
@@ -111,16 +123,24 @@ fn init_logging() {
             filter = filter.add_directive(directive);
         }
     }
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.init();
+    }
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    init_logging();
     let cli = Cli::parse();
+    init_logging(&cli.log_format);
     let command = cli.command.unwrap_or(Cmd::Serve {
         settings: Settings::default(),
         demo: false,
@@ -144,6 +164,7 @@ async fn main() -> ExitCode {
             concurrency,
             no_verify,
         } => run_replay(path, speed, client, concurrency, !no_verify).await,
+        Cmd::Probe { url } => probe(&url).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -190,6 +211,9 @@ async fn client_token(client: &ClientArgs) -> Result<String, String> {
 }
 
 async fn serve(settings: Settings, demo_speed: Option<f64>) -> Result<(), String> {
+    // Registered before start: a SIGTERM during start-up is then a graceful
+    // shutdown too, not the default kill.
+    let signal = shutdown_signal().map_err(|e| format!("cannot handle signals: {e}"))?;
     let listener = tokio::net::TcpListener::bind(settings.bind)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.bind))?;
@@ -232,31 +256,52 @@ async fn serve(settings: Settings, demo_speed: Option<f64>) -> Result<(), String
     }
     let token = app.shutdown_token();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signal.await;
         token.cancel();
     });
     app.state().shutdown.cancelled().await;
-    tracing::info!("shutting down");
-    app.shutdown(Duration::from_secs(10)).await;
+    let deadline = Duration::from_secs(app.state().settings.shutdown_timeout_secs);
+    tracing::info!(?deadline, "shutting down");
+    app.shutdown(deadline).await;
+    tracing::info!("stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
-            let _ = ctrl_c.await;
-            return;
-        };
+/// Registers SIGTERM and SIGINT now; the future resolves on either.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
         tokio::select! {
-            _ = ctrl_c => {},
             _ = term.recv() => {},
+            _ = int.recv() => {},
         }
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}
+
+async fn probe(url: &str) -> Result<(), String> {
+    let response = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .map_err(|e| e.to_string())?
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("{url}: HTTP {}", response.status()))
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 async fn user(action: UserCmd, database_url: &str) -> Result<(), String> {

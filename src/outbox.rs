@@ -19,6 +19,9 @@ pub struct Outgoing {
     pub event_id: i64,
     pub sku: SkuCode,
     pub version: i64,
+    /// The change's commit time (`event.at`, µs since the epoch), for the
+    /// push-latency histogram.
+    pub at_micros: i64,
     /// `{"type":"sku","event_id":..,"sku":SKU,"change":Event}`.
     pub text: Arc<str>,
 }
@@ -39,6 +42,7 @@ impl Outgoing {
             event_id: change.event.event_id,
             sku: change.sku.sku.clone(),
             version: change.sku.version,
+            at_micros: change.event.at.0,
             text: text.into(),
         }
     }
@@ -110,7 +114,13 @@ impl Outbox {
             if state.conflated.is_empty() && state.queue.len() < self.limits.queue {
                 state.queue.push_back(message.clone());
             } else {
-                state.conflated.insert(message.sku.clone(), message.clone());
+                if state
+                    .conflated
+                    .insert(message.sku.clone(), message.clone())
+                    .is_some()
+                {
+                    metrics::counter!(crate::metrics::WS_UPDATES_CONFLATED).increment(1);
+                }
                 if state.conflated.len() > self.limits.conflated {
                     // Free the memory now; the session closes with 4408.
                     state.too_slow = true;
@@ -169,6 +179,7 @@ mod tests {
             event_id,
             sku: SkuCode::parse(sku).unwrap(),
             version: event_id,
+            at_micros: 0,
             text: format!("{SKU_MESSAGE_PREFIX}\"event_id\":{event_id}}}").into(),
         })
     }

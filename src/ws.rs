@@ -21,11 +21,13 @@ use serde::Deserialize;
 use serde_json::json;
 use skuwatch_actors::domain::SkuCode;
 use skuwatch_actors::store::SkuStore;
+use tracing::Instrument;
 
 use crate::auth::{Claims, Role};
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::hub::SessionId;
+use crate::metrics::{self as m, DropReason};
 use crate::outbox::{Drained, Outbox, OutboxLimits, Outgoing};
 
 /// Most SKUs in one subscribe message (API.md).
@@ -132,9 +134,20 @@ pub async fn upgrade(
         }
     };
     let max_message = app.settings.ws_max_message_bytes;
+    // The session outlives the request: it keeps the request's span (and
+    // request id) for its log lines, and a tracker token so that graceful
+    // shutdown waits for its close frame.
+    let span = tracing::Span::current();
+    let running = app.tasks.token();
     ws.max_message_size(max_message)
         .max_frame_size(max_message)
-        .on_upgrade(move |socket| Session::new(app, socket, claims).run())
+        .on_upgrade(move |socket| {
+            async move {
+                Session::new(app, socket, claims).run().await;
+                drop(running);
+            }
+            .instrument(span)
+        })
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,11 +215,16 @@ impl Session {
     }
 
     async fn run(mut self) {
+        metrics::gauge!(m::WS_SESSIONS_OPEN).increment(1.0);
         let end = self.serve().await;
+        metrics::gauge!(m::WS_SESSIONS_OPEN).decrement(1.0);
         self.app.hub.unsubscribe_all(self.id);
         self.app.hub.unsubscribe_alerts(self.id);
         self.app.hub.unsubscribe(self.id, &self.skus);
         if let End::Close(code, reason) = end {
+            if let Some(dropped) = drop_reason(code) {
+                m::ws_session_dropped(dropped);
+            }
             let frame = CloseFrame {
                 code,
                 reason: Utf8Bytes::from_static(reason),
@@ -280,6 +298,7 @@ impl Session {
                 _ = ping.tick() => {
                     if self.last_seen.elapsed() > ping_every * 2 {
                         tracing::info!(session = self.id, "dropping a dead WebSocket peer");
+                        m::ws_session_dropped(DropReason::DeadPeer);
                         return End::Closed;
                     }
                     if let Err(end) = self.send(Message::Ping(Default::default())).await {
@@ -301,8 +320,28 @@ impl Session {
         }
     }
 
+    /// Sends a text message and counts it by `kind` (see
+    /// `skuwatch_ws_messages_sent_total`).
+    async fn send_text(&mut self, text: Utf8Bytes, kind: &'static str) -> Result<(), End> {
+        self.send(Message::Text(text)).await?;
+        m::ws_message_sent(kind);
+        Ok(())
+    }
+
+    /// A live change: counted, and its commit-to-socket latency recorded.
+    async fn send_change(
+        &mut self,
+        text: Utf8Bytes,
+        at_micros: i64,
+        kind: &'static str,
+    ) -> Result<(), End> {
+        self.send_text(text, kind).await?;
+        metrics::histogram!(m::WS_PUSH_LATENCY).record(m::seconds_since_micros(at_micros));
+        Ok(())
+    }
+
     async fn send_json(&mut self, value: serde_json::Value) -> Result<(), End> {
-        self.send(Message::Text(value.to_string().into())).await
+        self.send_text(value.to_string().into(), "control").await
     }
 
     /// Tells the operator that changes made through other instances are
@@ -347,17 +386,18 @@ impl Session {
             return Err(End::Close(close::TOO_SLOW, "client too slow"));
         }
         for alert in alerts {
-            self.send(Message::Text(alert.as_ref().into())).await?;
+            self.send_text(alert.as_ref().into(), "alert").await?;
         }
         for message in in_order {
             if !self.already_delivered(&message) {
-                self.send(Message::Text(message.text.as_ref().into()))
+                self.send_change(message.text.as_ref().into(), message.at_micros, "change")
                     .await?;
             }
         }
         for message in conflated {
             if !self.already_delivered(&message) {
-                self.send(Message::Text(message.conflated_text().into()))
+                let text = message.conflated_text().into();
+                self.send_change(text, message.at_micros, "conflated")
                     .await?;
             }
         }
@@ -477,8 +517,8 @@ impl Session {
             self.delivered_version
                 .insert(state.sku.clone(), state.version);
         }
-        self.send_json(json!({ "type": "snapshot", "event_id": event_id, "skus": states }))
-            .await
+        let text = json!({ "type": "snapshot", "event_id": event_id, "skus": states }).to_string();
+        self.send_text(text.into(), "replay").await
     }
 
     /// Sends every event after `since` (for `skus`, or all), oldest first.
@@ -509,7 +549,7 @@ impl Session {
                     }
                     None => self.delivered_event = message.event_id,
                 }
-                self.send(Message::Text(message.text.as_ref().into()))
+                self.send_text(message.text.as_ref().into(), "replay")
                     .await?;
             }
             if !full {
@@ -539,6 +579,18 @@ impl Session {
     }
 }
 
+/// The metric reason of a close code the server sends.
+fn drop_reason(code: u16) -> Option<DropReason> {
+    match code {
+        close::GOING_AWAY => Some(DropReason::Shutdown),
+        close::UNAUTHENTICATED => Some(DropReason::Unauthenticated),
+        close::FORBIDDEN => Some(DropReason::Forbidden),
+        close::TOO_SLOW => Some(DropReason::TooSlow),
+        close::TOO_BIG => Some(DropReason::TooBig),
+        _ => None,
+    }
+}
+
 fn app_auth_timeout(app: &AppState) -> u64 {
     app.settings.ws_auth_timeout_secs.max(1)
 }
@@ -553,7 +605,21 @@ fn expiry(claims: &Claims) -> tokio::time::Instant {
 
 #[cfg(test)]
 mod tests {
-    use super::origin_allowed;
+    use super::{close, drop_reason, origin_allowed};
+    use crate::metrics::DropReason;
+
+    #[test]
+    fn every_close_code_the_server_sends_has_a_drop_reason() {
+        assert_eq!(drop_reason(close::GOING_AWAY), Some(DropReason::Shutdown));
+        assert_eq!(drop_reason(close::TOO_SLOW), Some(DropReason::TooSlow));
+        assert_eq!(
+            drop_reason(close::UNAUTHENTICATED),
+            Some(DropReason::Unauthenticated)
+        );
+        assert_eq!(drop_reason(close::FORBIDDEN), Some(DropReason::Forbidden));
+        assert_eq!(drop_reason(close::TOO_BIG), Some(DropReason::TooBig));
+        assert_eq!(drop_reason(1000), None);
+    }
 
     #[test]
     fn the_servers_own_origin_and_listed_ones_are_allowed() {

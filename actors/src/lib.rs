@@ -13,11 +13,13 @@
 //! - [`registry`]: finds or activates a SKU's actor; the supervisor that
 //!   restarts failed actors; passivation of idle ones.
 //! - [`messages`]: what the actors understand.
+//! - [`metrics`]: names of the actor metrics (no per-SKU labels).
 
 pub mod bus;
 pub mod cache;
 pub mod domain;
 pub mod messages;
+pub mod metrics;
 pub mod registry;
 pub mod sku_actor;
 pub mod store;

@@ -14,6 +14,7 @@ use crate::cache::SkuCache;
 use crate::domain::WriteMeta;
 use crate::domain::{Committed, Sku, SkuCode};
 use crate::messages::{SkuMsg, SupervisorMsg, WriteRequest};
+use crate::metrics;
 use crate::sku_actor::{SkuActor, SkuContext};
 use crate::store::Idempotency;
 use crate::store::{AdjustmentLine, SkuStore, StoreError, WriteOutcome};
@@ -230,10 +231,13 @@ struct SupervisorState {
 }
 
 impl SupervisorState {
+    /// Starts the SKU's actor unless one is active. `restart` only picks
+    /// the counter: activation (first use) or restart (after a failure).
     async fn spawn(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
         sku: SkuCode,
+        restart: bool,
     ) -> Result<ActorRef<SkuMsg>, ractor::SpawnErr> {
         if let Some(actor) = self.ctx.actors.get(&sku) {
             return Ok(actor.clone());
@@ -247,6 +251,13 @@ impl SupervisorState {
         .await?;
         self.children.insert(actor.get_id(), sku.clone());
         self.ctx.actors.insert(sku, actor.clone());
+        let counter = if restart {
+            metrics::ACTOR_RESTARTS
+        } else {
+            metrics::ACTOR_ACTIVATIONS
+        };
+        ::metrics::counter!(counter).increment(1);
+        metrics::set_active(self.ctx.actors.len());
         Ok(actor)
     }
 }
@@ -277,7 +288,7 @@ impl Actor for SkuSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             SupervisorMsg::Activate(sku, reply) => {
-                let _ = reply.send(state.spawn(&myself, sku).await);
+                let _ = reply.send(state.spawn(&myself, sku, false).await);
             }
         }
         Ok(())
@@ -299,6 +310,7 @@ impl Actor for SkuSupervisor {
             return Ok(());
         };
         state.ctx.actors.remove_if(&sku, |_, a| a.get_id() == id);
+        metrics::set_active(state.ctx.actors.len());
         let Some(error) = failure else {
             return Ok(());
         };
@@ -313,7 +325,7 @@ impl Actor for SkuSupervisor {
             return Ok(());
         }
         tracing::warn!(%sku, %error, "SKU actor failed; restarting");
-        if let Err(e) = state.spawn(&myself, sku.clone()).await {
+        if let Err(e) = state.spawn(&myself, sku.clone(), true).await {
             tracing::error!(%sku, error = %e, "could not restart SKU actor");
         }
         Ok(())

@@ -140,6 +140,7 @@ impl Actor for SkuActor {
                         .ctx
                         .actors
                         .remove_if(&state.sku, |_, a| a.get_id() == id);
+                    ::metrics::counter!(crate::metrics::ACTOR_PASSIVATIONS).increment(1);
                     myself.stop(Some("passivated".into()));
                 }
             }

@@ -25,13 +25,17 @@ impl InProcessBus {
 
 impl EventBus for InProcessBus {
     fn publish(&self, changes: &[Arc<Committed>]) {
+        metrics::counter!(crate::metrics::BUS_PUBLISHED).increment(changes.len() as u64);
         for change in changes {
+            crate::metrics::bus_received(change);
             // No receiver yet is fine: nothing to deliver to.
             let _ = self.sender.send(change.clone());
         }
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
+        // In-process, a listener is connected as soon as it exists.
+        metrics::gauge!(crate::metrics::BUS_LISTENER_UP).set(1.0);
         self.sender.subscribe()
     }
 

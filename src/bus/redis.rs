@@ -140,7 +140,7 @@ impl RedisBus {
             prefix: config.prefix,
             heartbeat: config.heartbeat.max(Duration::from_millis(10)),
         });
-        metrics::gauge!("skuwatch_bus_listener_up").set(0.0);
+        metrics::gauge!(crate::metrics::BUS_LISTENER_UP).set(0.0);
         tokio::spawn(publisher(shared.clone(), receiver, shutdown.clone()));
         tokio::spawn(listener(shared.clone(), shutdown));
         Ok(Arc::new(Self { shared }))
@@ -343,11 +343,11 @@ async fn publisher(
 async fn publish_batch(shared: &Shared, batch: &[Arc<Committed>]) {
     match shared.write(batch, true).await {
         Ok(()) => {
-            metrics::counter!("skuwatch_bus_events_published_total").increment(batch.len() as u64);
+            metrics::counter!(crate::metrics::BUS_PUBLISHED).increment(batch.len() as u64);
         }
         Err(error) => {
             tracing::debug!(%error, changes = batch.len(), "could not publish to Redis; other instances will read the database");
-            metrics::counter!("skuwatch_bus_publish_failures_total").increment(batch.len() as u64);
+            metrics::counter!(crate::metrics::BUS_PUBLISH_FAILURES).increment(batch.len() as u64);
             for change in batch {
                 shared.mark_dirty(change);
             }
@@ -378,8 +378,8 @@ async fn listener(shared: Arc<Shared>, shutdown: CancellationToken) {
         }
         if shared.connected.send_replace(false) {
             down_since = Instant::now();
-            metrics::gauge!("skuwatch_bus_listener_up").set(0.0);
-            metrics::counter!("skuwatch_bus_listener_reconnects_total").increment(1);
+            metrics::gauge!(crate::metrics::BUS_LISTENER_UP).set(0.0);
+            metrics::counter!(crate::metrics::BUS_RECONNECTS).increment(1);
             let reason = session.err().unwrap_or_else(|| "connection closed".into());
             tracing::warn!(%reason, "Redis listener lost its subscription; changes from other instances now come from the database");
         } else if backoff == BACKOFF_FIRST {
@@ -422,7 +422,7 @@ async fn listen(
     // Changes published while this instance was not subscribed reach the
     // feed from the database: marking connected wakes its catch-up.
     shared.connected.send_replace(true);
-    metrics::gauge!("skuwatch_bus_listener_up").set(1.0);
+    metrics::gauge!(crate::metrics::BUS_LISTENER_UP).set(1.0);
     on_subscribed();
     shared.flush.notify_one();
 
@@ -477,8 +477,6 @@ fn receive(shared: &Shared, payload: &[u8]) {
     if wire.origin == shared.instance {
         return; // already delivered in process
     }
-    metrics::counter!("skuwatch_bus_events_received_total").increment(1);
-    let lag_micros = (Micros::now().0 - wire.change.event.at.0).max(0);
-    metrics::histogram!("skuwatch_bus_lag_seconds").record(lag_micros as f64 / 1e6);
+    crate::metrics::bus_received(&wire.change);
     let _ = shared.local.send(Arc::new(wire.change));
 }

@@ -7,6 +7,7 @@ mod auth;
 pub mod error;
 mod events;
 mod extract;
+pub mod observe;
 mod skus;
 mod stock;
 mod validate;
@@ -47,6 +48,9 @@ pub struct AppInner {
     pub settings: Settings,
     /// Cancelled on SIGTERM/SIGINT: sessions close with 1001.
     pub shutdown: CancellationToken,
+    /// Upgraded WebSocket sessions, which the HTTP server no longer tracks:
+    /// graceful shutdown waits for them to send their close frame.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 impl std::ops::Deref for AppState {
@@ -129,15 +133,24 @@ async fn no_route() -> ApiError {
     ApiError::not_found("no such route")
 }
 
-async fn wrong_method() -> ApiError {
-    ApiError::new(
+/// 405; labelled with the route's template in the metrics, since the path
+/// matched (a route layer does not see method fallbacks).
+async fn wrong_method(matched: Option<axum::extract::MatchedPath>) -> Response {
+    let response = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         "this route does not take that method",
     )
+    .into_response();
+    observe::with_route_label(response, matched)
 }
 
-pub fn router(app: AppState) -> Router {
+/// The whole HTTP surface. `metrics`: serve `GET /metrics` here (`None`
+/// when it has a listener of its own, `SKUWATCH_METRICS_BIND`).
+pub fn router(
+    app: AppState,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> Router {
     let settings = &app.settings;
     let api = Router::new()
         .route("/skus", get(skus::list).post(skus::create))
@@ -158,22 +171,25 @@ pub fn router(app: AppState) -> Router {
             post(import).layer(DefaultBodyLimit::max(settings.import_limit_bytes)),
         )
         .method_not_allowed_fallback(wrong_method);
-    Router::new()
+    let mut routes = Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/ws", get(crate::ws::upgrade))
+        .route("/ws", get(crate::ws::upgrade));
+    if let Some(handle) = metrics {
+        routes = routes.route("/metrics", get(observe::metrics).with_state(handle));
+    }
+    routes
+        // Before the fallbacks: only matched routes get their template.
+        .route_layer(axum::middleware::from_fn(observe::route_label))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
         // Spans name the path only: a query string may carry what must not
         // be logged (API.md: no token in the URL, but clients try).
-        .layer(
-            tower_http::trace::TraceLayer::new_for_http().make_span_with(
-                |request: &axum::http::Request<axum::body::Body>| {
-                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
-                },
-            ),
-        )
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(observe::span))
+        .layer(axum::middleware::from_fn(observe::track))
+        .layer(observe::propagate_request_id())
+        .layer(observe::set_request_id())
         .with_state(app)
 }

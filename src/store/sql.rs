@@ -132,8 +132,36 @@ impl SqlStore {
         }
     }
 
+    /// Begins a write transaction; the wait (pool acquire plus `BEGIN`) is
+    /// the `skuwatch_db_acquire_seconds` histogram.
     async fn begin(&self) -> Result<Tx, StoreError> {
-        self.write.begin().await.map_err(db_error)
+        let started = std::time::Instant::now();
+        let tx = self.write.begin().await.map_err(db_error);
+        metrics::histogram!(crate::metrics::DB_ACQUIRE, "pool" => self.write_pool_name())
+            .record(started.elapsed().as_secs_f64());
+        tx
+    }
+
+    fn write_pool_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres => "main",
+            Backend::Sqlite => "write",
+        }
+    }
+
+    /// Occupancy of the pools, for the `skuwatch_db_pool_*` gauges.
+    /// PostgreSQL reads and writes share one pool (`main`).
+    pub fn pool_stats(&self) -> Vec<crate::metrics::PoolStats> {
+        let stats = |pool: &'static str, p: &AnyPool| crate::metrics::PoolStats {
+            pool,
+            size: p.size(),
+            idle: p.num_idle(),
+            max: p.options().get_max_connections(),
+        };
+        match self.backend {
+            Backend::Postgres => vec![stats("main", &self.write)],
+            Backend::Sqlite => vec![stats("write", &self.write), stats("read", &self.read)],
+        }
     }
 
     /// Begins a write transaction and claims the idempotency key, if any;
@@ -275,6 +303,9 @@ impl SqlStore {
         };
         if keep {
             tx.commit().await.map_err(db_error)?;
+            if let WriteOutcome::Committed(changes) = &outcome {
+                crate::metrics::alerts_raised(changes);
+            }
         } else {
             tx.rollback().await.map_err(db_error)?;
         }

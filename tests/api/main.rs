@@ -7,6 +7,7 @@ mod alerts;
 mod auth;
 mod concurrency;
 mod input;
+mod observability;
 mod redis_proxy;
 mod replay;
 mod scaleout;

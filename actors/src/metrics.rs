@@ -1,0 +1,21 @@
+//! Names of the metrics the actors emit. The server describes them (units,
+//! help text) with every other metric in its `metrics` module; they are
+//! defined here because this crate cannot depend on the server.
+//!
+//! No metric here has a SKU label: the number of series must not grow with
+//! the catalog.
+
+/// Gauge: SKU actors active on this instance.
+pub const ACTORS_ACTIVE: &str = "skuwatch_actors_active";
+/// Counter: SKU actors started on first use (restarts not included).
+pub const ACTOR_ACTIVATIONS: &str = "skuwatch_actor_activations_total";
+/// Counter: SKU actors stopped after being idle for the idle time.
+pub const ACTOR_PASSIVATIONS: &str = "skuwatch_actor_passivations_total";
+/// Counter: SKU actors restarted by the supervisor after a failure.
+pub const ACTOR_RESTARTS: &str = "skuwatch_actor_restarts_total";
+
+/// Sets [`ACTORS_ACTIVE`] from the registry's map, the one source of truth
+/// (incrementing and decrementing separately could drift on races).
+pub(crate) fn set_active(count: usize) {
+    metrics::gauge!(ACTORS_ACTIVE).set(count as f64);
+}

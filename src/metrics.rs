@@ -1,0 +1,421 @@
+//! Every Prometheus metric of skuwatch: names, help texts, units, histogram
+//! buckets, and the small helpers the rest of the code calls.
+//!
+//! Conventions (Prometheus naming): prefix `skuwatch_`, base units
+//! (`_seconds`), counters end in `_total`. No label takes values that grow
+//! with the catalog or the user base: no SKU, user, session or raw path
+//! labels; HTTP requests are labelled with the matched route template
+//! (`/api/v1/skus/{sku}`), and requests that match no route with
+//! [`UNMATCHED_ROUTE`]. The test `metrics_series_do_not_grow_with_the_catalog`
+//! holds this.
+//!
+//! The recorder is process-wide (the `metrics` facade has one global
+//! recorder): several servers in one process (the tests) share it.
+//! Histogram upkeep (draining each histogram's buffer into its buckets) runs
+//! on a thread of its own every [`UPKEEP_EVERY`], so memory stays bounded
+//! even when nobody scrapes.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use skuwatch_actors::domain::{AlertKind, AlertStatus, Committed};
+pub use skuwatch_actors::metrics::{
+    ACTORS_ACTIVE, ACTOR_ACTIVATIONS, ACTOR_PASSIVATIONS, ACTOR_RESTARTS,
+};
+
+// --- HTTP --------------------------------------------------------------
+/// Counter `{method, route, status}`: HTTP requests answered.
+pub const HTTP_REQUESTS: &str = "skuwatch_http_requests_total";
+/// Histogram `{method, route, status}`: time to the response head, seconds.
+pub const HTTP_DURATION: &str = "skuwatch_http_request_duration_seconds";
+/// Gauge: requests being handled now (drains to 0 on graceful shutdown).
+pub const HTTP_IN_FLIGHT: &str = "skuwatch_http_requests_in_flight";
+/// The `route` label of a request that matched no route (404 fallback).
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+// --- WebSocket ---------------------------------------------------------
+/// Gauge: WebSocket sessions open on this instance.
+pub const WS_SESSIONS_OPEN: &str = "skuwatch_ws_sessions_open";
+/// Counter `{kind}`: messages written to WebSockets; `kind` is `change`
+/// (in order), `conflated` (newest per SKU of a slow session), `alert`,
+/// `replay` (snapshot and `since` replay) or `control` (replies, errors).
+pub const WS_MESSAGES_SENT: &str = "skuwatch_ws_messages_sent_total";
+/// Counter: changes a slow session never sent because a newer change of the
+/// same SKU replaced them in its conflation map.
+pub const WS_UPDATES_CONFLATED: &str = "skuwatch_ws_updates_conflated_total";
+/// Counter `{reason}`: sessions the server closed; see [`DropReason`].
+pub const WS_SESSIONS_DROPPED: &str = "skuwatch_ws_sessions_dropped_total";
+/// Histogram: from a change's commit time (`event.at`) to the moment its
+/// live message was written to the socket, seconds.
+pub const WS_PUSH_LATENCY: &str = "skuwatch_ws_push_latency_seconds";
+
+// --- Bus and feed ------------------------------------------------------
+/// Counter: changes this instance published on the bus.
+pub const BUS_PUBLISHED: &str = "skuwatch_bus_events_published_total";
+/// Counter: changes this instance's listener received from the bus.
+pub const BUS_RECEIVED: &str = "skuwatch_bus_events_received_total";
+/// Gauge: 1 while the bus listener is connected (always 1 in-process).
+pub const BUS_LISTENER_UP: &str = "skuwatch_bus_listener_up";
+/// Counter: reconnections of the bus listener (Redis).
+pub const BUS_RECONNECTS: &str = "skuwatch_bus_listener_reconnects_total";
+/// Counter: changes read from the database because the bus lost, delayed
+/// or had not yet delivered them (gap fill and catch-up).
+pub const BUS_CATCHUP_EVENTS: &str = "skuwatch_bus_catchup_events_total";
+/// Histogram: from a change's commit time to its receipt by the listener.
+pub const BUS_LAG: &str = "skuwatch_bus_lag_seconds";
+/// Counter: changes the Redis publisher could not publish (Redis down or
+/// slow); other instances read them from the database.
+pub const BUS_PUBLISH_FAILURES: &str = "skuwatch_bus_publish_failures_total";
+
+// --- Database ----------------------------------------------------------
+/// Gauge `{pool}`: open connections of a pool.
+pub const DB_POOL_CONNECTIONS: &str = "skuwatch_db_pool_connections";
+/// Gauge `{pool}`: open connections that are idle.
+pub const DB_POOL_IDLE: &str = "skuwatch_db_pool_idle_connections";
+/// Gauge `{pool}`: the pool's maximum size.
+pub const DB_POOL_MAX: &str = "skuwatch_db_pool_max_connections";
+/// Histogram `{pool}`: wait for a connection and `BEGIN` of a write
+/// transaction, seconds.
+pub const DB_ACQUIRE: &str = "skuwatch_db_acquire_seconds";
+
+// --- Stock health and alerts -------------------------------------------
+/// Gauge: SKUs in the catalog (from the summary, refreshed periodically).
+pub const SKUS: &str = "skuwatch_skus";
+/// Gauge: SKUs whose stock is below their low-stock threshold.
+pub const SKUS_BELOW_THRESHOLD: &str = "skuwatch_skus_below_threshold";
+/// Gauge: SKUs with stock 0.
+pub const SKUS_OUT_OF_STOCK: &str = "skuwatch_skus_out_of_stock";
+/// Gauge `{kind}`: alerts open now.
+pub const ALERTS_OPEN: &str = "skuwatch_alerts_open";
+/// Counter `{kind}`: alerts raised by writes of this instance.
+pub const ALERTS_RAISED: &str = "skuwatch_alerts_raised_total";
+
+/// Gauge `{version}`: always 1; the running build.
+pub const BUILD_INFO: &str = "skuwatch_build_info";
+
+/// How often histogram buffers are drained when nobody scrapes.
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Buckets for request and database times: 0.5 ms to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Buckets for push and bus latency: 100 µs (in-process) to 10 s (a slow
+/// client or a lagging Redis).
+const PUSH_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Why the server closed a WebSocket session (label `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// 4408: conflation limit or a blocked write.
+    TooSlow,
+    /// No frame for two ping intervals.
+    DeadPeer,
+    /// 4401: no or expired token.
+    Unauthenticated,
+    /// 4403: a token without the role to watch.
+    Forbidden,
+    /// 1009: a message over the size limit.
+    TooBig,
+    /// 1001: the server is shutting down.
+    Shutdown,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 6] = [
+        DropReason::TooSlow,
+        DropReason::DeadPeer,
+        DropReason::Unauthenticated,
+        DropReason::Forbidden,
+        DropReason::TooBig,
+        DropReason::Shutdown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::TooSlow => "too_slow",
+            DropReason::DeadPeer => "dead_peer",
+            DropReason::Unauthenticated => "unauthenticated",
+            DropReason::Forbidden => "forbidden",
+            DropReason::TooBig => "too_big",
+            DropReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+const ALERT_KINDS: [AlertKind; 3] = [
+    AlertKind::LowStock,
+    AlertKind::OutOfStock,
+    AlertKind::PriceAnomaly,
+];
+const MESSAGE_KINDS: [&str; 5] = ["change", "conflated", "alert", "replay", "control"];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder on first call (later calls return the
+/// same handle), describes every metric, starts the upkeep thread, and
+/// creates the labelled series whose label values are known, at 0, so rates
+/// and dashboards show 0 rather than nothing before the first event.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(DB_ACQUIRE.into()), LATENCY_BUCKETS)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(WS_PUSH_LATENCY.into()), PUSH_BUCKETS)
+                })
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BUS_LAG.into()), PUSH_BUCKETS))
+                .expect("bucket lists are non-empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder (a test harness's) wins; ours then renders
+            // nothing, which is visible at once on /metrics.
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed");
+            }
+            describe();
+            zero_known_series();
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    upkeep.run_upkeep();
+                });
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use Unit::{Count, Seconds};
+    describe_counter!(
+        HTTP_REQUESTS,
+        Count,
+        "HTTP requests answered, by method, matched route template and status"
+    );
+    describe_histogram!(
+        HTTP_DURATION,
+        Seconds,
+        "Time from request to response head, by method, matched route template and status"
+    );
+    describe_gauge!(HTTP_IN_FLIGHT, Count, "HTTP requests being handled now");
+    describe_gauge!(
+        WS_SESSIONS_OPEN,
+        Count,
+        "WebSocket sessions open on this instance"
+    );
+    describe_counter!(
+        WS_MESSAGES_SENT,
+        Count,
+        "Messages written to WebSockets, by kind (change, conflated, alert, replay, control)"
+    );
+    describe_counter!(
+        WS_UPDATES_CONFLATED,
+        Count,
+        "Changes a slow session skipped because a newer change of the same SKU replaced them"
+    );
+    describe_counter!(WS_SESSIONS_DROPPED, Count, "WebSocket sessions closed by the server, by reason (too_slow, dead_peer, unauthenticated, forbidden, too_big, shutdown)");
+    describe_histogram!(
+        WS_PUSH_LATENCY,
+        Seconds,
+        "From a change's commit to the write of its live message to a WebSocket"
+    );
+    describe_counter!(
+        BUS_PUBLISHED,
+        Count,
+        "Changes published on the bus by this instance"
+    );
+    describe_counter!(
+        BUS_RECEIVED,
+        Count,
+        "Changes received from the bus by this instance's listener"
+    );
+    describe_gauge!(
+        BUS_LISTENER_UP,
+        Count,
+        "1 while the bus listener is connected, else 0"
+    );
+    describe_counter!(BUS_RECONNECTS, Count, "Reconnections of the bus listener");
+    describe_counter!(
+        BUS_PUBLISH_FAILURES,
+        Count,
+        "Changes that could not be published to Redis (other instances read them from the database)"
+    );
+    describe_counter!(BUS_CATCHUP_EVENTS, Count, "Changes read from the database to fill gaps or catch up after the bus lost or delayed them");
+    describe_histogram!(
+        BUS_LAG,
+        Seconds,
+        "From a change's commit to its receipt by the bus listener"
+    );
+    describe_gauge!(ACTORS_ACTIVE, Count, "SKU actors active on this instance");
+    describe_counter!(ACTOR_ACTIVATIONS, Count, "SKU actors started on first use");
+    describe_counter!(
+        ACTOR_PASSIVATIONS,
+        Count,
+        "SKU actors stopped after being idle"
+    );
+    describe_counter!(
+        ACTOR_RESTARTS,
+        Count,
+        "SKU actors restarted by the supervisor after a failure"
+    );
+    describe_gauge!(
+        DB_POOL_CONNECTIONS,
+        Count,
+        "Open database connections, by pool"
+    );
+    describe_gauge!(DB_POOL_IDLE, Count, "Idle database connections, by pool");
+    describe_gauge!(DB_POOL_MAX, Count, "Maximum database connections, by pool");
+    describe_histogram!(
+        DB_ACQUIRE,
+        Seconds,
+        "Wait for a database connection and BEGIN of a write transaction, by pool"
+    );
+    describe_gauge!(SKUS, Count, "SKUs in the catalog");
+    describe_gauge!(
+        SKUS_BELOW_THRESHOLD,
+        Count,
+        "SKUs whose stock is below their low-stock threshold"
+    );
+    describe_gauge!(SKUS_OUT_OF_STOCK, Count, "SKUs with no stock");
+    describe_gauge!(ALERTS_OPEN, Count, "Alerts open now, by kind");
+    describe_counter!(
+        ALERTS_RAISED,
+        Count,
+        "Alerts raised by this instance's writes, by kind"
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        Count,
+        "Always 1, labelled with the running version"
+    );
+}
+
+fn zero_known_series() {
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    for reason in DropReason::ALL {
+        counter!(WS_SESSIONS_DROPPED, "reason" => reason.as_str()).absolute(0);
+    }
+    for kind in MESSAGE_KINDS {
+        counter!(WS_MESSAGES_SENT, "kind" => kind).absolute(0);
+    }
+    for kind in ALERT_KINDS {
+        counter!(ALERTS_RAISED, "kind" => kind.as_str()).absolute(0);
+    }
+    for name in [
+        WS_UPDATES_CONFLATED,
+        BUS_PUBLISHED,
+        BUS_RECEIVED,
+        BUS_RECONNECTS,
+        BUS_PUBLISH_FAILURES,
+        BUS_CATCHUP_EVENTS,
+        ACTOR_ACTIVATIONS,
+        ACTOR_PASSIVATIONS,
+        ACTOR_RESTARTS,
+    ] {
+        counter!(name).absolute(0);
+    }
+    gauge!(WS_SESSIONS_OPEN).set(0.0);
+    gauge!(ACTORS_ACTIVE).set(0.0);
+    gauge!(HTTP_IN_FLIGHT).set(0.0);
+}
+
+/// Seconds from `at_micros` (microseconds since the epoch) to now; 0 when
+/// the clocks disagree (another instance's clock ahead of ours).
+pub fn seconds_since_micros(at_micros: i64) -> f64 {
+    let now = chrono::Utc::now().timestamp_micros();
+    (now - at_micros).max(0) as f64 / 1e6
+}
+
+/// Counts a change the bus listener received, and its lag since commit.
+pub fn bus_received(change: &Committed) {
+    counter!(BUS_RECEIVED).increment(1);
+    metrics::histogram!(BUS_LAG).record(seconds_since_micros(change.event.at.0));
+}
+
+/// Counts a message written to a WebSocket.
+pub fn ws_message_sent(kind: &'static str) {
+    counter!(WS_MESSAGES_SENT, "kind" => kind).increment(1);
+}
+
+/// Counts a session the server closed.
+pub fn ws_session_dropped(reason: DropReason) {
+    counter!(WS_SESSIONS_DROPPED, "reason" => reason.as_str()).increment(1);
+}
+
+/// Counts the alerts that committed changes opened.
+pub fn alerts_raised(changes: &[Committed]) {
+    for alert in changes.iter().flat_map(|c| &c.alerts) {
+        if alert.status == AlertStatus::Open {
+            counter!(ALERTS_RAISED, "kind" => alert.kind.as_str()).increment(1);
+        }
+    }
+}
+
+/// Sets the stock-health gauges from the store's summary
+/// (`GET /api/v1/summary` shape).
+pub fn set_stock_health(summary: &serde_json::Value) {
+    let number = |v: &serde_json::Value| v.as_i64().unwrap_or(0) as f64;
+    gauge!(SKUS).set(number(&summary["skus"]));
+    gauge!(SKUS_BELOW_THRESHOLD).set(number(&summary["below_threshold"]));
+    gauge!(SKUS_OUT_OF_STOCK).set(number(&summary["out_of_stock"]));
+    for kind in ALERT_KINDS {
+        let open = number(&summary["open_alerts"][kind.as_str()]);
+        gauge!(ALERTS_OPEN, "kind" => kind.as_str()).set(open);
+    }
+}
+
+/// One database pool's occupancy.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolStats {
+    /// `main` (PostgreSQL: one pool), or `write`/`read` (SQLite).
+    pub pool: &'static str,
+    pub size: u32,
+    pub idle: usize,
+    pub max: u32,
+}
+
+pub fn set_pool_stats(stats: &[PoolStats]) {
+    for s in stats {
+        gauge!(DB_POOL_CONNECTIONS, "pool" => s.pool).set(f64::from(s.size));
+        gauge!(DB_POOL_IDLE, "pool" => s.pool).set(s.idle as f64);
+        gauge!(DB_POOL_MAX, "pool" => s.pool).set(f64::from(s.max));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_from_a_clock_ahead_of_ours_is_zero_not_negative() {
+        let future = chrono::Utc::now().timestamp_micros() + 5_000_000;
+        assert_eq!(seconds_since_micros(future), 0.0);
+        let past = chrono::Utc::now().timestamp_micros() - 2_000_000;
+        assert!(seconds_since_micros(past) >= 2.0);
+    }
+
+    #[test]
+    fn bucket_lists_span_sub_millisecond_to_seconds_in_order() {
+        for buckets in [LATENCY_BUCKETS, PUSH_BUCKETS] {
+            assert!(buckets.windows(2).all(|w| w[0] < w[1]));
+            assert!(buckets[0] < 0.001 && *buckets.last().unwrap() >= 10.0);
+        }
+    }
+
+    #[test]
+    fn drop_reasons_are_distinct_labels() {
+        let labels: std::collections::HashSet<_> =
+            DropReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(labels.len(), DropReason::ALL.len());
+    }
+}
