@@ -4,6 +4,7 @@
 
 mod alerts;
 mod auth;
+mod dashboard;
 pub mod error;
 mod events;
 mod extract;
@@ -151,7 +152,9 @@ pub fn router(app: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/ws", get(crate::ws::upgrade))
-        .fallback(no_route)
+        // Everything else: the dashboard (README "Dashboard"), which keeps
+        // the problem-document 404 for the server's own prefixes.
+        .fallback(dashboard::serve)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
         // Spans name the path only: a query string may carry what must not
