@@ -15,6 +15,8 @@ import { currentRoute as route, navigate } from "./router";
 // The token lives in session storage: it survives a reload of the tab but
 // not the tab itself, and is never put in a URL.
 const SESSION_KEY = "skuwatch.session";
+/** How often the whole catalog is read again (ms); see Dashboard. */
+const CATALOG_REREAD_MS = 60_000;
 
 function loadSession(): Session | null {
   try {
@@ -122,6 +124,12 @@ function Dashboard({ session, onLogout }: { session: Session; onLogout: (why: st
       () => !signal.cancelled && setLoaded({ count, done: true }),
       () => !signal.cancelled && setLoaded({ count, done: true }),
     );
+    // Only the rows on screen are live; the rest of the catalog (which the
+    // filters and the "last change" sort also look at) is read again now and
+    // then. Pages merge by version, so a re-read never undoes a live change.
+    const reread = setInterval(() => {
+      loadCatalog(session.token, (items) => dispatch({ type: "catalog", skus: items }), signal).catch(() => {});
+    }, CATALOG_REREAD_MS);
     refreshAlerts();
     api.summary(session.token).then(setSummary, () => {});
     const poll = setInterval(refreshSummary, 10_000);
@@ -150,6 +158,7 @@ function Dashboard({ session, onLogout }: { session: Session; onLogout: (why: st
     return () => {
       signal.cancelled = true;
       clearInterval(poll);
+      clearInterval(reread);
       live.stop();
       liveRef.current = null;
     };
