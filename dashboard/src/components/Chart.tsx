@@ -31,7 +31,23 @@ export function Chart({
       cursor: { drag: { x: false, y: false } },
       scales: { x: { time: true } },
       axes: [
-        { stroke: "#333", grid: { stroke: "#e3e6ea" } },
+        {
+          stroke: "#333",
+          grid: { stroke: "#e3e6ea" },
+          space: 70,
+          // One line per tick, with the precision the visible range needs
+          // (uPlot's default two-line labels collide on narrow charts).
+          values: (u, splits) => {
+            const range = (u.scales.x.max ?? 0) - (u.scales.x.min ?? 0);
+            const options: Intl.DateTimeFormatOptions =
+              range > 2 * 86400
+                ? { month: "short", day: "numeric" }
+                : range > 600
+                  ? { hour: "2-digit", minute: "2-digit", hourCycle: "h23" }
+                  : { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" };
+            return splits.map((s) => new Date(s * 1000).toLocaleString(undefined, options));
+          },
+        },
         {
           stroke: "#333",
           grid: { stroke: "#e3e6ea" },
