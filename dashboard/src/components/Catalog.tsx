@@ -69,6 +69,9 @@ export function Catalog({
   const first = Math.max(0, Math.floor(top / ROW) - OVERSCAN);
   const last = Math.min(rows.length, Math.ceil((top + height) / ROW) + OVERSCAN);
   const visible = rows.slice(first, last);
+  // One row is in the tab order: the active one, or the first on screen when
+  // the active one has scrolled away (so Tab always lands in the table).
+  const tabbable = active >= first && active < last ? active : Math.min(rows.length - 1, Math.floor(top / ROW));
   const visibleKey = visible.map((r) => r.sku).join("\u0000");
 
   // Subscribe to what is on screen, once scrolling settles.
@@ -209,7 +212,7 @@ export function Catalog({
                 key={sku.sku}
                 sku={sku}
                 index={first + i}
-                active={first + i === active}
+                active={first + i === tabbable}
                 flash={flashes.get(sku.sku)}
                 now={now}
                 onFocus={() => setActive(first + i)}
