@@ -233,6 +233,10 @@ async fn serve(settings: Settings, demo_speed: Option<f64>) -> Result<(), String
             .map_err(|e| e.to_string())?;
         println!("demo: replaying the bundled Online Retail slice at {speed}x real time");
         println!(
+            "demo: open the dashboard at {}/ and sign in as 'demo'",
+            app.base_url().trim_end_matches('/')
+        );
+        println!(
             "demo: watch with  websocat -H 'Authorization: Bearer <token>' ws://{}/ws  and send {{\"type\":\"subscribe\",\"all\":true}}",
             app.addr()
         );

@@ -4,6 +4,7 @@
 
 mod alerts;
 mod auth;
+mod dashboard;
 pub mod error;
 mod events;
 mod extract;
@@ -182,7 +183,9 @@ pub fn router(
     routes
         // Before the fallbacks: only matched routes get their template.
         .route_layer(axum::middleware::from_fn(observe::route_label))
-        .fallback(no_route)
+        // Everything else: the dashboard (README "Dashboard"), which keeps
+        // the problem-document 404 for the server's own prefixes.
+        .fallback(dashboard::serve)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
         // Spans name the path only: a query string may carry what must not

@@ -6,6 +6,7 @@ mod helpers;
 mod alerts;
 mod auth;
 mod concurrency;
+mod dashboard;
 mod input;
 mod observability;
 mod redis_proxy;

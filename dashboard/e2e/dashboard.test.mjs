@@ -1,0 +1,381 @@
+// End to end: headless Chromium (the Debian package, driven by
+// playwright-core) against real `skuwatch serve` processes, each on a random
+// port with a temporary SQLite database. Run by scripts/checks/dashboard, or
+// `npm run e2e` in dashboard/ after `cargo build --bin skuwatch`.
+//
+// The browser reaches server A through a TCP relay in this file, so a test
+// can cut the network under the page (every connection dropped, new ones
+// refused) and restore it, like a Wi-Fi blip.
+//
+// Screenshots: target/dashboard-screenshots/*.png (repository root).
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import readline from "node:readline";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, "../..");
+const binary = process.env.SKUWATCH_BIN ?? path.join(root, "target/debug/skuwatch");
+const shots = path.join(root, "target/dashboard-screenshots");
+const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const ADMIN_PASSWORD = `admin-${randomBytes(8).toString("hex")}`;
+const VIEWER_PASSWORD = `viewer-${randomBytes(8).toString("hex")}`;
+
+const cleanups = [];
+let browser;
+
+/** Starts `skuwatch serve` on a random port over a fresh SQLite file. */
+async function startServer(extraEnv = {}) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "skuwatch-e2e-"));
+  const child = spawn(binary, ["serve"], {
+    env: {
+      ...process.env,
+      SKUWATCH_BIND: "127.0.0.1:0",
+      DATABASE_URL: `sqlite://${path.join(dir, "e2e.db")}`,
+      SKUWATCH_ADMIN_PASSWORD: ADMIN_PASSWORD,
+      SKUWATCH_JWT_SECRET: randomBytes(32).toString("hex"),
+      SKUWATCH_LOG: "warn",
+      ...extraEnv,
+    },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const base = await new Promise((resolve, reject) => {
+    child.once("exit", (code) => reject(new Error(`skuwatch exited with ${code}`)));
+    readline.createInterface({ input: child.stdout }).on("line", (line) => {
+      const m = /listening on (http:\/\/\S+)/.exec(line);
+      if (m) resolve(m[1]);
+    });
+  });
+  cleanups.push(() => {
+    child.kill("SIGTERM");
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  return base;
+}
+
+/** A TCP relay in front of `target` that can drop every connection. */
+async function relay(target) {
+  const url = new URL(target);
+  const open = new Set();
+  let cut = false;
+  const server = net.createServer((client) => {
+    if (cut) return client.destroy();
+    const upstream = net.connect(Number(url.port), url.hostname);
+    const pair = { client, upstream };
+    open.add(pair);
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+      open.delete(pair);
+    };
+    client.on("error", drop).on("close", drop);
+    upstream.on("error", drop).on("close", drop);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  cleanups.push(() => server.close());
+  return {
+    base: `http://127.0.0.1:${server.address().port}`,
+    cut() {
+      cut = true;
+      for (const { client, upstream } of open) {
+        client.destroy();
+        upstream.destroy();
+      }
+      open.clear();
+    },
+    restore() {
+      cut = false;
+    },
+  };
+}
+
+async function rest(base, method, route, token, body, type = "application/json") {
+  const headers = {};
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (body !== undefined) headers["content-type"] = type;
+  const response = await fetch(`${base}/api/v1${route}`, {
+    method,
+    headers,
+    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+  });
+  const text = await response.text();
+  const json = text ? JSON.parse(text) : null;
+  if (!response.ok) throw new Error(`${method} ${route}: ${response.status} ${text}`);
+  return json;
+}
+
+async function token(base, username, password) {
+  return (await rest(base, "POST", "/auth/token", null, { username, password })).access_token;
+}
+
+async function newPage(base) {
+  const context = await browser.newContext({
+    viewport: { width: 1280, height: 800 },
+    locale: "en-US",
+    timezoneId: "UTC",
+    reducedMotion: "reduce",
+  });
+  const page = await context.newPage();
+  const sent = [];
+  page.on("websocket", (ws) => ws.on("framesent", (f) => sent.push(String(f.payload))));
+  page.on("pageerror", (e) => console.error("page error:", e));
+  await page.goto(base);
+  return { page, context, sent };
+}
+
+async function login(page, username, password) {
+  await page.getByLabel("Username").fill(username);
+  await page.getByLabel("Password").fill(password);
+  await page.getByRole("button", { name: "Sign in" }).click();
+}
+
+const row = (page, sku) => page.locator(`tr[data-sku="${sku}"]`);
+const shot = (page, name) => page.screenshot({ path: path.join(shots, `${name}.png`) });
+
+before(async () => {
+  fs.mkdirSync(shots, { recursive: true });
+  browser = await chromium.launch({
+    executablePath: chromiumPath,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  for (const cleanup of cleanups.reverse()) cleanup();
+});
+
+test("an admin watches the catalog live, through a network cut", async () => {
+  const server = await startServer({ SKUWATCH_WS_VIEWERS: "true" });
+  const net_ = await relay(server);
+  const admin = await token(server, "admin", ADMIN_PASSWORD);
+  const skus = [
+    { sku: "A-GBP", name: "WHITE HANGING HEART T-LIGHT HOLDER", currency: "GBP", price: "2.55", stock: 50 },
+    { sku: "B-JPY", name: "CERAMIC TEA BOWL", currency: "JPY", price: "1980", stock: 12 },
+    { sku: "C-USD", name: "ENAMEL MUG, RED", currency: "USD", price: "19.99", stock: 30 },
+  ];
+  for (let i = 1; i <= 60; i++) {
+    skus.push({ sku: `F-${String(i).padStart(4, "0")}`, name: `FILLER ITEM ${i}`, currency: "GBP", price: "1.00", stock: 100 + i });
+  }
+  for (const s of skus) await rest(server, "POST", "/skus", admin, s);
+
+  const { page, sent } = await newPage(net_.base);
+  await page.getByLabel("Username").waitFor();
+  await shot(page, "01-login");
+  await login(page, "admin", ADMIN_PASSWORD);
+  const connection = page.getByTestId("connection");
+  await connection.getByText("Live").waitFor();
+  await row(page, "A-GBP").waitFor();
+
+  // Money per currency: JPY has no decimals.
+  assert.equal((await row(page, "A-GBP").getByTestId("price").innerText()).trim(), "£2.55");
+  assert.equal((await row(page, "B-JPY").getByTestId("price").innerText()).trim(), "¥1,980");
+  assert.equal((await row(page, "C-USD").getByTestId("price").innerText()).trim(), "$19.99");
+
+  // An adjustment over REST appears in the table within one second.
+  const started = Date.now();
+  await rest(server, "POST", "/skus/A-GBP/stock/adjustments", admin, { delta: -3, reason: "sale" });
+  // The new value, highlighted as a decrease (the highlight lasts 1.6 s).
+  await row(page, "A-GBP")
+    .locator('td.flash-down[data-testid="stock"]', { hasText: "▼" })
+    .getByText("47")
+    .waitFor({ timeout: 1000 });
+  console.log(`# REST adjustment -> table cell: ${Date.now() - started} ms`);
+
+  // A drop below the threshold raises a toast and lands in the panel.
+  await rest(server, "POST", "/skus/B-JPY/stock/adjustments", admin, { delta: -5, reason: "sale" });
+  const toast = page.getByTestId("toast").filter({ hasText: "B-JPY" });
+  await toast.waitFor();
+  assert.match(await toast.innerText(), /Low stock/);
+  const item = page.locator('.alert-item[data-status="open"]').filter({ hasText: "B-JPY" });
+  await item.waitFor();
+  await page.getByTestId("count-alerts").getByText("1", { exact: true }).waitFor();
+  await shot(page, "02-catalog-alert-toast");
+
+  // Acknowledging updates the panel (and the server).
+  await item.getByRole("button", { name: /Acknowledge/ }).click();
+  const acked = page.locator('.alert-item[data-status="acknowledged"]').filter({ hasText: "B-JPY" });
+  await acked.getByText("Acknowledged by admin").waitFor();
+  await page.getByTestId("count-alerts").getByText("0", { exact: true }).waitFor();
+  const stored = await rest(server, "GET", "/alerts?status=acknowledged&sku=B-JPY", admin);
+  assert.equal(stored.alerts.length, 1);
+
+  // Cut the network, change things meanwhile, restore: the page resumes
+  // with `since` and shows the final values.
+  net_.cut();
+  await connection.getByText(/Reconnecting|Offline/).waitFor();
+  await rest(server, "POST", "/skus/A-GBP/stock/adjustments", admin, { delta: 10, reason: "return" });
+  await rest(server, "POST", "/skus/C-USD/stock/adjustments", admin, { delta: -30, reason: "sale" });
+  await rest(server, "POST", "/skus/C-USD/stock/adjustments", admin, { delta: 5, reason: "delivery" });
+  await rest(server, "PUT", "/skus/A-GBP/price", admin, { price: "2.60", reason: "promo end" });
+  await rest(server, "POST", "/skus/F-0001/stock/adjustments", admin, { delta: -1, reason: "sale" });
+  await shot(page, "03-reconnecting");
+  const framesBefore = sent.length;
+  net_.restore();
+  await connection.getByText("Live").waitFor();
+  await row(page, "A-GBP").getByTestId("stock").getByText("57").waitFor();
+  await row(page, "A-GBP").getByTestId("price").getByText("£2.60").waitFor();
+  await row(page, "C-USD").getByTestId("stock").getByText("5", { exact: false }).waitFor();
+  await row(page, "F-0001").getByTestId("stock").getByText("100").waitFor();
+  assert.equal((await row(page, "C-USD").getByTestId("stock").innerText()).replace(/[^0-9]/g, ""), "5");
+  const resumed = sent
+    .slice(framesBefore)
+    .map((f) => JSON.parse(f))
+    .filter((m) => m.type === "subscribe" && m.skus);
+  assert.ok(resumed.length > 0, "re-subscribed after the cut");
+  assert.ok(
+    resumed.every((m) => typeof m.since === "number" && m.since > 0),
+    `resumed with since: ${JSON.stringify(resumed).slice(0, 200)}`,
+  );
+  assert.ok(resumed[0].skus.includes("A-GBP") && resumed[0].skus.length < 63, "only the rows on screen");
+  await shot(page, "04-after-reconnect");
+
+  // SKU detail: charts, the price-guard confirm flow, a refused adjustment.
+  await row(page, "C-USD").click();
+  await page.getByRole("heading", { name: /C-USD/ }).waitFor();
+  await page.locator(".chart canvas").first().waitFor();
+  assert.equal(await page.locator(".chart canvas").count(), 2);
+  await page.getByLabel("New price (USD)").fill("99.00");
+  await page.getByRole("button", { name: "Set price" }).click();
+  const priceError = page.getByTestId("price-error");
+  await priceError.waitFor();
+  assert.ok((await priceError.innerText()).length > 0);
+  await page.getByLabel("Change (+ in, − out)").fill("-100");
+  await page.getByRole("button", { name: "Apply" }).click();
+  const deltaError = page.getByTestId("delta-error");
+  await deltaError.waitFor();
+  assert.match(await deltaError.innerText(), /5|stock/i);
+  await shot(page, "05-detail-problems");
+  await page.getByTestId("confirm-price").click();
+  await page.getByTestId("detail-price").getByText("$99.00").waitFor();
+  await page.getByTestId("toast").filter({ hasText: "Price anomaly" }).waitFor();
+  // A live change extends the chart and the facts.
+  await rest(server, "POST", "/skus/C-USD/stock/adjustments", admin, { delta: 7, reason: "delivery" });
+  await page.getByTestId("detail-stock").getByText("12").waitFor();
+  await shot(page, "06-detail");
+
+  // Keyboard: back to the catalog, rows move with the arrow keys, Enter opens.
+  await page.getByRole("link", { name: "← Catalog" }).click();
+  await row(page, "A-GBP").waitFor();
+  await row(page, "A-GBP").focus();
+  await page.keyboard.press("ArrowDown");
+  await page.keyboard.press("ArrowDown");
+  // Focus moves on the next frame, after the row is rendered.
+  await page.waitForFunction(() => document.activeElement?.getAttribute("data-sku") === "C-USD");
+  await page.keyboard.press("Enter");
+  await page.getByRole("heading", { name: /C-USD/ }).waitFor();
+
+  // A viewer (SKUWATCH_WS_VIEWERS=true) watches live but sees no edit controls.
+  await rest(server, "POST", "/users", admin, { username: "vera", password: VIEWER_PASSWORD, role: "viewer" });
+  const viewer = await newPage(net_.base);
+  await login(viewer.page, "vera", VIEWER_PASSWORD);
+  await viewer.page.getByTestId("connection").getByText("Live").waitFor();
+  await row(viewer.page, "A-GBP").waitFor();
+  await viewer.page.locator('.alert-item[data-status="open"]').first().waitFor();
+  assert.equal(await viewer.page.getByRole("button", { name: /Acknowledge/ }).count(), 0);
+  await rest(server, "POST", "/skus/A-GBP/stock/adjustments", admin, { delta: -2, reason: "sale" });
+  await row(viewer.page, "A-GBP").getByTestId("stock").getByText("55").waitFor();
+  await shot(viewer.page, "07-viewer-catalog");
+  await row(viewer.page, "A-GBP").click();
+  await viewer.page.getByTestId("detail-stock").waitFor();
+  assert.equal(await viewer.page.locator("form").count(), 0);
+  assert.equal(await viewer.page.getByRole("button", { name: /Apply|Set price|Save|Confirm/ }).count(), 0);
+  await viewer.page.getByText("Viewers see the catalog read-only").waitFor();
+  await shot(viewer.page, "08-viewer-detail");
+
+  // A tablet in portrait: one column, the table still usable.
+  await page.setViewportSize({ width: 820, height: 1180 });
+  await page.getByRole("link", { name: "← Catalog" }).click();
+  await row(page, "A-GBP").waitFor();
+  await shot(page, "09-tablet");
+
+  // Log out: back to the login page, the token forgotten.
+  await page.getByRole("button", { name: "Log out" }).click();
+  await page.getByLabel("Username").waitFor();
+  assert.equal(await page.evaluate(() => sessionStorage.getItem("skuwatch.session")), null);
+});
+
+test("an admin-only server tells a viewer why; an expired token goes back to login; 10,000 SKUs", async () => {
+  const server = await startServer({ SKUWATCH_TOKEN_TTL_SECS: "8" });
+  const admin = await token(server, "admin", ADMIN_PASSWORD);
+  await rest(server, "POST", "/users", admin, { username: "vera", password: VIEWER_PASSWORD, role: "viewer" });
+
+  const viewer = await newPage(server);
+  await login(viewer.page, "vera", VIEWER_PASSWORD);
+  const banner = viewer.page.getByRole("alert").filter({ hasText: "live view is closed" });
+  await banner.waitFor();
+  assert.match(await banner.innerText(), /only admins/);
+  await viewer.page.getByTestId("connection").getByText("Live view closed").waitFor();
+  await shot(viewer.page, "10-viewer-admin-only-server");
+  // The token runs out (8 s here): back to the login page, with the reason.
+  await viewer.page.getByText("Your session expired").waitFor({ timeout: 20_000 });
+  await viewer.page.getByLabel("Username").waitFor();
+
+  // 10,000 SKUs: the table renders a window of rows and subscribes to it only.
+  const lines = ["sku,name,price,currency,stock,low_stock_threshold"];
+  for (let i = 0; i < 10_000; i++) {
+    lines.push(`K-${String(i).padStart(5, "0")},ITEM ${i},${(1 + (i % 50) / 10).toFixed(2)},GBP,${i % 40},10`);
+  }
+  const report = await rest(server, "POST", "/import", admin, lines.join("\n") + "\n", "text/csv");
+  assert.equal(report.created, 10_000);
+  const big = await newPage(server);
+  const loginAt = Date.now();
+  await login(big.page, "admin", ADMIN_PASSWORD);
+  await big.page.getByTestId("row-count").getByText("10,000 of 10,000 SKUs").waitFor({ timeout: 30_000 });
+  console.log(`# sign-in -> 10,000 SKUs loaded: ${Date.now() - loginAt} ms`);
+  await big.page.getByTestId("connection").getByText("Live").waitFor();
+  const rendered = await big.page.locator("tbody tr[data-sku]").count();
+  assert.ok(rendered > 10 && rendered < 80, `rendered ${rendered} rows`);
+  // For the record (not asserted): frames while scrolling through 10,000 rows.
+  const frames = await big.page.evaluate(async () => {
+    const el = document.querySelector('[data-testid="table-scroll"]');
+    const times = [];
+    for (let i = 0; i < 60; i++) {
+      const t = performance.now();
+      el.scrollTop += 1200;
+      await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+      times.push(performance.now() - t);
+    }
+    el.scrollTop = 0;
+    times.sort((a, b) => a - b);
+    return { median: times[30], worst: times[59] };
+  });
+  console.log(`# scroll step (two frames) over 10,000 rows: median ${frames.median.toFixed(1)} ms, worst ${frames.worst.toFixed(1)} ms`);
+  await row(big.page, "K-00000").waitFor();
+  await row(big.page, "K-00000").focus();
+  await big.page.keyboard.press("End");
+  await row(big.page, "K-09999").waitFor();
+  assert.ok((await big.page.locator("tbody tr[data-sku]").count()) < 80);
+  // Once scrolling settles, the bottom rows are subscribed and the top ones dropped.
+  // A fresh token: this server issues them for 8 s only.
+  const admin2 = await token(server, "admin", ADMIN_PASSWORD);
+  await rest(server, "POST", "/skus/K-09999/stock/adjustments", admin2, { delta: 5, reason: "delivery" });
+  await row(big.page, "K-09999").getByTestId("stock").getByText("44").waitFor();
+  const subscribed = big.sent.map((f) => JSON.parse(f)).filter((m) => m.type === "subscribe" && m.skus);
+  const most = Math.max(...subscribed.map((m) => m.skus.length));
+  assert.ok(most < 80, `subscribed at most ${most} SKUs at once`);
+  assert.ok(big.sent.some((f) => JSON.parse(f).type === "unsubscribe"), "rows scrolled away are unsubscribed");
+  await big.page.getByRole("radio", { name: "Out of stock" }).check();
+  await big.page.getByTestId("row-count").getByText("250 of 10,000 SKUs").waitFor();
+  await row(big.page, "K-00000").waitFor();
+  await shot(big.page, "11-ten-thousand-out-of-stock");
+});

@@ -1,0 +1,141 @@
+// The REST calls the dashboard makes, with RFC 9457 problem documents turned
+// into a `Problem` error the forms show next to the field they name.
+
+import type { Alert, HistoryPoint, Role, Sku, Summary } from "./types";
+
+export interface FieldError {
+  field: string;
+  message: string;
+}
+
+export class Problem extends Error {
+  constructor(
+    readonly status: number,
+    readonly type: string,
+    readonly title: string,
+    readonly detail: string,
+    readonly errors: FieldError[],
+  ) {
+    super(detail || title);
+  }
+
+  /** The message for one field, if the server named it. */
+  forField(field: string): string | undefined {
+    return this.errors.find((e) => e.field === field)?.message;
+  }
+}
+
+/** Called on any 401: the token expired or was revoked. */
+let onUnauthorized: () => void = () => {};
+export function setUnauthorizedHandler(handler: () => void) {
+  onUnauthorized = handler;
+}
+
+async function request<T>(
+  method: string,
+  path: string,
+  token: string | null,
+  body?: unknown,
+): Promise<T> {
+  const headers: Record<string, string> = { accept: "application/json" };
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (body !== undefined) headers["content-type"] = "application/json";
+  let response: Response;
+  try {
+    response = await fetch(`/api/v1${path}`, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch {
+    throw new Problem(0, "network", "Network error", "The server could not be reached.", []);
+  }
+  const text = await response.text();
+  let json: unknown = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch {
+    json = null;
+  }
+  if (!response.ok) {
+    const p = (json ?? {}) as Partial<{ type: string; title: string; detail: string; errors: FieldError[] }>;
+    if (response.status === 401 && token) onUnauthorized();
+    throw new Problem(
+      response.status,
+      p.type ?? "error",
+      p.title ?? response.statusText,
+      p.detail ?? "",
+      Array.isArray(p.errors) ? p.errors : [],
+    );
+  }
+  return json as T;
+}
+
+export interface TokenResponse {
+  access_token: string;
+  token_type: string;
+  expires_in: number;
+  role: Role;
+}
+
+export const api = {
+  login: (username: string, password: string) =>
+    request<TokenResponse>("POST", "/auth/token", null, { username, password }),
+
+  /** One keyset page of the catalog (limit 1-1000). */
+  skuPage: (token: string, cursor: string | null, limit = 1000) =>
+    request<{ items: Sku[]; next_cursor: string | null }>(
+      "GET",
+      `/skus?limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`,
+      token,
+    ),
+
+  sku: (token: string, code: string) => request<Sku>("GET", `/skus/${encodeURIComponent(code)}`, token),
+
+  history: (token: string, code: string, field: "stock" | "price", limit = 500) =>
+    request<{ points: HistoryPoint[] }>(
+      "GET",
+      `/skus/${encodeURIComponent(code)}/history?field=${field}&limit=${limit}`,
+      token,
+    ),
+
+  alerts: (token: string, status: "open" | "acknowledged", limit = 500) =>
+    request<{ alerts: Alert[] }>("GET", `/alerts?status=${status}&limit=${limit}`, token),
+
+  acknowledge: (token: string, id: number) => request<Alert>("POST", `/alerts/${id}/ack`, token),
+
+  summary: (token: string) => request<Summary>("GET", "/summary", token),
+
+  adjust: (token: string, code: string, delta: number, reason: string) =>
+    request<{ sku: Sku; event_id: number }>(
+      "POST",
+      `/skus/${encodeURIComponent(code)}/stock/adjustments`,
+      token,
+      reason ? { delta, reason } : { delta },
+    ),
+
+  setPrice: (token: string, code: string, price: string, reason: string, confirm: boolean) =>
+    request<Sku>("PUT", `/skus/${encodeURIComponent(code)}/price`, token, {
+      price,
+      ...(reason ? { reason } : {}),
+      confirm,
+    }),
+
+  patch: (token: string, code: string, body: Record<string, unknown>) =>
+    request<Sku>("PATCH", `/skus/${encodeURIComponent(code)}`, token, body),
+};
+
+/** Loads the whole catalog page by page, reporting progress. */
+export async function loadCatalog(
+  token: string,
+  onPage: (items: Sku[]) => void,
+  signal: { cancelled: boolean },
+): Promise<void> {
+  let cursor: string | null = null;
+  do {
+    const page = await api.skuPage(token, cursor);
+    if (signal.cancelled) return;
+    onPage(page.items);
+    cursor = page.next_cursor;
+  } while (cursor);
+}

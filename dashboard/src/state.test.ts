@@ -1,0 +1,207 @@
+import { describe, expect, it } from "vitest";
+import { type LiveState, extendHistory, initialState, reduce, selectRows } from "./state";
+import type { Alert, ServerMessage, Sku, SkuEvent } from "./types";
+
+function sku(code: string, version: number, stock: number, price = "2.55"): Sku {
+  return {
+    sku: code,
+    name: `ITEM ${code}`,
+    currency: "GBP",
+    price,
+    stock,
+    low_stock_threshold: 10,
+    price_guard: { max_change_pct: 50 },
+    version,
+    updated_at: `2026-11-29T10:00:${String(version).padStart(2, "0")}.000000Z`,
+  };
+}
+
+function change(code: string, eventId: number, version: number, old: number, next: number): SkuEvent {
+  return {
+    event_id: eventId,
+    sku: code,
+    version,
+    at: `2026-11-29T10:00:${String(version).padStart(2, "0")}.000000Z`,
+    field: "stock",
+    old,
+    new: next,
+    delta: next - old,
+    reason: "sale",
+    actor: "admin",
+  };
+}
+
+/** A `sku` message: the state after the change, as the server sends it. */
+function live(code: string, eventId: number, version: number, old: number, stock: number, conflated = false): ServerMessage {
+  return {
+    type: "sku",
+    event_id: eventId,
+    sku: sku(code, version, stock),
+    change: change(code, eventId, version, old, stock),
+    ...(conflated ? { conflated: true } : {}),
+  };
+}
+
+function apply(state: LiveState, ...messages: ServerMessage[]): LiveState {
+  return reduce(state, { type: "messages", messages, now: 1000 });
+}
+
+function alert(id: number, status: Alert["status"]): Alert {
+  return {
+    id,
+    sku: "A",
+    kind: "low_stock",
+    status,
+    message: "A is low",
+    value: 9,
+    threshold: 10,
+    raised_at: "2026-11-29T10:00:00.000000Z",
+    acknowledged_by: status === "acknowledged" ? "admin" : null,
+    resolved_at: null,
+  };
+}
+
+const snapshot = (eventId: number, ...skus: Sku[]): ServerMessage => ({ type: "snapshot", event_id: eventId, skus });
+
+describe("applying events", () => {
+  it("a newer version replaces the SKU and flashes the changed cell with its direction", () => {
+    let s = apply(initialState(), snapshot(10, sku("A", 1, 20)));
+    s = apply(s, live("A", 11, 2, 20, 17));
+    expect(s.skus.get("A")!.stock).toBe(17);
+    expect(s.flashes.get("A")).toMatchObject({ field: "stock", direction: "down" });
+    s = apply(s, live("A", 12, 3, 17, 30));
+    expect(s.flashes.get("A")).toMatchObject({ field: "stock", direction: "up", version: 3 });
+  });
+
+  it("an event that arrives after a newer one changes nothing", () => {
+    let s = apply(initialState(), snapshot(10, sku("A", 1, 20)));
+    s = apply(s, live("A", 13, 3, 18, 15), live("A", 12, 2, 20, 18));
+    expect(s.skus.get("A")!.version).toBe(3);
+    expect(s.skus.get("A")!.stock).toBe(15);
+  });
+
+  it("a duplicate event is applied once", () => {
+    let s = apply(initialState(), snapshot(10, sku("A", 1, 20)));
+    s = apply(s, live("A", 11, 2, 20, 17));
+    s = reduce(s, { type: "messages", messages: [live("A", 11, 2, 20, 17)], now: 2000 });
+    expect(s.skus.get("A")!.stock).toBe(17);
+    // The highlight is not restarted by the repeat.
+    expect(s.flashes.get("A")).toMatchObject({ version: 2, at: 1000 });
+  });
+
+  it("a snapshot older than what live events delivered does not roll the SKU back", () => {
+    let s = apply(initialState(), live("A", 20, 5, 9, 8));
+    s = apply(s, snapshot(19, sku("A", 4, 9)));
+    expect(s.skus.get("A")!.version).toBe(5);
+    expect(s.skus.get("A")!.stock).toBe(8);
+  });
+
+  it("a conflated update jumps to the newest state but never moves the resume point", () => {
+    let s = apply(initialState(), snapshot(10, sku("A", 1, 20), sku("B", 1, 50)));
+    s = apply(s, live("A", 11, 2, 20, 19));
+    // The session fell behind: only B's newest state arrives, skipping versions 2-4.
+    s = apply(s, live("B", 40, 5, 47, 46, true));
+    expect(s.skus.get("B")!.stock).toBe(46);
+    expect(s.skus.get("B")!.version).toBe(5);
+    expect(s.resumeAfter).toBe(11);
+    // A later in-order event moves it on.
+    s = apply(s, live("A", 41, 3, 19, 18));
+    expect(s.resumeAfter).toBe(41);
+  });
+
+  it("resume after reconnect: replayed events fill the gap, repeats of what was seen are dropped", () => {
+    let s = apply(initialState(), snapshot(10, sku("A", 1, 20), sku("B", 1, 50)));
+    s = apply(s, live("A", 11, 2, 20, 19), live("B", 12, 2, 50, 48));
+    expect(s.resumeAfter).toBe(12);
+    // Disconnected; meanwhile A: 19 -> 29 -> 4, B: 48 -> 47. The new socket
+    // subscribes with since = 12 and the server replays from there, here
+    // starting with an event the client already had.
+    s = apply(
+      s,
+      live("B", 12, 2, 50, 48),
+      live("A", 13, 3, 19, 29),
+      live("A", 14, 4, 29, 4),
+      live("B", 15, 3, 48, 47),
+    );
+    expect(s.skus.get("A")).toMatchObject({ stock: 4, version: 4 });
+    expect(s.skus.get("B")).toMatchObject({ stock: 47, version: 3 });
+    expect(s.resumeAfter).toBe(15);
+  });
+
+  it("only the first snapshot sets the resume point", () => {
+    let s = apply(initialState(), snapshot(10, sku("A", 1, 20)));
+    // B subscribed later: its snapshot is at 30, but events 11-30 for A may
+    // still be queued on the socket.
+    s = apply(s, snapshot(30, sku("B", 3, 50)));
+    expect(s.resumeAfter).toBe(10);
+  });
+
+  it("REST responses and the socket agree by version whichever comes first", () => {
+    let s = apply(initialState(), snapshot(10, sku("A", 1, 20)));
+    s = reduce(s, { type: "written", sku: sku("A", 2, 17), now: 5 });
+    s = apply(s, live("A", 11, 2, 20, 17));
+    expect(s.skus.get("A")!.version).toBe(2);
+    // A catalog page read before the change does not undo it.
+    s = reduce(s, { type: "catalog", skus: [sku("A", 1, 20)] });
+    expect(s.skus.get("A")!.stock).toBe(17);
+  });
+});
+
+describe("alerts", () => {
+  it("a new open alert is queued for a toast once; acknowledging and resolving update the panel", () => {
+    let s = apply(initialState(), { type: "alert", alert: alert(1, "open") });
+    s = apply(s, { type: "alert", alert: alert(1, "open") });
+    expect(s.newAlerts.map((a) => a.id)).toEqual([1]);
+    s = reduce(s, { type: "toastsShown", ids: [1] });
+    expect(s.newAlerts).toEqual([]);
+    s = reduce(s, { type: "alertUpdated", alert: alert(1, "acknowledged") });
+    expect(s.alerts.get(1)!.status).toBe("acknowledged");
+    // An older "open" copy (a list read before the ack) does not undo it.
+    s = reduce(s, { type: "alerts", alerts: [alert(1, "open")] });
+    expect(s.alerts.get(1)!.status).toBe("acknowledged");
+    s = apply(s, { type: "alert", alert: alert(1, "resolved") });
+    expect(s.alerts.has(1)).toBe(false);
+  });
+
+  it("alerts loaded over REST raise no toast", () => {
+    const s = reduce(initialState(), { type: "alerts", alerts: [alert(1, "open")] });
+    expect(s.alerts.size).toBe(1);
+    expect(s.newAlerts).toEqual([]);
+  });
+});
+
+describe("charts", () => {
+  it("live events extend the history in event order without repeating a point", () => {
+    const points = [
+      { at: "2026-11-29T10:00:01.000000Z", value: 20, version: 1, event_id: 10 },
+      { at: "2026-11-29T10:00:02.000000Z", value: 19, version: 2, event_id: 11 },
+    ];
+    let s = reduce(initialState(), { type: "focus", sku: "A" });
+    s = apply(s, live("A", 13, 4, 18, 4), live("A", 11, 2, 20, 19), live("A", 12, 3, 19, 18), live("B", 14, 2, 1, 0));
+    const series = extendHistory(points, s.focusEvents, "stock");
+    expect(series.map((p) => [p.event_id, p.value])).toEqual([
+      [10, 20],
+      [11, 19],
+      [12, 18],
+      [13, 4],
+    ]);
+    expect(extendHistory(points, s.focusEvents, "price")).toHaveLength(2);
+  });
+});
+
+describe("catalog rows", () => {
+  const skus = new Map(
+    [sku("C", 3, 0), sku("A", 1, 25), sku("B", 2, 5), sku("D", 4, 12)].map((s) => [s.sku, s] as const),
+  );
+  it("filters below threshold and out of stock", () => {
+    const view = { query: "", sort: "sku" as const, descending: false };
+    expect(selectRows(skus, { ...view, filter: "below" }).map((s) => s.sku)).toEqual(["B", "C"]);
+    expect(selectRows(skus, { ...view, filter: "out" }).map((s) => s.sku)).toEqual(["C"]);
+  });
+  it("sorts by stock and by last change, and searches code and name", () => {
+    const view = { query: "", filter: "all" as const };
+    expect(selectRows(skus, { ...view, sort: "stock", descending: false }).map((s) => s.sku)).toEqual(["C", "B", "D", "A"]);
+    expect(selectRows(skus, { ...view, sort: "updated", descending: true }).map((s) => s.sku)).toEqual(["D", "C", "B", "A"]);
+    expect(selectRows(skus, { ...view, query: "item b", sort: "sku", descending: false }).map((s) => s.sku)).toEqual(["B"]);
+  });
+});

@@ -1,0 +1,83 @@
+// Shapes of /work/shared/API.md (and the README's Extensions).
+
+export interface PriceGuard {
+  max_change_pct: number | null;
+  min_price?: string | null;
+  max_price?: string | null;
+}
+
+export interface Sku {
+  sku: string;
+  name: string;
+  currency: string;
+  /** Decimal string in the currency's minor-unit precision. */
+  price: string;
+  stock: number;
+  low_stock_threshold: number;
+  price_guard: PriceGuard;
+  version: number;
+  /** RFC 3339 UTC. */
+  updated_at: string;
+}
+
+export interface SkuEvent {
+  event_id: number;
+  sku: string;
+  version: number;
+  at: string;
+  field: "stock" | "price" | "meta";
+  old: unknown;
+  new: unknown;
+  delta?: number | null;
+  reason?: string | null;
+  actor?: string | null;
+}
+
+export type AlertKind = "low_stock" | "out_of_stock" | "price_anomaly";
+export type AlertStatus = "open" | "acknowledged" | "resolved";
+
+export interface Alert {
+  id: number;
+  sku: string;
+  kind: AlertKind;
+  status: AlertStatus;
+  message: string;
+  value: unknown;
+  threshold: unknown;
+  raised_at: string;
+  acknowledged_by: string | null;
+  resolved_at: string | null;
+}
+
+export interface HistoryPoint {
+  at: string;
+  value: string | number;
+  version: number;
+  event_id: number;
+  reason?: string | null;
+}
+
+export interface Summary {
+  skus: number;
+  below_threshold: number;
+  out_of_stock: number;
+  open_alerts: Record<string, number>;
+}
+
+/** Server -> client WebSocket messages. */
+export type ServerMessage =
+  | { type: "authenticated" }
+  | { type: "snapshot"; event_id: number; skus: Sku[] }
+  | { type: "sku"; event_id: number; sku: Sku; change: SkuEvent; conflated?: boolean }
+  | { type: "alert"; alert: Alert }
+  | { type: "error"; code: string; message: string };
+
+export type Role = "admin" | "viewer";
+
+export interface Session {
+  token: string;
+  role: Role;
+  username: string;
+  /** Epoch milliseconds when the token stops being valid. */
+  expiresAt: number;
+}
