@@ -155,7 +155,7 @@ async fn exercise(client: &reqwest::Client, server: &Binary, prefix: &str, n: us
         .expect("get");
     assert_eq!(missing.status(), 404);
     let nowhere = client
-        .get(server.url(&format!("/no/such/route/{prefix}")))
+        .get(server.url(&format!("/api/v1/no/such/route/{prefix}")))
         .send()
         .await
         .expect("get");
