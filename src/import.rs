@@ -53,16 +53,47 @@ pub struct ImportRow {
     pub low_stock_threshold: Option<i64>,
 }
 
+/// More data rows than `SKUWATCH_IMPORT_MAX_ROWS`: nothing is imported.
+#[derive(Debug, thiserror::Error)]
+#[error("the file has more than {0} rows")]
+pub struct TooManyRows(pub usize);
+
+/// Why a whole file is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error(transparent)]
+    Header(#[from] HeaderError),
+    #[error(transparent)]
+    TooManyRows(#[from] TooManyRows),
+}
+
+/// [`parse`] that stops at `max_rows` data rows (blank lines do not count):
+/// a file with more is refused whole, before any row is applied, so the
+/// rows held in memory stay bounded.
+pub fn parse_limited(
+    bytes: &[u8],
+    max_rows: usize,
+) -> Result<(Vec<ImportRow>, Vec<RowError>), FileError> {
+    parse_rows(bytes, max_rows)
+}
+
 /// Parses RFC 4180 CSV with an optional UTF-8 BOM. Bad rows become
 /// [`RowError`]s; good rows are returned in file order.
 pub fn parse(bytes: &[u8]) -> Result<(Vec<ImportRow>, Vec<RowError>), HeaderError> {
+    parse_rows(bytes, usize::MAX).map_err(|e| match e {
+        FileError::Header(e) => e,
+        FileError::TooManyRows(e) => HeaderError(e.to_string()),
+    })
+}
+
+fn parse_rows(bytes: &[u8], max_rows: usize) -> Result<(Vec<ImportRow>, Vec<RowError>), FileError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
         .from_reader(bytes);
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(HeaderError("the file is empty".into()));
+        return Err(HeaderError("the file is empty".into()).into());
     }
     let header = reader
         .headers()
@@ -75,16 +106,15 @@ pub fn parse(bytes: &[u8]) -> Result<(Vec<ImportRow>, Vec<RowError>), HeaderErro
             let name: String = name.chars().take(64).collect();
             return Err(HeaderError(format!(
                 "unknown column '{name}'; the header is sku,name,price,currency[,stock][,low_stock_threshold]"
-            )));
+            ))
+            .into());
         }
         if index.insert(name.to_owned(), i).is_some() {
-            return Err(HeaderError(format!("column '{name}' appears twice")));
+            return Err(HeaderError(format!("column '{name}' appears twice")).into());
         }
     }
     if let Some(missing) = REQUIRED.iter().find(|c| !index.contains_key(**c)) {
-        return Err(HeaderError(format!(
-            "the header lacks the column '{missing}'"
-        )));
+        return Err(HeaderError(format!("the header lacks the column '{missing}'")).into());
     }
     let mut rows = Vec::new();
     let mut errors = Vec::new();
@@ -110,6 +140,9 @@ pub fn parse(bytes: &[u8]) -> Result<(Vec<ImportRow>, Vec<RowError>), HeaderErro
         let line = lines.line_at(record.position().map_or(start, |p| p.byte()));
         if record.iter().all(|f| f.is_empty()) {
             continue;
+        }
+        if rows.len() + errors.len() >= max_rows {
+            return Err(TooManyRows(max_rows).into());
         }
         match parse_row(&record, &index, line, header.len()) {
             Ok(row) => rows.push(row),

@@ -174,6 +174,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
         registry,
         hub,
         settings,
+        ws_sessions: Default::default(),
         shutdown: shutdown.clone(),
     });
     let router = http::router(state.clone());

@@ -32,6 +32,8 @@ struct ClientArgs {
     user: Option<String>,
 }
 
+// Parsed once at start; the size of `Serve`'s settings does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the server.

@@ -107,11 +107,68 @@ fn unknown_field(message: &str) -> Option<String> {
     Some(rest.split('`').next()?.to_owned())
 }
 
+/// Nesting limit of JSON bodies, put into each request's extensions by
+/// the router (`SKUWATCH_JSON_MAX_DEPTH`).
+#[derive(Debug, Clone, Copy)]
+pub struct JsonDepth(pub usize);
+
+/// Default when the router did not set [`JsonDepth`].
+pub const DEFAULT_JSON_DEPTH: usize = 32;
+
+/// Whether `bytes` nest arrays/objects deeper than `max`. A linear scan
+/// that tracks strings and escapes, so brackets inside strings do not
+/// count; it runs before any parsing, so a hostile body costs O(n) and no
+/// recursion. Malformed JSON is left for the parser to report.
+pub fn nests_deeper_than(bytes: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// 422 for a body nested deeper than the limit.
+pub fn check_depth(bytes: &[u8], max: usize) -> Result<(), ApiError> {
+    if nests_deeper_than(bytes, max) {
+        return Err(ApiError::field(
+            "body",
+            format!("JSON nested deeper than {max} levels"),
+        ));
+    }
+    Ok(())
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let max_depth = req
+            .extensions()
+            .get::<JsonDepth>()
+            .map_or(DEFAULT_JSON_DEPTH, |d| d.0);
         let raw = body_of_type(req, state, "json").await?;
+        check_depth(&raw, max_depth)?;
         Ok(Self {
             value: parse_json(&raw)?,
         })

@@ -7,5 +7,6 @@ mod alerts;
 mod auth;
 mod concurrency;
 mod input;
+mod openapi;
 mod replay;
 mod websocket;
