@@ -232,6 +232,9 @@ pub fn parse_client_message(text: &str, max_depth: usize) -> Result<ClientMessag
     if crate::http::extract::nests_deeper_than(text.as_bytes(), max_depth) {
         return Err(format!("JSON nested deeper than {max_depth} levels"));
     }
+    if !crate::http::extract::is_object(text.as_bytes()) {
+        return Err("a message is a JSON object".to_owned());
+    }
     serde_json::from_str(text).map_err(|e| e.to_string())
 }
 

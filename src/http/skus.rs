@@ -190,6 +190,7 @@ pub struct CreateBody {
     #[schema(minimum = 0)]
     low_stock_threshold: Option<i64>,
     /// Default `{"max_change_pct": 50}`.
+    #[serde(default, deserialize_with = "super::extract::optional_object")]
     price_guard: Option<GuardInput>,
 }
 
@@ -277,6 +278,7 @@ pub struct PatchBody {
     #[schema(minimum = 0)]
     low_stock_threshold: Option<i64>,
     /// Merged into the current guard: a field left out is kept, `null` clears it.
+    #[serde(default, deserialize_with = "super::extract::optional_object")]
     price_guard: Option<GuardInput>,
     #[schema(max_length = 200)]
     reason: Option<String>,

@@ -162,6 +162,7 @@ pub struct BatchLine {
 #[schema(as = BatchAdjustment)]
 pub struct BatchBody {
     #[schema(min_items = 1, max_items = 1000)]
+    #[serde(deserialize_with = "super::extract::objects")]
     adjustments: Vec<BatchLine>,
     #[schema(max_length = 200)]
     reason: Option<String>,

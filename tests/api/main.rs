@@ -7,6 +7,7 @@ mod alerts;
 mod auth;
 mod concurrency;
 mod input;
+mod limits;
 mod openapi;
 mod replay;
 mod websocket;
