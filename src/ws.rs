@@ -660,3 +660,115 @@ mod tests {
         assert!(!origin_allowed("null", None, &allowed));
     }
 }
+
+/// Property-based fuzzing of the client-message parser (proptest; see
+/// README, Fuzzing): bounded cases (`SKUWATCH_FUZZ_CASES`, default 500).
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    use super::{parse_client_message, parse_skus};
+    use crate::http::extract::nests_deeper_than;
+
+    fn config() -> ProptestConfig {
+        let cases = std::env::var("SKUWATCH_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(500);
+        ProptestConfig {
+            cases,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// Arbitrary JSON values, nested up to a few levels.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            ".{0,10}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(6, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z\\[\\]{}\"]{0,6}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn depth(value: &Value) -> usize {
+        match value {
+            Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+            Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,300}") {
+            let _ = parse_client_message(&text, 32);
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics(value in json_value(), max_depth in 0usize..8) {
+            let text = value.to_string();
+            let parsed = parse_client_message(&text, max_depth);
+            if depth(&value) > max_depth {
+                prop_assert!(parsed.is_err());
+            }
+            if !value.is_object() {
+                prop_assert!(parsed.is_err(), "only objects are messages: {}", text);
+            }
+        }
+
+        #[test]
+        fn the_depth_scan_agrees_with_the_parsed_depth(value in json_value(), max in 0usize..8) {
+            let text = value.to_string();
+            prop_assert_eq!(nests_deeper_than(text.as_bytes(), max), depth(&value) > max, "{}", text);
+        }
+
+        #[test]
+        fn subscribe_messages_round_trip(
+            skus in prop::collection::vec("[!-.0-~]{1,64}", 0..20),
+            since in prop::option::of(0i64..i64::MAX),
+            all in prop::option::of(any::<bool>()),
+        ) {
+            let mut message = json!({ "type": "subscribe", "skus": skus });
+            if let Some(since) = since {
+                message["since"] = json!(since);
+            }
+            if let Some(all) = all {
+                message["all"] = json!(all);
+            }
+            let parsed = parse_client_message(&message.to_string(), 32).expect("a valid message");
+            prop_assert_eq!(parsed.kind.as_str(), "subscribe");
+            prop_assert_eq!(parsed.since, since);
+            prop_assert_eq!(parsed.all, all);
+            prop_assert_eq!(parsed.skus.as_ref(), Some(&skus));
+            let codes = skus.iter().filter(|s| *s != "." && *s != "..").cloned().collect::<Vec<_>>();
+            let valid = parse_skus(Some(codes.clone()), 1000).expect("valid codes");
+            let mut want = codes;
+            want.sort();
+            want.dedup();
+            prop_assert_eq!(valid.iter().map(|s| s.as_str().to_owned()).collect::<Vec<_>>(), want);
+        }
+
+        #[test]
+        fn sku_lists_never_panic_and_respect_the_limit(
+            skus in prop::collection::vec(".{0,70}", 0..40),
+            max in 0usize..30,
+        ) {
+            match parse_skus(Some(skus.clone()), max) {
+                Ok(parsed) => prop_assert!(skus.len() <= max && parsed.len() <= skus.len()),
+                Err(message) => prop_assert!(!message.is_empty()),
+            }
+        }
+    }
+}

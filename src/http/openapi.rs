@@ -611,3 +611,41 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
         .config(config)
         .into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Attributes need literals, so the patterns are repeated: every copy
+    /// in the document must be the constant.
+    #[test]
+    fn every_sku_and_money_pattern_is_the_constant() {
+        let doc = serde_json::to_value(document()).expect("json");
+        let mut patterns = Vec::new();
+        fn walk(value: &serde_json::Value, out: &mut Vec<String>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    for (key, value) in map {
+                        match (key.as_str(), value.as_str()) {
+                            ("pattern", Some(p)) => out.push(p.to_owned()),
+                            _ => walk(value, out),
+                        }
+                    }
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+                _ => {}
+            }
+        }
+        walk(&doc, &mut patterns);
+        let sku = patterns.iter().filter(|p| p.starts_with(r"^[^\s/")).count();
+        assert!(sku >= 5, "{patterns:?}");
+        for pattern in &patterns {
+            if pattern.starts_with(r"^[^\s/") {
+                assert_eq!(pattern, SKU_PATTERN);
+            }
+            if pattern.starts_with("^-?[0-9]") {
+                assert_eq!(pattern, MONEY_PATTERN);
+            }
+        }
+    }
+}

@@ -446,3 +446,32 @@ both_backends!(
         assert_eq!(app.get_sku("ARR2").await.0, 404);
     }
 );
+
+both_backends!(
+    a_threshold_near_i64_max_does_not_break_the_sku,
+    |backend: Backend| async move {
+        // schemathesis found: the low-stock recovery level overflowed, the
+        // SKU's actor panicked on every later write, and the SKU answered 503.
+        let app = TestApp::spawn(backend).await;
+        app.create_sku("HUGE", "GBP", "1.00", 5).await;
+        let response = app
+            .client
+            .patch(app.url("/api/v1/skus/HUGE"))
+            .json(&json!({ "low_stock_threshold": i64::MAX }))
+            .send()
+            .await
+            .expect("patch");
+        assert_eq!(response.status(), 200);
+        for _ in 0..2 {
+            let response = app
+                .client
+                .put(app.url("/api/v1/skus/HUGE/stock"))
+                .json(&json!({ "stock": 7 }))
+                .send()
+                .await
+                .expect("put");
+            assert_eq!(response.status(), 200);
+            assert_eq!(app.adjust("HUGE", 1).await.0, 200);
+        }
+    }
+);
