@@ -79,9 +79,31 @@ pub struct Settings {
     #[arg(long, env = "SKUWATCH_WS_SEND_TIMEOUT_SECS", default_value_t = 10)]
     pub ws_send_timeout_secs: u64,
 
-    /// Largest WebSocket message and frame from a client, in bytes.
+    /// Largest WebSocket message from a client, in bytes; past it the
+    /// socket closes with 1009.
     #[arg(long, env = "SKUWATCH_WS_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
     pub ws_max_message_bytes: usize,
+
+    /// Largest single WebSocket frame from a client, in bytes: checked on
+    /// the frame header, so an oversized frame closes with 1009 before its
+    /// payload is read.
+    #[arg(long, env = "SKUWATCH_WS_MAX_FRAME_BYTES", default_value_t = 1024 * 1024)]
+    pub ws_max_frame_bytes: usize,
+
+    /// Most SKUs in one subscribe/unsubscribe message (API.md: 1000); more
+    /// get an error message and the socket stays open.
+    #[arg(long, env = "SKUWATCH_WS_MAX_SKUS_PER_MESSAGE", default_value_t = 1000)]
+    pub ws_max_skus_per_message: usize,
+
+    /// Most distinct SKUs one WebSocket session may subscribe to; a
+    /// subscribe past it gets an error message and subscribes nothing.
+    #[arg(long, env = "SKUWATCH_WS_MAX_SUBSCRIPTIONS", default_value_t = 10_000)]
+    pub ws_max_subscriptions: usize,
+
+    /// Most WebSocket sessions open at once per user: one more is refused
+    /// (429 on the upgrade, or close 1008 after a first-message auth).
+    #[arg(long, env = "SKUWATCH_WS_MAX_SESSIONS_PER_USER", default_value_t = 32)]
+    pub ws_max_sessions_per_user: usize,
 
     /// Kernel send buffer of each accepted connection, in bytes; unset: the
     /// kernel's autotuning. Smaller means a stalled WebSocket client is
@@ -150,6 +172,23 @@ pub struct Settings {
     /// then the process exits anyway (uncommitted writes roll back).
     #[arg(long, env = "SKUWATCH_SHUTDOWN_TIMEOUT_SECS", default_value_t = 20)]
     pub shutdown_timeout_secs: u64,
+
+    /// Most data rows in one CSV import (413 past it; nothing is imported).
+    #[arg(long, env = "SKUWATCH_IMPORT_MAX_ROWS", default_value_t = 100_000)]
+    pub import_max_rows: usize,
+
+    /// Deepest nesting of arrays and objects in a JSON body or WebSocket
+    /// message (422 / an error message past it). serde_json's own limit
+    /// of 128 applies on top.
+    #[arg(long, env = "SKUWATCH_JSON_MAX_DEPTH", default_value_t = 32)]
+    pub json_max_depth: usize,
+
+    /// Milliseconds a request may take before it is answered with 503
+    /// `timeout` (a write already handed to a SKU actor may still commit:
+    /// retry with the same Idempotency-Key). WebSocket sessions are not
+    /// limited, only their upgrade request.
+    #[arg(long, env = "SKUWATCH_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
 }
 
 impl Default for Settings {

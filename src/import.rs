@@ -53,16 +53,47 @@ pub struct ImportRow {
     pub low_stock_threshold: Option<i64>,
 }
 
+/// More data rows than `SKUWATCH_IMPORT_MAX_ROWS`: nothing is imported.
+#[derive(Debug, thiserror::Error)]
+#[error("the file has more than {0} rows")]
+pub struct TooManyRows(pub usize);
+
+/// Why a whole file is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error(transparent)]
+    Header(#[from] HeaderError),
+    #[error(transparent)]
+    TooManyRows(#[from] TooManyRows),
+}
+
+/// [`parse`] that stops at `max_rows` data rows (blank lines do not count):
+/// a file with more is refused whole, before any row is applied, so the
+/// rows held in memory stay bounded.
+pub fn parse_limited(
+    bytes: &[u8],
+    max_rows: usize,
+) -> Result<(Vec<ImportRow>, Vec<RowError>), FileError> {
+    parse_rows(bytes, max_rows)
+}
+
 /// Parses RFC 4180 CSV with an optional UTF-8 BOM. Bad rows become
 /// [`RowError`]s; good rows are returned in file order.
 pub fn parse(bytes: &[u8]) -> Result<(Vec<ImportRow>, Vec<RowError>), HeaderError> {
+    parse_rows(bytes, usize::MAX).map_err(|e| match e {
+        FileError::Header(e) => e,
+        FileError::TooManyRows(e) => HeaderError(e.to_string()),
+    })
+}
+
+fn parse_rows(bytes: &[u8], max_rows: usize) -> Result<(Vec<ImportRow>, Vec<RowError>), FileError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
         .from_reader(bytes);
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(HeaderError("the file is empty".into()));
+        return Err(HeaderError("the file is empty".into()).into());
     }
     let header = reader
         .headers()
@@ -75,16 +106,15 @@ pub fn parse(bytes: &[u8]) -> Result<(Vec<ImportRow>, Vec<RowError>), HeaderErro
             let name: String = name.chars().take(64).collect();
             return Err(HeaderError(format!(
                 "unknown column '{name}'; the header is sku,name,price,currency[,stock][,low_stock_threshold]"
-            )));
+            ))
+            .into());
         }
         if index.insert(name.to_owned(), i).is_some() {
-            return Err(HeaderError(format!("column '{name}' appears twice")));
+            return Err(HeaderError(format!("column '{name}' appears twice")).into());
         }
     }
     if let Some(missing) = REQUIRED.iter().find(|c| !index.contains_key(**c)) {
-        return Err(HeaderError(format!(
-            "the header lacks the column '{missing}'"
-        )));
+        return Err(HeaderError(format!("the header lacks the column '{missing}'")).into());
     }
     let mut rows = Vec::new();
     let mut errors = Vec::new();
@@ -110,6 +140,9 @@ pub fn parse(bytes: &[u8]) -> Result<(Vec<ImportRow>, Vec<RowError>), HeaderErro
         let line = lines.line_at(record.position().map_or(start, |p| p.byte()));
         if record.iter().all(|f| f.is_empty()) {
             continue;
+        }
+        if rows.len() + errors.len() >= max_rows {
+            return Err(TooManyRows(max_rows).into());
         }
         match parse_row(&record, &index, line, header.len()) {
             Ok(row) => rows.push(row),
@@ -395,5 +428,133 @@ mod tests {
         let (rows, errors) = parse(b"sku,name,price,currency\nA,b,1.00\nB,c,1.00,GBP\n").unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(errors[0].line, 2);
+    }
+}
+
+/// Property-based fuzzing of the CSV parser (proptest; see README,
+/// Fuzzing): bounded cases (`SKUWATCH_FUZZ_CASES`, default 500).
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn config() -> ProptestConfig {
+        let cases = std::env::var("SKUWATCH_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(500);
+        ProptestConfig {
+            cases,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// A row as a client would write it.
+    #[derive(Debug, Clone)]
+    struct Row {
+        sku: String,
+        name: String,
+        minor: i64,
+        stock: Option<i64>,
+    }
+
+    fn row() -> impl Strategy<Value = Row> {
+        (
+            "[A-Za-z0-9_-][A-Za-z0-9_.-]{0,19}",
+            // Commas, quotes and inner spaces exercise RFC 4180 quoting.
+            "[!-~]([ -~]{0,38}[!-~])?",
+            1i64..1_000_000_000,
+            prop::option::of(0i64..1_000_000),
+        )
+            .prop_map(|(sku, name, minor, stock)| Row {
+                sku,
+                name,
+                minor,
+                stock,
+            })
+    }
+
+    fn write_csv(rows: &[Row], crlf: bool, bom: bool) -> Vec<u8> {
+        let mut writer = csv::WriterBuilder::new()
+            .terminator(if crlf {
+                csv::Terminator::CRLF
+            } else {
+                csv::Terminator::Any(b'\n')
+            })
+            .from_writer(Vec::new());
+        writer
+            .write_record(["sku", "name", "price", "currency", "stock"])
+            .expect("header");
+        let gbp = Currency::parse("GBP").expect("GBP");
+        for row in rows {
+            let price = Money {
+                minor: row.minor,
+                currency: gbp,
+            }
+            .to_decimal_string();
+            let stock = row.stock.map(|s| s.to_string()).unwrap_or_default();
+            writer
+                .write_record([&row.sku, &row.name, &price, "GBP", &stock])
+                .expect("row");
+        }
+        let mut bytes = if bom {
+            b"\xEF\xBB\xBF".to_vec()
+        } else {
+            Vec::new()
+        };
+        bytes.extend(writer.into_inner().expect("flush"));
+        bytes
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = parse(&bytes);
+            let _ = parse_limited(&bytes, 3);
+        }
+
+        #[test]
+        fn csv_looking_text_never_panics(
+            body in "(sku|name|price|currency|stock|low_stock_threshold|[a-z\"]{1,5})(,[a-z_\"]{1,20}){0,6}\r?\n([A-Za-z0-9 .,\"\r\n-]{0,40}\r?\n){0,20}"
+        ) {
+            if let Ok((rows, errors)) = parse(body.as_bytes()) {
+                let lines = body.lines().count() as u64 + 1;
+                for row in &rows {
+                    prop_assert!(row.line >= 2 && row.line <= lines, "{:?}", row);
+                }
+                for error in &errors {
+                    prop_assert!(error.line >= 1 && error.line <= lines, "{:?}", error);
+                }
+            }
+        }
+
+        #[test]
+        fn written_rows_parse_back_the_same(
+            rows in prop::collection::vec(row(), 0..30),
+            crlf in any::<bool>(),
+            bom in any::<bool>(),
+        ) {
+            let bytes = write_csv(&rows, crlf, bom);
+            let (parsed, errors) = parse(&bytes).expect("a valid header");
+            prop_assert!(errors.is_empty(), "{:?}", errors);
+            prop_assert_eq!(parsed.len(), rows.len());
+            for (i, (got, want)) in parsed.iter().zip(&rows).enumerate() {
+                prop_assert_eq!(got.sku.as_str(), want.sku.as_str());
+                prop_assert_eq!(&got.name, &want.name);
+                prop_assert_eq!(got.price.minor, want.minor);
+                prop_assert_eq!(got.stock, want.stock);
+                prop_assert_eq!(got.line, i as u64 + 2, "one line per row");
+            }
+            // The row limit refuses exactly when there are more rows.
+            let limited = parse_limited(&bytes, rows.len().max(1) - usize::from(!rows.is_empty()));
+            if rows.len() > 1 {
+                prop_assert!(matches!(limited, Err(FileError::TooManyRows(_))));
+            }
+            prop_assert!(parse_limited(&bytes, rows.len()).is_ok());
+        }
     }
 }

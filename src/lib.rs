@@ -238,6 +238,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
         hub,
         bus,
         settings,
+        ws_sessions: Default::default(),
         shutdown: shutdown.clone(),
         tasks: tokio_util::task::TaskTracker::new(),
     });

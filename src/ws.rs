@@ -30,8 +30,6 @@ use crate::hub::SessionId;
 use crate::metrics::{self as m, DropReason};
 use crate::outbox::{Drained, Outbox, OutboxLimits, Outgoing};
 
-/// Most SKUs in one subscribe message (API.md).
-pub const MAX_SKUS_PER_MESSAGE: usize = 1000;
 /// Events read from the database per page of a `since` replay.
 const REPLAY_PAGE: i64 = 500;
 
@@ -42,6 +40,48 @@ pub mod close {
     pub const FORBIDDEN: u16 = 4403;
     pub const TOO_SLOW: u16 = 4408;
     pub const TOO_BIG: u16 = 1009;
+    /// RFC 6455 policy violation: too many sessions for the user.
+    pub const POLICY: u16 = 1008;
+}
+
+/// Open WebSocket sessions per user (`SKUWATCH_WS_MAX_SESSIONS_PER_USER`).
+#[derive(Debug, Default, Clone)]
+pub struct SessionCounts(Arc<dashmap::DashMap<String, usize>>);
+
+/// One counted session; the count drops with it.
+#[derive(Debug)]
+pub struct SessionSlot {
+    counts: SessionCounts,
+    user: String,
+}
+
+impl SessionCounts {
+    /// A slot for `user`, or `None` when `max` sessions are open already.
+    pub fn acquire(&self, user: &str, max: usize) -> Option<SessionSlot> {
+        let mut count = self.0.entry(user.to_owned()).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(SessionSlot {
+            counts: self.clone(),
+            user: user.to_owned(),
+        })
+    }
+
+    /// Sessions `user` has open.
+    pub fn open(&self, user: &str) -> usize {
+        self.0.get(user).map_or(0, |c| *c)
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.counts.0.remove_if_mut(&self.user, |_, count| {
+            *count = count.saturating_sub(1);
+            *count == 0
+        });
+    }
 }
 
 /// Whether a browser page from `origin` may open the socket: the server's
@@ -81,6 +121,19 @@ fn authorize(app: &AppState, token: &str) -> Result<Claims, (StatusCode, u16, &'
 
 /// `GET /ws`; a request that is not a WebSocket upgrade gets a problem
 /// document like every other error.
+#[utoipa::path(
+    get, path = "/ws", tag = "live",
+    description = include_str!("http/ws_protocol.md"),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 101, description = "Switching Protocols: the WebSocket session (see the description)"),
+        (status = 400, response = crate::http::openapi::BadRequest),
+        (status = 401, response = crate::http::openapi::Unauthorized),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 426, description = "Upgrade Required: the connection cannot be upgraded", body = crate::http::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`too_many_requests`: the user has `SKUWATCH_WS_MAX_SESSIONS_PER_USER` sessions open", body = crate::http::openapi::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn upgrade(
     State(app): State<AppState>,
     uri: Uri,
@@ -133,35 +186,88 @@ pub async fn upgrade(
                 .into_response()
         }
     };
+    let slot = match &claims {
+        Some(claims) => match app
+            .ws_sessions
+            .acquire(&claims.sub, app.settings.ws_max_sessions_per_user)
+        {
+            Some(slot) => Some(slot),
+            None => {
+                return ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_requests",
+                    "this user has too many live sessions open",
+                )
+                .into_response()
+            }
+        },
+        None => None,
+    };
+    // tungstenite checks both on the frame header, before reading the
+    // payload: an oversized frame costs nothing to refuse (1009).
     let max_message = app.settings.ws_max_message_bytes;
+    let max_frame = app.settings.ws_max_frame_bytes.min(max_message);
     // The session outlives the request: it keeps the request's span (and
     // request id) for its log lines, and a tracker token so that graceful
     // shutdown waits for its close frame.
     let span = tracing::Span::current();
     let running = app.tasks.token();
     ws.max_message_size(max_message)
-        .max_frame_size(max_message)
+        .max_frame_size(max_frame)
         .on_upgrade(move |socket| {
             async move {
-                Session::new(app, socket, claims).run().await;
+                Session::new(app, socket, claims, slot).run().await;
                 drop(running);
             }
             .instrument(span)
         })
 }
 
-#[derive(Debug, Deserialize)]
+/// A message from the client (API.md, WebSocket), as parsed by
+/// [`parse_client_message`].
+#[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-struct ClientMessage {
+pub struct ClientMessage {
     #[serde(rename = "type")]
-    kind: String,
-    skus: Option<Vec<String>>,
-    all: Option<bool>,
-    alerts: Option<bool>,
-    since: Option<i64>,
+    pub kind: String,
+    pub skus: Option<Vec<String>>,
+    pub all: Option<bool>,
+    pub alerts: Option<bool>,
+    pub since: Option<i64>,
     /// `{"type": "auth", "token": ...}`: first-message auth, or a fresh
     /// token that extends the session.
-    token: Option<String>,
+    pub token: Option<String>,
+}
+
+/// Parses one text message; `Err` is the text of the `bad_message` error.
+/// Pure (no session state), so it can be fuzzed on its own.
+pub fn parse_client_message(text: &str, max_depth: usize) -> Result<ClientMessage, String> {
+    if crate::http::extract::nests_deeper_than(text.as_bytes(), max_depth) {
+        return Err(format!("JSON nested deeper than {max_depth} levels"));
+    }
+    if !crate::http::extract::is_object(text.as_bytes()) {
+        return Err("a message is a JSON object".to_owned());
+    }
+    serde_json::from_str(text).map_err(|e| e.to_string())
+}
+
+/// Parses a `skus` list: at most `max` codes, each valid; sorted and
+/// deduplicated. `Err` carries the message for the client.
+pub fn parse_skus(raw: Option<Vec<String>>, max: usize) -> Result<Vec<SkuCode>, String> {
+    let raw = raw.unwrap_or_default();
+    if raw.len() > max {
+        return Err(format!("at most {max} SKUs per message, got {}", raw.len()));
+    }
+    let mut skus = Vec::with_capacity(raw.len());
+    for code in raw {
+        skus.push(SkuCode::parse(&code).map_err(|e| {
+            let shown: String = code.chars().take(64).collect();
+            format!("SKU '{shown}': {e}")
+        })?);
+    }
+    skus.sort();
+    skus.dedup();
+    Ok(skus)
 }
 
 /// Why the loop ends.
@@ -187,10 +293,17 @@ struct Session {
     /// Before auth: the auth deadline; after: the token's expiry. Either
     /// way the session closes with 4401 when it passes.
     deadline: tokio::time::Instant,
+    /// This session's place in the per-user count; `None` until authenticated.
+    slot: Option<SessionSlot>,
 }
 
 impl Session {
-    fn new(app: AppState, socket: WebSocket, claims: Option<Claims>) -> Self {
+    fn new(
+        app: AppState,
+        socket: WebSocket,
+        claims: Option<Claims>,
+        slot: Option<SessionSlot>,
+    ) -> Self {
         let deadline = match &claims {
             Some(claims) => expiry(claims),
             None => tokio::time::Instant::now() + Duration::from_secs(app_auth_timeout(&app)),
@@ -211,6 +324,7 @@ impl Session {
             last_seen: Instant::now(),
             deadline,
             claims,
+            slot,
         }
     }
 
@@ -405,9 +519,9 @@ impl Session {
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), End> {
-        let message: ClientMessage = match serde_json::from_str(text) {
+        let message = match parse_client_message(text, self.app.settings.json_max_depth) {
             Ok(message) => message,
-            Err(e) => return self.send_error("bad_message", &e.to_string()).await,
+            Err(e) => return self.send_error("bad_message", &e).await,
         };
         if message.kind == "auth" {
             return self
@@ -431,6 +545,20 @@ impl Session {
     async fn authenticate(&mut self, token: &str) -> Result<(), End> {
         match authorize(&self.app, token) {
             Ok(claims) => {
+                let same_user = self.slot.as_ref().is_some_and(|s| s.user == claims.sub);
+                if !same_user {
+                    self.slot = None;
+                    let max = self.app.settings.ws_max_sessions_per_user;
+                    match self.app.ws_sessions.acquire(&claims.sub, max) {
+                        Some(slot) => self.slot = Some(slot),
+                        None => {
+                            return Err(End::Close(
+                                close::POLICY,
+                                "too many sessions for this user",
+                            ))
+                        }
+                    }
+                }
                 self.deadline = expiry(&claims);
                 let first = self.claims.replace(claims).is_none();
                 self.send_json(json!({ "type": "authenticated" })).await?;
@@ -443,29 +571,20 @@ impl Session {
         }
     }
 
-    /// Parses a `skus` list; `Err` carries the message for the client.
-    fn parse_skus(raw: Option<Vec<String>>) -> Result<Vec<SkuCode>, String> {
-        let raw = raw.unwrap_or_default();
-        if raw.len() > MAX_SKUS_PER_MESSAGE {
-            return Err(format!(
-                "at most {MAX_SKUS_PER_MESSAGE} SKUs per message, got {}",
-                raw.len()
-            ));
-        }
-        let mut skus = Vec::with_capacity(raw.len());
-        for code in raw {
-            skus.push(SkuCode::parse(&code).map_err(|e| format!("SKU '{code}': {e}"))?);
-        }
-        skus.sort();
-        skus.dedup();
-        Ok(skus)
-    }
-
     async fn subscribe(&mut self, message: ClientMessage) -> Result<(), End> {
-        let skus = match Self::parse_skus(message.skus) {
+        let skus = match parse_skus(message.skus, self.app.settings.ws_max_skus_per_message) {
             Ok(skus) => skus,
             Err(text) => return self.send_error("bad_subscribe", &text).await,
         };
+        let max = self.app.settings.ws_max_subscriptions;
+        let added = skus.iter().filter(|s| !self.skus.contains(*s)).count();
+        if self.skus.len() + added > max {
+            let text = format!(
+                "a session may hold at most {max} SKU subscriptions; it holds {}",
+                self.skus.len()
+            );
+            return self.send_error("too_many_subscriptions", &text).await;
+        }
         let all = message.all.unwrap_or(false);
         if message.alerts.unwrap_or(false) {
             self.app.hub.subscribe_alerts(self.id, &self.outbox);
@@ -559,7 +678,7 @@ impl Session {
     }
 
     async fn unsubscribe(&mut self, message: ClientMessage) -> Result<(), End> {
-        let skus = match Self::parse_skus(message.skus) {
+        let skus = match parse_skus(message.skus, self.app.settings.ws_max_skus_per_message) {
             Ok(skus) => skus,
             Err(text) => return self.send_error("bad_unsubscribe", &text).await,
         };
@@ -640,5 +759,117 @@ mod tests {
             &allowed
         ));
         assert!(!origin_allowed("null", None, &allowed));
+    }
+}
+
+/// Property-based fuzzing of the client-message parser (proptest; see
+/// README, Fuzzing): bounded cases (`SKUWATCH_FUZZ_CASES`, default 500).
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    use super::{parse_client_message, parse_skus};
+    use crate::http::extract::nests_deeper_than;
+
+    fn config() -> ProptestConfig {
+        let cases = std::env::var("SKUWATCH_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(500);
+        ProptestConfig {
+            cases,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// Arbitrary JSON values, nested up to a few levels.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            ".{0,10}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(6, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z\\[\\]{}\"]{0,6}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn depth(value: &Value) -> usize {
+        match value {
+            Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+            Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,300}") {
+            let _ = parse_client_message(&text, 32);
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics(value in json_value(), max_depth in 0usize..8) {
+            let text = value.to_string();
+            let parsed = parse_client_message(&text, max_depth);
+            if depth(&value) > max_depth {
+                prop_assert!(parsed.is_err());
+            }
+            if !value.is_object() {
+                prop_assert!(parsed.is_err(), "only objects are messages: {}", text);
+            }
+        }
+
+        #[test]
+        fn the_depth_scan_agrees_with_the_parsed_depth(value in json_value(), max in 0usize..8) {
+            let text = value.to_string();
+            prop_assert_eq!(nests_deeper_than(text.as_bytes(), max), depth(&value) > max, "{}", text);
+        }
+
+        #[test]
+        fn subscribe_messages_round_trip(
+            skus in prop::collection::vec("[!-.0-~]{1,64}", 0..20),
+            since in prop::option::of(0i64..i64::MAX),
+            all in prop::option::of(any::<bool>()),
+        ) {
+            let mut message = json!({ "type": "subscribe", "skus": skus });
+            if let Some(since) = since {
+                message["since"] = json!(since);
+            }
+            if let Some(all) = all {
+                message["all"] = json!(all);
+            }
+            let parsed = parse_client_message(&message.to_string(), 32).expect("a valid message");
+            prop_assert_eq!(parsed.kind.as_str(), "subscribe");
+            prop_assert_eq!(parsed.since, since);
+            prop_assert_eq!(parsed.all, all);
+            prop_assert_eq!(parsed.skus.as_ref(), Some(&skus));
+            let codes = skus.iter().filter(|s| *s != "." && *s != "..").cloned().collect::<Vec<_>>();
+            let valid = parse_skus(Some(codes.clone()), 1000).expect("valid codes");
+            let mut want = codes;
+            want.sort();
+            want.dedup();
+            prop_assert_eq!(valid.iter().map(|s| s.as_str().to_owned()).collect::<Vec<_>>(), want);
+        }
+
+        #[test]
+        fn sku_lists_never_panic_and_respect_the_limit(
+            skus in prop::collection::vec(".{0,70}", 0..40),
+            max in 0usize..30,
+        ) {
+            match parse_skus(Some(skus.clone()), max) {
+                Ok(parsed) => prop_assert!(skus.len() <= max && parsed.len() <= skus.len()),
+                Err(message) => prop_assert!(!message.is_empty()),
+            }
+        }
     }
 }

@@ -13,15 +13,35 @@ use super::validate::Checks;
 use super::AppState;
 use crate::auth::{Admin, Caller};
 
-#[derive(Debug, Deserialize)]
+/// Query of `GET /api/v1/alerts`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AlertParams {
+    /// `open`, `acknowledged` or `resolved`.
+    #[param(pattern = "^(open|acknowledged|resolved)$", nullable = false)]
     status: Option<String>,
+    /// Only this SKU's alerts.
+    #[param(
+        pattern = r"^[^\s/\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]{1,64}$",
+        nullable = false
+    )]
     sku: Option<String>,
+    /// 1-1000 (default 100).
+    #[param(minimum = 1, maximum = 1000, nullable = false)]
     limit: Option<i64>,
 }
 
 /// `GET /api/v1/alerts?status=open&sku=...&limit=...`, newest first.
+#[utoipa::path(
+    get, path = "/api/v1/alerts", tag = "alerts", params(AlertParams), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Alerts, newest first", body = super::openapi::AlertList),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 422, response = super::openapi::Invalid),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 pub async fn list(
     State(app): State<AppState>,
     _: Caller,
@@ -50,6 +70,18 @@ pub async fn list(
 
 /// `POST /api/v1/alerts/{id}/ack` (admin): open -> acknowledged; doing it
 /// again, or on a resolved alert, changes nothing and answers the alert.
+#[utoipa::path(
+    post, path = "/api/v1/alerts/{id}/ack", tag = "alerts", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Alert id")),
+    responses(
+        (status = 200, description = "The alert", body = super::openapi::AlertDoc),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 422, response = super::openapi::Invalid),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 pub async fn acknowledge(
     State(app): State<AppState>,
     Admin(caller): Admin,
@@ -65,6 +97,14 @@ pub async fn acknowledge(
 }
 
 /// `GET /api/v1/summary`: counts for a dashboard header.
+#[utoipa::path(
+    get, path = "/api/v1/summary", tag = "alerts", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Counts", body = super::openapi::Summary),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 pub async fn summary(State(app): State<AppState>, _: Caller) -> Result<Response, ApiError> {
     Ok(Json(app.store.summary().await?).into_response())
 }

@@ -17,8 +17,10 @@ use super::AppState;
 use crate::auth::{self, Admin, Role};
 use crate::store::UserRecord;
 
-#[derive(Deserialize)]
+/// Body of `POST /api/v1/auth/token`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Login)]
 pub struct LoginBody {
     username: String,
     password: String,
@@ -32,6 +34,20 @@ fn bad_credentials() -> ApiError {
 
 /// Issues an access token; failed attempts are rate limited per username
 /// and per client address (429 with `Retry-After`).
+#[utoipa::path(
+    post, path = "/api/v1/auth/token", tag = "auth",
+    request_body(content = LoginBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "A token", body = super::openapi::TokenResponse),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 415, response = super::openapi::UnsupportedMediaType),
+        (status = 422, response = super::openapi::Invalid),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 pub async fn token(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -87,11 +103,18 @@ pub async fn token(
     .into_response())
 }
 
-#[derive(Deserialize)]
+/// Body of `POST /api/v1/users`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewUser)]
 pub struct NewUserBody {
+    /// 1-64 letters, digits, `.`, `_`, `-` or `@`.
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$")]
     username: String,
+    /// 8-1024 characters.
+    #[schema(min_length = 8, max_length = 1024)]
     password: String,
+    #[schema(pattern = "^(admin|viewer)$")]
     role: String,
 }
 
@@ -106,6 +129,21 @@ pub fn user_json(user: &UserRecord) -> serde_json::Value {
 }
 
 /// Creates a user; hashing runs off the async runtime.
+#[utoipa::path(
+    post, path = "/api/v1/users", tag = "auth", security(("bearer" = [])),
+    request_body(content = NewUserBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = super::openapi::UserDoc),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 415, response = super::openapi::UnsupportedMediaType),
+        (status = 422, response = super::openapi::Invalid),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 pub async fn create_user(
     State(app): State<AppState>,
     Admin(caller): Admin,

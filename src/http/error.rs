@@ -109,6 +109,7 @@ impl ApiError {
             "unauthorized" => "Unauthorized",
             "too_many_requests" => "Too many requests",
             "unavailable" => "Service unavailable",
+            "timeout" => "Request timed out",
             "bad_request" => "Bad request",
             _ => "Internal server error",
         }

@@ -14,15 +14,30 @@ use super::validate::Checks;
 use super::AppState;
 use crate::auth::Caller;
 
-#[derive(Debug, Deserialize)]
+/// Query of `GET /api/v1/events`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventsParams {
+    /// Events after this `event_id` (default 0).
+    #[param(minimum = 0, nullable = false)]
     after: Option<i64>,
+    /// 1-1000 (default 100).
+    #[param(minimum = 1, maximum = 1000, nullable = false)]
     limit: Option<i64>,
 }
 
 /// `GET /api/v1/events?after=N&limit=M` -> `{"events": [...], "next_after": n}`.
 /// Gap-free: ids become visible in id order.
+#[utoipa::path(
+    get, path = "/api/v1/events", tag = "events", params(EventsParams), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Events after `after`, oldest first", body = super::openapi::EventPage),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 422, response = super::openapi::Invalid),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 pub async fn feed(
     State(app): State<AppState>,
     _: Caller,
@@ -44,17 +59,39 @@ pub async fn feed(
     Ok(Json(json!({ "events": events, "next_after": next_after })).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// Query of `GET /api/v1/skus/{sku}/history`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryParams {
+    /// `price` or `stock` (default).
+    #[param(pattern = "^(price|stock)$", nullable = false)]
     field: Option<String>,
+    /// RFC 3339; not after `to`.
+    #[param(format = DateTime, nullable = false)]
     from: Option<String>,
+    /// RFC 3339.
+    #[param(format = DateTime, nullable = false)]
     to: Option<String>,
+    /// Most points, 1-10000 (default 1000); longer ranges are downsampled
+    /// keeping each bucket's minimum and maximum.
+    #[param(minimum = 1, maximum = 10000, nullable = false)]
     limit: Option<i64>,
 }
 
 /// `GET /api/v1/skus/{sku}/history?field=price|stock&from=&to=&limit=`:
 /// points oldest first, the value right after each change.
+#[utoipa::path(
+    get, path = "/api/v1/skus/{sku}/history", tag = "events", params(super::skus::SkuParam, HistoryParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Points oldest first", body = super::openapi::History),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 422, response = super::openapi::Invalid),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 pub async fn history(
     State(app): State<AppState>,
     _: Caller,

@@ -7,8 +7,9 @@ mod auth;
 mod dashboard;
 pub mod error;
 mod events;
-mod extract;
+pub(crate) mod extract;
 pub mod observe;
+pub mod openapi;
 mod skus;
 mod stock;
 mod validate;
@@ -47,6 +48,8 @@ pub struct AppInner {
     /// For its connection state (`/readyz`, WebSocket notices).
     pub bus: Arc<dyn skuwatch_actors::bus::EventBus>,
     pub settings: Settings,
+    /// Open WebSocket sessions per user (`SKUWATCH_WS_MAX_SESSIONS_PER_USER`).
+    pub ws_sessions: crate::ws::SessionCounts,
     /// Cancelled on SIGTERM/SIGINT: sessions close with 1001.
     pub shutdown: CancellationToken,
     /// Upgraded WebSocket sessions, which the HTTP server no longer tracks:
@@ -89,24 +92,60 @@ async fn write_one(
 }
 
 /// `POST /api/v1/import` (admin), body `text/csv`.
+#[utoipa::path(
+    post, path = "/api/v1/import", tag = "skus", security(("bearer" = [])),
+    request_body(
+        content = String, content_type = "text/csv",
+        description = "Header row `sku,name,price,currency[,stock][,low_stock_threshold]`, RFC 4180 quoting, optional UTF-8 BOM; at most `SKUWATCH_IMPORT_MAX_ROWS` rows and `SKUWATCH_IMPORT_LIMIT_BYTES` bytes."
+    ),
+    responses(
+        (status = 200, description = "Good rows landed; bad rows are reported by line and skipped", body = openapi::ImportReport),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 403, response = openapi::Forbidden),
+        (status = 413, response = openapi::PayloadTooLarge),
+        (status = 415, response = openapi::UnsupportedMediaType),
+        (status = 422, response = openapi::Invalid),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 async fn import(
     State(app): State<AppState>,
     crate::auth::Admin(caller): crate::auth::Admin,
     request: Request,
 ) -> Result<Response, ApiError> {
     let body = extract::body_of_type(request, &(), "csv").await?;
-    let (rows, errors) = crate::import::parse(&body).map_err(|e| ApiError::field("header", e))?;
+    let (rows, errors) = crate::import::parse_limited(&body, app.settings.import_max_rows)
+        .map_err(|e| match e {
+            crate::import::FileError::Header(e) => ApiError::field("header", e),
+            crate::import::FileError::TooManyRows(e) => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                e.to_string(),
+            ),
+        })?;
     let report = crate::import::apply(&app.registry, rows, errors, Some(caller.username)).await?;
     Ok(Json(report).into_response())
 }
 
 /// `GET /healthz`: the process is alive.
+#[utoipa::path(
+    get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = openapi::Health))
+)]
 async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
 /// `GET /readyz`: the database answers and, with `REDIS_URL`, the Redis
 /// listener is subscribed (API.md, Operations); 503 otherwise.
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = openapi::Readiness),
+        (status = 503, description = "Not ready", body = openapi::Readiness),
+    )
+)]
 async fn readyz(State(app): State<AppState>) -> Response {
     let database = app.store.ping().await;
     if let Err(error) = &database {
@@ -146,6 +185,27 @@ async fn wrong_method(matched: Option<axum::extract::MatchedPath>) -> Response {
     observe::with_route_label(response, matched)
 }
 
+/// Answers 503 `timeout` when a request takes longer than
+/// `SKUWATCH_REQUEST_TIMEOUT_MS` (the handler's future is dropped).
+async fn request_timeout(
+    State(limit): State<std::time::Duration>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!(
+                "the request took longer than {} ms; retry (writes with the same Idempotency-Key)",
+                limit.as_millis()
+            ),
+        )
+        .into_response(),
+    }
+}
+
 /// The whole HTTP surface. `metrics`: serve `GET /metrics` here (`None`
 /// when it has a listener of its own, `SKUWATCH_METRICS_BIND`).
 pub fn router(
@@ -176,7 +236,8 @@ pub fn router(
         .nest("/api/v1", api)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/ws", get(crate::ws::upgrade));
+        .route("/ws", get(crate::ws::upgrade))
+        .merge(openapi::router());
     if let Some(handle) = metrics {
         routes = routes.route("/metrics", get(observe::metrics).with_state(handle));
     }
@@ -188,6 +249,11 @@ pub fn router(
         .fallback(dashboard::serve)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
+        .layer(axum::Extension(extract::JsonDepth(settings.json_max_depth)))
+        .layer(axum::middleware::from_fn_with_state(
+            std::time::Duration::from_millis(settings.request_timeout_ms.max(1)),
+            request_timeout,
+        ))
         // Spans name the path only: a query string may carry what must not
         // be logged (API.md: no token in the URL, but clients try).
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(observe::span))

@@ -28,16 +28,39 @@ pub fn sku_response(status: StatusCode, sku: &Sku) -> Response {
     response
 }
 
-#[derive(Debug, Deserialize)]
+/// Query of `GET /api/v1/skus`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Page size, 1-1000 (default 100).
+    #[param(minimum = 1, maximum = 1000, nullable = false)]
     limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(nullable = false)]
     cursor: Option<String>,
+    /// Case-insensitive search in code and name; at most 200 characters, no control characters.
+    #[param(
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*$",
+        nullable = false
+    )]
     q: Option<String>,
+    /// Only SKUs whose stock is below their `low_stock_threshold`.
+    #[param(nullable = false)]
     below_threshold: Option<bool>,
 }
 
 /// `GET /api/v1/skus`: keyset pages ordered by `sku`; the cursor is opaque.
+#[utoipa::path(
+    get, path = "/api/v1/skus", tag = "skus", params(ListParams), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of SKUs", body = super::openapi::SkuPage),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 422, response = super::openapi::Invalid),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 pub async fn list(
     State(app): State<AppState>,
     _: Caller,
@@ -48,16 +71,21 @@ pub async fn list(
     if !(1..=1000).contains(&limit) {
         checks.fail("limit", "must be 1-1000");
     }
-    let after = params.cursor.as_deref().and_then(|cursor| {
-        let code = hex::decode(cursor)
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .and_then(|text| SkuCode::parse(&text).ok());
-        if code.is_none() {
-            checks.fail("cursor", "is not a cursor this server returned");
-        }
-        code
-    });
+    // An empty cursor is the first page, as an empty `q` is no filter.
+    let after = params
+        .cursor
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .and_then(|cursor| {
+            let code = hex::decode(cursor)
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .and_then(|text| SkuCode::parse(&text).ok());
+            if code.is_none() {
+                checks.fail("cursor", "is not a cursor this server returned");
+            }
+            code
+        });
     if params
         .q
         .as_deref()
@@ -115,6 +143,16 @@ async fn current(app: &AppState, sku: &SkuCode) -> Result<Sku, ApiError> {
 }
 
 /// `GET /api/v1/skus/{sku}`, served from the SKU's actor.
+#[utoipa::path(
+    get, path = "/api/v1/skus/{sku}", tag = "skus", params(SkuParam), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The SKU", body = super::openapi::SkuDoc, headers(("ETag" = String, description = "`\"<version>\"`"))),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 422, response = super::openapi::Invalid),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 pub async fn get(
     State(app): State<AppState>,
     _: Caller,
@@ -123,15 +161,36 @@ pub async fn get(
     Ok(sku_response(StatusCode::OK, &current(&app, &sku).await?))
 }
 
-#[derive(Debug, Deserialize)]
+/// Body of `POST /api/v1/skus`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewSku)]
 pub struct CreateBody {
+    #[schema(
+        pattern = r"^[^\s/\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]{1,64}$",
+        example = "85123A"
+    )]
     sku: String,
+    /// 1-500 characters, no control characters (trimmed).
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        example = "WHITE HANGING HEART T-LIGHT HOLDER"
+    )]
     name: String,
+    /// ISO 4217 code.
+    #[schema(pattern = "^[A-Za-z]{3}$", example = "GBP")]
     currency: String,
+    #[schema(value_type = super::openapi::PriceInput)]
     price: Box<RawValue>,
+    /// Default 0.
+    #[schema(minimum = 0)]
     stock: Option<i64>,
+    /// Default 10.
+    #[schema(minimum = 0)]
     low_stock_threshold: Option<i64>,
+    /// Default `{"max_change_pct": 50}`.
+    #[serde(default, deserialize_with = "super::extract::optional_object")]
     price_guard: Option<GuardInput>,
 }
 
@@ -169,6 +228,23 @@ pub fn new_sku(body: &CreateBody) -> Result<(SkuCode, NewSku), ApiError> {
 }
 
 /// `POST /api/v1/skus` -> 201 with `Location`.
+#[utoipa::path(
+    post, path = "/api/v1/skus", tag = "skus", security(("bearer" = [])),
+    request_body(content = CreateBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = super::openapi::SkuDoc, headers(
+            ("ETag" = String, description = "`\"<version>\"`"),
+            ("Location" = String, description = "`/api/v1/skus/{sku}`, percent-encoded"))),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 415, response = super::openapi::UnsupportedMediaType),
+        (status = 422, response = super::openapi::Invalid),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 pub async fn create(
     State(app): State<AppState>,
     Admin(caller): Admin,
@@ -191,16 +267,41 @@ pub async fn create(
     Ok(response)
 }
 
-#[derive(Debug, Deserialize)]
+/// Body of `PATCH /api/v1/skus/{sku}`: at least one of `name`,
+/// `low_stock_threshold`, `price_guard`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SkuPatch)]
 pub struct PatchBody {
+    #[schema(min_length = 1, max_length = 500)]
     name: Option<String>,
+    #[schema(minimum = 0)]
     low_stock_threshold: Option<i64>,
+    /// Merged into the current guard: a field left out is kept, `null` clears it.
+    #[serde(default, deserialize_with = "super::extract::optional_object")]
     price_guard: Option<GuardInput>,
+    #[schema(max_length = 200)]
     reason: Option<String>,
 }
 
 /// `PATCH /api/v1/skus/{sku}`: name, threshold, price guard.
+#[utoipa::path(
+    patch, path = "/api/v1/skus/{sku}", tag = "skus", security(("bearer" = [])),
+    params(SkuParam, ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"?[0-9]{1,18}"?)$"#, description = "`\"<version>\"` (or `*`): refuse with 412 unless the SKU is at that version")),
+    request_body(content = PatchBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The SKU after the change", body = super::openapi::SkuDoc, headers(("ETag" = String, description = "`\"<version>\"`"))),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 412, response = super::openapi::PreconditionFailed),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 415, response = super::openapi::UnsupportedMediaType),
+        (status = 422, response = super::openapi::Invalid),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 pub async fn patch(
     State(app): State<AppState>,
     Admin(caller): Admin,
@@ -235,16 +336,38 @@ pub async fn patch(
     edit(&app, caller, &sku, &headers, command, reason).await
 }
 
-#[derive(Debug, Deserialize)]
+/// Body of `PUT /api/v1/skus/{sku}/price`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PriceChange)]
 pub struct PriceBody {
+    #[schema(value_type = super::openapi::PriceInput)]
     price: Box<RawValue>,
+    #[schema(max_length = 200)]
     reason: Option<String>,
+    /// Set a price outside the price guard anyway (raises a `price_anomaly` alert).
     #[serde(default)]
     confirm: bool,
 }
 
 /// `PUT /api/v1/skus/{sku}/price`, in the SKU's currency.
+#[utoipa::path(
+    put, path = "/api/v1/skus/{sku}/price", tag = "skus", security(("bearer" = [])),
+    params(SkuParam, ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"?[0-9]{1,18}"?)$"#, description = "`\"<version>\"` (or `*`): refuse with 412 unless the SKU is at that version")),
+    request_body(content = PriceBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The SKU after the change", body = super::openapi::SkuDoc, headers(("ETag" = String, description = "`\"<version>\"`"))),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 412, response = super::openapi::PreconditionFailed),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 415, response = super::openapi::UnsupportedMediaType),
+        (status = 422, response = super::openapi::Invalid),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 pub async fn set_price(
     State(app): State<AppState>,
     Admin(caller): Admin,
@@ -265,14 +388,48 @@ pub async fn set_price(
     edit(&app, caller, &sku, &headers, command, reason).await
 }
 
-#[derive(Debug, Deserialize)]
+/// Body of `PUT /api/v1/skus/{sku}/stock`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = StockCount)]
 pub struct StockBody {
+    #[schema(minimum = 0)]
     stock: i64,
+    #[schema(max_length = 200)]
     reason: Option<String>,
 }
 
+/// The `{sku}` path parameter (documentation only; [`SkuPath`] parses it).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct SkuParam {
+    /// SKU code, percent-encoded.
+    #[param(
+        pattern = r"^[^\s/\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]{1,64}$",
+        example = "85123A"
+    )]
+    sku: String,
+}
+
 /// `PUT /api/v1/skus/{sku}/stock`: a counted stock level, >= 0.
+#[utoipa::path(
+    put, path = "/api/v1/skus/{sku}/stock", tag = "skus", security(("bearer" = [])),
+    params(SkuParam, ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"?[0-9]{1,18}"?)$"#, description = "`\"<version>\"` (or `*`): refuse with 412 unless the SKU is at that version")),
+    request_body(content = StockBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The SKU after the change", body = super::openapi::SkuDoc, headers(("ETag" = String, description = "`\"<version>\"`"))),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 412, response = super::openapi::PreconditionFailed),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 415, response = super::openapi::UnsupportedMediaType),
+        (status = 422, response = super::openapi::Invalid),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 pub async fn set_stock(
     State(app): State<AppState>,
     Admin(caller): Admin,

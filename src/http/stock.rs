@@ -19,10 +19,15 @@ use crate::auth::Admin;
 /// Most lines in one batch adjustment.
 pub const MAX_BATCH_LINES: usize = 1000;
 
-#[derive(Debug, Deserialize)]
+/// Body of `POST /api/v1/skus/{sku}/stock/adjustments`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Adjustment)]
 pub struct AdjustBody {
+    /// Units to add (> 0) or take (< 0); not 0.
+    #[schema(example = -3)]
     delta: i64,
+    #[schema(max_length = 200, example = "sale")]
     reason: Option<String>,
 }
 
@@ -85,6 +90,24 @@ fn idempotency(
 }
 
 /// `POST /api/v1/skus/{sku}/stock/adjustments` -> `{"sku": SKU, "event_id": n}`.
+#[utoipa::path(
+    post, path = "/api/v1/skus/{sku}/stock/adjustments", tag = "stock", security(("bearer" = [])),
+    params(super::skus::SkuParam, ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "1-255 visible ASCII characters. A retry with the same key and body within 24 h returns the first response (with `Idempotent-Replayed: true`) and changes nothing; the same key with another body is 422 `idempotency_mismatch`."), ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"?[0-9]{1,18}"?)$"#, description = "`\"<version>\"` (or `*`): refuse with 412 unless the SKU is at that version")),
+    request_body(content = AdjustBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Adjusted", body = super::openapi::Adjusted),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 412, response = super::openapi::PreconditionFailed),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 415, response = super::openapi::UnsupportedMediaType),
+        (status = 422, response = super::openapi::Invalid),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 pub async fn adjust(
     State(app): State<AppState>,
     Admin(caller): Admin,
@@ -120,22 +143,50 @@ pub async fn adjust(
     Ok((StatusCode::OK, axum::Json(body)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// One line of a batch adjustment.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AdjustmentLine)]
 pub struct BatchLine {
+    #[schema(
+        pattern = r"^[^\s/\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]{1,64}$"
+    )]
     sku: String,
+    /// Not 0.
     delta: i64,
 }
 
-#[derive(Debug, Deserialize)]
+/// Body of `POST /api/v1/stock/adjustments`: all lines or none.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = BatchAdjustment)]
 pub struct BatchBody {
+    #[schema(min_items = 1, max_items = 1000)]
+    #[serde(deserialize_with = "super::extract::objects")]
     adjustments: Vec<BatchLine>,
+    #[schema(max_length = 200)]
     reason: Option<String>,
 }
 
 /// `POST /api/v1/stock/adjustments`: all lines or none (an order's lines);
 /// 409 names every SKU that lacked stock.
+#[utoipa::path(
+    post, path = "/api/v1/stock/adjustments", tag = "stock", security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "1-255 visible ASCII characters. A retry with the same key and body within 24 h returns the first response (with `Idempotent-Replayed: true`) and changes nothing; the same key with another body is 422 `idempotency_mismatch`.")),
+    request_body(content = BatchBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Every line adjusted", body = super::openapi::BatchAdjusted),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 415, response = super::openapi::UnsupportedMediaType),
+        (status = 422, response = super::openapi::Invalid),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 pub async fn adjust_batch(
     State(app): State<AppState>,
     Admin(caller): Admin,

@@ -122,14 +122,21 @@ impl Checks {
 
 /// The `price_guard` object of a request (API.md, SKUs). Each field:
 /// absent (`None`), `null` (`Some(None)`), or a value.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PriceGuardInput)]
 pub struct GuardInput {
+    /// Largest change against the current price, 1-10000 percent; `null`: no limit.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 10000)]
     pub max_change_pct: Option<Option<i64>>,
+    /// Lowest price; `null`: no bound. Not above `max_price`.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = super::openapi::PriceBoundInput)]
     pub min_price: Option<Option<Box<RawValue>>>,
+    /// Highest price; `null`: no bound.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = super::openapi::PriceBoundInput)]
     pub max_price: Option<Option<Box<RawValue>>>,
 }
 

@@ -403,3 +403,75 @@ both_backends!(
         assert_eq!(app.get_sku("DUP").await.1["stock"], 1);
     }
 );
+
+both_backends!(
+    json_arrays_in_place_of_objects_are_refused,
+    |backend: Backend| async move {
+        // serde's derived structs accept `[field, field, ...]`; schemathesis
+        // found `"price_guard": [null, null]` accepted as a guard.
+        let app = TestApp::spawn(backend).await;
+        app.create_sku("ARR", "GBP", "1.00", 5).await;
+        let cases = [
+            (
+                app.client.post(app.url("/api/v1/skus")),
+                json!(["ARR2", "name", "GBP", "1.00", null, null, null]),
+                "body",
+            ),
+            (
+                app.client.patch(app.url("/api/v1/skus/ARR")),
+                json!({ "price_guard": [null, null] }),
+                "price_guard",
+            ),
+            (
+                app.client.post(app.url("/api/v1/stock/adjustments")),
+                json!({ "adjustments": [["ARR", -1]] }),
+                "adjustments",
+            ),
+            (
+                app.client.put(app.url("/api/v1/skus/ARR/stock")),
+                json!([3, "count"]),
+                "body",
+            ),
+        ];
+        for (request, body, field) in cases {
+            let (status, problem) = problem(request.json(&body).send().await.expect("send")).await;
+            assert_eq!(status, 422, "{body} -> {problem}");
+            assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+        }
+        let (_, sku) = app.get_sku("ARR").await;
+        assert_eq!(
+            (sku["version"].as_i64(), sku["stock"].as_i64()),
+            (Some(1), Some(5))
+        );
+        assert_eq!(app.get_sku("ARR2").await.0, 404);
+    }
+);
+
+both_backends!(
+    a_threshold_near_i64_max_does_not_break_the_sku,
+    |backend: Backend| async move {
+        // schemathesis found: the low-stock recovery level overflowed, the
+        // SKU's actor panicked on every later write, and the SKU answered 503.
+        let app = TestApp::spawn(backend).await;
+        app.create_sku("HUGE", "GBP", "1.00", 5).await;
+        let response = app
+            .client
+            .patch(app.url("/api/v1/skus/HUGE"))
+            .json(&json!({ "low_stock_threshold": i64::MAX }))
+            .send()
+            .await
+            .expect("patch");
+        assert_eq!(response.status(), 200);
+        for _ in 0..2 {
+            let response = app
+                .client
+                .put(app.url("/api/v1/skus/HUGE/stock"))
+                .json(&json!({ "stock": 7 }))
+                .send()
+                .await
+                .expect("put");
+            assert_eq!(response.status(), 200);
+            assert_eq!(app.adjust("HUGE", 1).await.0, 200);
+        }
+    }
+);

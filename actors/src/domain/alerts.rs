@@ -96,8 +96,11 @@ pub enum AlertAction {
 
 /// The stock at or above which a low-stock alert resolves: the threshold
 /// plus 20 % of it, at least 1 (API.md: threshold 10 resolves at 12).
+/// Saturating: a threshold near `i64::MAX` once overflowed here, panicked
+/// the SKU's actor on every later write and left the SKU answering 503
+/// (found by schemathesis).
 pub fn recovery_level(threshold: i64) -> i64 {
-    threshold + (threshold / 5).max(1)
+    threshold.saturating_add((threshold / 5).max(1))
 }
 
 /// Why a price is outside the guard, or `None` when it is inside.
