@@ -16,7 +16,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use skuwatch_actors::domain::SkuCode;
@@ -30,6 +30,10 @@ use crate::outbox::{Drained, Outbox, OutboxLimits, Outgoing};
 
 /// Most SKUs in one subscribe message (API.md).
 pub const MAX_SKUS_PER_MESSAGE: usize = 1000;
+/// Bytes read from a socket at a time (BENCHMARKS.md, target 4).
+const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Frames are written out once this much is queued, or at the end of a drain.
+const WS_WRITE_BUFFER_BYTES: usize = 16 * 1024;
 /// Events read from the database per page of a `since` replay.
 const REPLAY_PAGE: i64 = 500;
 
@@ -132,8 +136,14 @@ pub async fn upgrade(
         }
     };
     let max_message = app.settings.ws_max_message_bytes;
+    // tungstenite's defaults (128 KiB read buffer a socket) would make
+    // each idle session cost over 130 KiB RSS; client messages are small, and
+    // a larger one still grows the buffer up to `max_message`. The write
+    // buffer is where a drained outbox is fed before its one flush.
     ws.max_message_size(max_message)
         .max_frame_size(max_message)
+        .read_buffer_size(WS_READ_BUFFER_BYTES)
+        .write_buffer_size(WS_WRITE_BUFFER_BYTES)
         .on_upgrade(move |socket| Session::new(app, socket, claims).run())
 }
 
@@ -287,6 +297,18 @@ impl Session {
         }
     }
 
+    /// Queues a frame without flushing it, so that a whole drain of the
+    /// outbox goes out in as few writes as the socket takes ([`Self::flush`]
+    /// ends with one flush). Same deadline as [`Self::send`].
+    async fn feed(&mut self, message: Message) -> Result<(), End> {
+        let timeout = Duration::from_secs(self.app.settings.ws_send_timeout_secs);
+        match tokio::time::timeout(timeout, SinkExt::feed(&mut self.socket, message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Closed),
+            Err(_) => Err(End::Close(close::TOO_SLOW, "client too slow")),
+        }
+    }
+
     async fn send_json(&mut self, value: serde_json::Value) -> Result<(), End> {
         self.send(Message::Text(value.to_string().into())).await
     }
@@ -316,21 +338,25 @@ impl Session {
             return Err(End::Close(close::TOO_SLOW, "client too slow"));
         }
         for alert in alerts {
-            self.send(Message::Text(alert.as_ref().into())).await?;
+            self.feed(Message::Text(alert.as_ref().into())).await?;
         }
         for message in in_order {
             if !self.already_delivered(&message) {
-                self.send(Message::Text(message.text.as_ref().into()))
-                    .await?;
+                self.feed(Message::Text(message.text.clone())).await?;
             }
         }
         for message in conflated {
             if !self.already_delivered(&message) {
-                self.send(Message::Text(message.conflated_text().into()))
+                self.feed(Message::Text(message.conflated_text().into()))
                     .await?;
             }
         }
-        Ok(())
+        let timeout = Duration::from_secs(self.app.settings.ws_send_timeout_secs);
+        match tokio::time::timeout(timeout, SinkExt::flush(&mut self.socket)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Closed),
+            Err(_) => Err(End::Close(close::TOO_SLOW, "client too slow")),
+        }
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), End> {
@@ -474,8 +500,7 @@ impl Session {
                     }
                     None => self.delivered_event = message.event_id,
                 }
-                self.send(Message::Text(message.text.as_ref().into()))
-                    .await?;
+                self.send(Message::Text(message.text.clone())).await?;
             }
             if !full {
                 return Ok(());
