@@ -110,17 +110,18 @@ impl SqlStore {
                 }
             }
         };
-        // The clock row makes commits serial anyway, so the writes per
-        // second are the writes per COMMIT over the commit time: fewer,
-        // larger groups win. Two committers on PostgreSQL (one prepares while
-        // the other commits); SQLite has one writer connection.
-        // SKUWATCH_GROUP_COMMITTERS overrides (benchmarks; BENCHMARKS.md).
+        // The clock row makes commits serial, but only its last two round
+        // trips hold it: with a few committers, the others lock rows and
+        // write while one commits (1, 2 and 4 measured 1,717, 1,840 and
+        // 2,031 writes/s; BENCHMARKS.md). Up to half the pool is used, so
+        // reads and batches keep the rest. SQLite has one writer connection.
+        // SKUWATCH_GROUP_COMMITTERS overrides (benchmarks).
         let committers = std::env::var("SKUWATCH_GROUP_COMMITTERS")
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
             .filter(|n| (1..=64).contains(n))
             .unwrap_or(match backend {
-                Backend::Postgres => 2,
+                Backend::Postgres => (max_connections as usize / 2).clamp(1, 4),
                 Backend::Sqlite => 1,
             });
         let group = group::GroupCommit::start(store.plain(), committers);

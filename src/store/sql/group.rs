@@ -255,25 +255,14 @@ async fn prepare(
             finals.insert(&change.state.sku, &change.state);
         }
         update_rows(store.backend, &mut tx, &finals).await?;
-        // Last: the event ids, one clock update for the group.
-        let count = i64::try_from(changes.len()).map_err(|_| corrupt("group size"))?;
-        let last: i64 = sqlx::query(
-            "UPDATE event_clock SET last_event_id = last_event_id + $1 WHERE id = 1 \
-             RETURNING last_event_id",
-        )
-        .bind(count)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_error)?
-        .try_get(0)
-        .map_err(db_error)?;
+        // Last: the event ids, one clock update for the group (in the same
+        // statement as the events on PostgreSQL: the clock row is then held
+        // for one round trip and the COMMIT only).
         let mut events = Vec::with_capacity(changes.len());
-        for (((i, change), alerts), event_id) in
-            changes.into_iter().zip(alerts).zip(last - count + 1..)
-        {
+        for ((i, change), alerts) in changes.into_iter().zip(alerts) {
             let meta = &jobs[i].meta;
             let event = Event {
-                event_id,
+                event_id: 0,
                 sku: change.state.sku.clone(),
                 version: change.state.version,
                 at: now,
@@ -293,7 +282,7 @@ async fn prepare(
                 },
             ));
         }
-        insert_events(&mut tx, &events).await?;
+        append_events(store.backend, &mut tx, &mut events).await?;
         for (i, committed) in events {
             outcomes[i] = Some(WriteOutcome::Committed(vec![committed]));
         }
@@ -329,6 +318,29 @@ async fn prepare(
     Ok((tx, outcomes))
 }
 
+/// Statement shapes are padded to powers of two so that the few shapes a
+/// connection sees stay in its prepared-statement cache (a new shape costs
+/// an extra round trip to prepare).
+fn padded(n: usize) -> usize {
+    n.max(1).next_power_of_two()
+}
+
+/// Binds `codes`, then the last one again up to the padded length (an `IN`
+/// list does not mind repeats).
+fn bind_codes<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    codes: &BTreeSet<&SkuCode>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    let last = codes.iter().next_back().map_or("", |c| c.as_str());
+    for code in codes {
+        query = query.bind(code.as_str().to_owned());
+    }
+    for _ in codes.len()..padded(codes.len()) {
+        query = query.bind(last.to_owned());
+    }
+    query
+}
+
 /// Reads and locks the rows of `codes` in one statement, in code order.
 async fn lock_rows(
     store: &SqlStore,
@@ -341,13 +353,10 @@ async fn lock_rows(
     }
     let sql = format!(
         "SELECT {SKU_COLUMNS} FROM skus WHERE sku IN ({}) ORDER BY sku{}",
-        placeholders(1, codes.len()),
+        placeholders(1, padded(codes.len())),
         store.for_update()
     );
-    let mut query = sqlx::query(&sql);
-    for code in codes {
-        query = query.bind(code.as_str());
-    }
+    let query = bind_codes(sqlx::query(&sql), codes);
     for row in query.fetch_all(&mut **tx).await.map_err(db_error)? {
         let sku = sku_from_row(&row)?;
         rows.insert(sku.sku.clone(), sku);
@@ -366,12 +375,9 @@ async fn active_alerts(
     }
     let sql = format!(
         "SELECT sku, id, kind FROM alerts WHERE sku IN ({}) AND status <> 'resolved' ORDER BY id",
-        placeholders(1, codes.len())
+        placeholders(1, padded(codes.len()))
     );
-    let mut query = sqlx::query(&sql);
-    for code in codes {
-        query = query.bind(code.as_str());
-    }
+    let query = bind_codes(sqlx::query(&sql), codes);
     for row in query.fetch_all(&mut **tx).await.map_err(db_error)? {
         let code: String = row.try_get("sku").map_err(db_error)?;
         let kind: String = row.try_get("kind").map_err(db_error)?;
@@ -409,8 +415,29 @@ async fn update_rows(
     tx: &mut Tx,
     finals: &BTreeMap<&SkuCode, &Sku>,
 ) -> Result<(), StoreError> {
+    if backend == Backend::Sqlite && finals.len() > SQLITE_CHUNK {
+        let all: Vec<(&SkuCode, &Sku)> = finals.iter().map(|(k, v)| (*k, *v)).collect();
+        for chunk in all.chunks(SQLITE_CHUNK) {
+            let part: BTreeMap<&SkuCode, &Sku> = chunk.iter().copied().collect();
+            update_rows_once(backend, tx, &part).await?;
+        }
+        return Ok(());
+    }
+    update_rows_once(backend, tx, finals).await
+}
+
+/// SQLite looks bound parameters up by walking a list (quadratic in their
+/// number): its multi-row statements are cut into chunks of this many rows.
+const SQLITE_CHUNK: usize = 16;
+
+async fn update_rows_once(
+    backend: Backend,
+    tx: &mut Tx,
+    finals: &BTreeMap<&SkuCode, &Sku>,
+) -> Result<(), StoreError> {
     let width = UPDATE_COLUMNS.len();
-    let rows: Vec<String> = (0..finals.len())
+    let padded_len = padded(finals.len());
+    let rows: Vec<String> = (0..padded_len)
         .map(|r| format!("({})", placeholders(r * width + 1, width)))
         .collect();
     let set: Vec<String> = UPDATE_COLUMNS[1..]
@@ -423,7 +450,7 @@ async fn update_rows(
         Backend::Postgres => format!(
             "UPDATE skus SET {} FROM (VALUES {}) AS v({}) WHERE skus.sku = v.sku",
             set.join(", "),
-            typed_first_row(&rows, finals.len()),
+            typed_first_row(&rows, &UPDATE_TYPES, 1),
             UPDATE_COLUMNS.join(", ")
         ),
         Backend::Sqlite => format!(
@@ -434,7 +461,13 @@ async fn update_rows(
         ),
     };
     let mut query = sqlx::query(&sql);
-    for state in finals.values() {
+    // Padding repeats the last row: the same values for the same key.
+    let last = finals.values().next_back().copied();
+    let states = finals
+        .values()
+        .copied()
+        .chain(std::iter::repeat_n(last, padded_len - finals.len()).flatten());
+    for state in states {
         query = query
             .bind(state.sku.as_str())
             .bind(&state.name)
@@ -456,56 +489,163 @@ async fn update_rows(
     Ok(())
 }
 
-/// The VALUES rows with casts on the first one (PostgreSQL).
-fn typed_first_row(rows: &[String], count: usize) -> String {
-    const TYPES: [&str; 12] = [
-        "text", "text", "text", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint",
-        "bigint", "bigint", "text",
-    ];
+const UPDATE_TYPES: [&str; 12] = [
+    "text", "text", "text", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint",
+    "bigint", "text",
+];
+
+/// The VALUES rows with casts on the first one (PostgreSQL takes a VALUES
+/// column's type from its first row; later NULLs then need no cast).
+fn typed_first_row(rows: &[String], types: &[&str], first_param: usize) -> String {
     let first = format!(
         "({})",
-        TYPES
+        types
             .iter()
             .enumerate()
-            .map(|(c, t)| format!("CAST(${} AS {t})", c + 1))
+            .map(|(c, t)| format!("CAST(${} AS {t})", first_param + c))
             .collect::<Vec<_>>()
             .join(", ")
     );
     std::iter::once(first)
-        .chain(rows.iter().skip(1).take(count.saturating_sub(1)).cloned())
+        .chain(rows.iter().skip(1).cloned())
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-/// Appends the group's events in one multi-row INSERT.
-async fn insert_events(tx: &mut Tx, events: &[(usize, Committed)]) -> Result<(), StoreError> {
+const EVENT_TYPES: [&str; 13] = [
+    "bigint", "text", "bigint", "bigint", "text", "text", "text", "bigint", "text", "text", "text",
+    "bigint", "bigint",
+];
+
+/// Takes the group's event ids from the clock and appends its events,
+/// setting each `event_id`. On PostgreSQL the clock update is a CTE of the
+/// event INSERT (one round trip holds the clock before COMMIT); on SQLite
+/// (no data-modifying CTEs) it is its own statement, then the events go in
+/// chunks.
+async fn append_events(
+    backend: Backend,
+    tx: &mut Tx,
+    events: &mut [(usize, Committed)],
+) -> Result<(), StoreError> {
+    let count = i64::try_from(events.len()).map_err(|_| corrupt("group size"))?;
+    let first = match backend {
+        Backend::Postgres => insert_events(backend, tx, events, count).await?,
+        Backend::Sqlite => {
+            let last: i64 = sqlx::query(
+                "UPDATE event_clock SET last_event_id = last_event_id + $1 WHERE id = 1 \
+                 RETURNING last_event_id",
+            )
+            .bind(count)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db_error)?
+            .try_get(0)
+            .map_err(db_error)?;
+            let mut before = last - count;
+            for chunk in events.chunks(SQLITE_CHUNK) {
+                insert_events(backend, tx, chunk, before).await?;
+                before += chunk.len() as i64;
+            }
+            last - count + 1
+        }
+    };
+    for ((_, c), event_id) in events.iter_mut().zip(first..) {
+        c.event.event_id = event_id;
+    }
+    Ok(())
+}
+
+/// One multi-row event INSERT; returns the first event id. The VALUES list
+/// carries an ordinal instead of the id (padding rows have none and are
+/// skipped). `first_param` is the group size on PostgreSQL (the clock is
+/// updated by the statement) and the id before the first on SQLite.
+async fn insert_events(
+    backend: Backend,
+    tx: &mut Tx,
+    events: &[(usize, Committed)],
+    first_param: i64,
+) -> Result<i64, StoreError> {
     const WIDTH: usize = 13;
-    let rows: Vec<String> = (0..events.len())
-        .map(|r| format!("({})", placeholders(r * WIDTH + 1, WIDTH)))
+    let count = i64::try_from(events.len()).map_err(|_| corrupt("group size"))?;
+    let padded_len = padded(events.len());
+    // $1 is the count (PostgreSQL) or the id before the first (SQLite).
+    let rows: Vec<String> = (0..padded_len)
+        .map(|r| format!("({})", placeholders(r * WIDTH + 2, WIDTH)))
         .collect();
-    let sql = format!(
-        "INSERT INTO events ({}) VALUES {}",
-        super::EVENT_COLUMNS,
-        rows.join(", ")
-    );
-    let mut query = sqlx::query(&sql);
-    for (_, c) in events {
+    let values = match backend {
+        Backend::Postgres => typed_first_row(&rows, &EVENT_TYPES, 2),
+        Backend::Sqlite => rows.join(", "),
+    };
+    let columns = "ord, sku, version, at_us, field, old_value, new_value, delta, reason, actor, \
+                   state, stock_after, price_after";
+    let select = "v.sku, v.version, v.at_us, v.field, v.old_value, v.new_value, v.delta, \
+                  v.reason, v.actor, v.state, v.stock_after, v.price_after";
+    let sql = match backend {
+        Backend::Postgres => format!(
+            "WITH c AS (UPDATE event_clock SET last_event_id = last_event_id + $1 WHERE id = 1 \
+             RETURNING last_event_id), v({columns}) AS (VALUES {values}) \
+             INSERT INTO events ({}) SELECT c.last_event_id - $1 + v.ord, {select} \
+             FROM c, v WHERE v.ord IS NOT NULL RETURNING event_id",
+            super::EVENT_COLUMNS
+        ),
+        Backend::Sqlite => format!(
+            "WITH v({columns}) AS (VALUES {values}) \
+             INSERT INTO events ({}) SELECT $1 + v.ord, {select} FROM v WHERE v.ord IS NOT NULL",
+            super::EVENT_COLUMNS
+        ),
+    };
+    let mut query = sqlx::query(&sql).bind(first_param);
+    for (ord, (_, c)) in (1i64..).zip(events.iter()) {
         let event = &c.event;
         query = query
-            .bind(event.event_id)
-            .bind(event.sku.as_str())
-            .bind(event.version)
-            .bind(event.at.0)
-            .bind(event.field.as_str())
+            .bind(Some(ord))
+            .bind(Some(event.sku.as_str().to_owned()))
+            .bind(Some(event.version))
+            .bind(Some(event.at.0))
+            .bind(Some(event.field.as_str().to_owned()))
             .bind((!event.old.is_null()).then(|| event.old.to_string()))
-            .bind(event.new.to_string())
+            .bind(Some(event.new.to_string()))
             .bind(event.delta)
             .bind(event.reason.clone())
             .bind(event.actor.clone())
-            .bind(c.sku.to_json().to_string())
-            .bind(c.sku.stock)
-            .bind(c.sku.price_minor);
+            .bind(Some(c.sku.to_json().to_string()))
+            .bind(Some(c.sku.stock))
+            .bind(Some(c.sku.price_minor));
     }
-    query.execute(&mut **tx).await.map_err(db_error)?;
-    Ok(())
+    for _ in events.len()..padded_len {
+        query = query
+            .bind(None::<i64>)
+            .bind(None::<String>)
+            .bind(None::<i64>)
+            .bind(None::<i64>)
+            .bind(None::<String>)
+            .bind(None::<String>)
+            .bind(None::<String>)
+            .bind(None::<i64>)
+            .bind(None::<String>)
+            .bind(None::<String>)
+            .bind(None::<String>)
+            .bind(None::<i64>)
+            .bind(None::<i64>);
+    }
+    match backend {
+        Backend::Postgres => {
+            let rows = query.fetch_all(&mut **tx).await.map_err(db_error)?;
+            if rows.len() != events.len() {
+                return Err(corrupt("group insert lost an event"));
+            }
+            let mut last = i64::MIN;
+            for row in &rows {
+                last = last.max(row.try_get::<i64, _>(0).map_err(db_error)?);
+            }
+            Ok(last - count + 1)
+        }
+        Backend::Sqlite => {
+            let done = query.execute(&mut **tx).await.map_err(db_error)?;
+            if done.rows_affected() != events.len() as u64 {
+                return Err(corrupt("group insert lost an event"));
+            }
+            Ok(first_param + 1)
+        }
+    }
 }
