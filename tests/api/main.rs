@@ -6,6 +6,7 @@ mod helpers;
 mod alerts;
 mod auth;
 mod concurrency;
+mod group_commit;
 mod input;
 mod replay;
 mod websocket;
