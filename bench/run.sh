@@ -4,7 +4,7 @@
 # server is stopped and the database dropped. The JSON report goes to
 # standard output, with `uptime` (the machine is shared) on standard error.
 #
-#   cargo build --release --bin skuwatch --bin loadgen
+#   cargo build --release --bin skuwatch && cargo build --release -p skuwatch-loadgen
 #   bench/run.sh postgres --mode writes --skus 10000 --writers 64 --duration 30
 #   bench/run.sh sqlite   --mode writes --skus 10000 --writers 64 --duration 30
 #
