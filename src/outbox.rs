@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
+use axum::extract::ws::Utf8Bytes;
 use indexmap::IndexMap;
 use skuwatch_actors::domain::{Committed, SkuCode};
 use tokio::sync::Notify;
@@ -22,8 +23,10 @@ pub struct Outgoing {
     /// The change's commit time (`event.at`, µs since the epoch), for the
     /// push-latency histogram.
     pub at_micros: i64,
-    /// `{"type":"sku","event_id":..,"sku":SKU,"change":Event}`.
-    pub text: Arc<str>,
+    /// `{"type":"sku","event_id":..,"sku":SKU,"change":Event}`. Shared
+    /// bytes: each session's frame borrows them (a reference count, no copy
+    /// per client).
+    pub text: Utf8Bytes,
 }
 
 const SKU_MESSAGE_PREFIX: &str = "{\"type\":\"sku\",";
@@ -51,8 +54,9 @@ impl Outgoing {
     pub fn conflated_text(&self) -> String {
         let rest = self
             .text
+            .as_str()
             .strip_prefix(SKU_MESSAGE_PREFIX)
-            .unwrap_or(&self.text);
+            .unwrap_or(self.text.as_str());
         format!("{SKU_MESSAGE_PREFIX}\"conflated\":true,{rest}")
     }
 }

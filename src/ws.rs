@@ -16,7 +16,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use skuwatch_actors::domain::SkuCode;
@@ -30,6 +30,10 @@ use crate::hub::SessionId;
 use crate::metrics::{self as m, DropReason};
 use crate::outbox::{Drained, Outbox, OutboxLimits, Outgoing};
 
+/// Bytes read from a socket at a time (BENCHMARKS.md, target 4).
+const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Frames are written out once this much is queued, or at the end of a drain.
+const WS_WRITE_BUFFER_BYTES: usize = 16 * 1024;
 /// Events read from the database per page of a `since` replay.
 const REPLAY_PAGE: i64 = 500;
 
@@ -212,8 +216,14 @@ pub async fn upgrade(
     // shutdown waits for its close frame.
     let span = tracing::Span::current();
     let running = app.tasks.token();
+    // tungstenite's defaults (128 KiB read buffer a socket) would make
+    // each idle session cost over 130 KiB RSS; client messages are small, and
+    // a larger one still grows the buffer up to `max_message`. The write
+    // buffer is where a drained outbox is fed before its one flush.
     ws.max_message_size(max_message)
         .max_frame_size(max_frame)
+        .read_buffer_size(WS_READ_BUFFER_BYTES)
+        .write_buffer_size(WS_WRITE_BUFFER_BYTES)
         .on_upgrade(move |socket| {
             async move {
                 Session::new(app, socket, claims, slot).run().await;
@@ -442,14 +452,31 @@ impl Session {
         Ok(())
     }
 
-    /// A live change: counted, and its commit-to-socket latency recorded.
-    async fn send_change(
+    /// Queues a frame without flushing it, so that a whole drain of the
+    /// outbox goes out in as few writes as the socket takes ([`Self::flush`]
+    /// ends with one flush). Same deadline as [`Self::send`]. Counted by
+    /// `kind`.
+    async fn feed(&mut self, text: Utf8Bytes, kind: &'static str) -> Result<(), End> {
+        let timeout = Duration::from_secs(self.app.settings.ws_send_timeout_secs);
+        let message = Message::Text(text);
+        match tokio::time::timeout(timeout, SinkExt::feed(&mut self.socket, message)).await {
+            Ok(Ok(())) => {
+                m::ws_message_sent(kind);
+                Ok(())
+            }
+            Ok(Err(_)) => Err(End::Closed),
+            Err(_) => Err(End::Close(close::TOO_SLOW, "client too slow")),
+        }
+    }
+
+    /// A live change: fed, and its commit-to-socket latency recorded.
+    async fn feed_change(
         &mut self,
         text: Utf8Bytes,
         at_micros: i64,
         kind: &'static str,
     ) -> Result<(), End> {
-        self.send_text(text, kind).await?;
+        self.feed(text, kind).await?;
         metrics::histogram!(m::WS_PUSH_LATENCY).record(m::seconds_since_micros(at_micros));
         Ok(())
     }
@@ -500,22 +527,27 @@ impl Session {
             return Err(End::Close(close::TOO_SLOW, "client too slow"));
         }
         for alert in alerts {
-            self.send_text(alert.as_ref().into(), "alert").await?;
+            self.feed(alert.as_ref().into(), "alert").await?;
         }
         for message in in_order {
             if !self.already_delivered(&message) {
-                self.send_change(message.text.as_ref().into(), message.at_micros, "change")
+                self.feed_change(message.text.clone(), message.at_micros, "change")
                     .await?;
             }
         }
         for message in conflated {
             if !self.already_delivered(&message) {
                 let text = message.conflated_text().into();
-                self.send_change(text, message.at_micros, "conflated")
+                self.feed_change(text, message.at_micros, "conflated")
                     .await?;
             }
         }
-        Ok(())
+        let timeout = Duration::from_secs(self.app.settings.ws_send_timeout_secs);
+        match tokio::time::timeout(timeout, SinkExt::flush(&mut self.socket)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Closed),
+            Err(_) => Err(End::Close(close::TOO_SLOW, "client too slow")),
+        }
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), End> {
@@ -668,8 +700,7 @@ impl Session {
                     }
                     None => self.delivered_event = message.event_id,
                 }
-                self.send_text(message.text.as_ref().into(), "replay")
-                    .await?;
+                self.send_text(message.text.clone(), "replay").await?;
             }
             if !full {
                 return Ok(());

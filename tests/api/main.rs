@@ -7,6 +7,7 @@ mod alerts;
 mod auth;
 mod concurrency;
 mod dashboard;
+mod group_commit;
 mod input;
 mod limits;
 mod observability;
