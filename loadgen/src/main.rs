@@ -50,6 +50,11 @@ struct Args {
     /// Server base URL.
     #[arg(long, env = "SKUWATCH_URL", default_value = "http://127.0.0.1:8000")]
     url: String,
+    /// Base URL of the instance the WebSocket clients watch (default: --url).
+    /// Another instance on the same PostgreSQL and Redis measures the
+    /// scale-out path: write on A, receive on B.
+    #[arg(long)]
+    ws_url: Option<String>,
     /// Bearer token of an admin; otherwise --user/--password log in.
     #[arg(long, env = "SKUWATCH_TOKEN")]
     token: Option<String>,
@@ -123,6 +128,8 @@ struct WriteSample {
 struct Shared {
     http: reqwest::Client,
     base: String,
+    /// Where the WebSocket clients connect (`--ws-url`, else `base`).
+    ws_base: String,
     auth: String,
     stop: AtomicBool,
     ok: AtomicU64,
@@ -166,9 +173,14 @@ async fn run(args: Args) -> Result<Value, Error> {
         Some(t) => t.clone(),
         None => login(&http, &base, &args.user, args.password.as_deref()).await?,
     };
+    let ws_base = args
+        .ws_url
+        .as_deref()
+        .map_or_else(|| base.clone(), |u| u.trim_end_matches('/').to_owned());
     let shared = Arc::new(Shared {
         http,
         base,
+        ws_base,
         auth: format!("Bearer {token}"),
         stop: AtomicBool::new(false),
         ok: AtomicU64::new(0),
@@ -293,7 +305,7 @@ async fn ws_connect(
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
     Error,
 > {
-    let url = format!("{}/ws", shared.base.replacen("http", "ws", 1));
+    let url = format!("{}/ws", shared.ws_base.replacen("http", "ws", 1));
     let mut request = url.into_client_request()?;
     request
         .headers_mut()
