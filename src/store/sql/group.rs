@@ -146,6 +146,9 @@ async fn run_one(store: &SqlStore, jobs: Vec<Job>) {
         Ok((tx, outcomes)) => {
             let committed = tx.commit().await.map_err(db_error);
             for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                if let (Ok(()), WriteOutcome::Committed(changes)) = (&committed, &outcome) {
+                    crate::metrics::alerts_raised(changes);
+                }
                 let _ = job.reply.send(match &committed {
                     Ok(()) => Ok(outcome),
                     Err(e) => Err(e.clone_error()),
