@@ -52,7 +52,9 @@ pub async fn body_of_type<S: Send + Sync>(
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            format!("expected Content-Type application/{expected}, got '{content_type}'"),
+            format!(
+                "expected Content-Type application/{expected} or text/{expected}, got '{content_type}'"
+            ),
         ));
     }
     Bytes::from_request(req, state)
