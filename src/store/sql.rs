@@ -27,6 +27,28 @@ const IDEMPOTENCY_WINDOW_US: i64 = 24 * 3600 * 1_000_000;
 const SKU_COLUMNS: &str = "sku, name, currency, price_minor, stock, low_stock_threshold, \
      guard_max_change_pct, guard_min_price, guard_max_price, version, updated_us";
 
+/// Binds one SKU row, in the order of [`SKU_COLUMNS`] then `search_text`
+/// (the lower-cased "code name" that `q` searches); every writer of the
+/// `skus` table goes through here, so the row and its search text agree.
+fn bind_sku_row<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    state: &'q Sku,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    query
+        .bind(state.sku.as_str())
+        .bind(&state.name)
+        .bind(state.currency.code())
+        .bind(state.price_minor)
+        .bind(state.stock)
+        .bind(state.low_stock_threshold)
+        .bind(state.price_guard.max_change_pct)
+        .bind(state.price_guard.min_price)
+        .bind(state.price_guard.max_price)
+        .bind(state.version)
+        .bind(state.updated_at.0)
+        .bind(format!("{} {}", state.sku, state.name).to_lowercase())
+}
+
 const EVENT_COLUMNS: &str = "event_id, sku, version, at_us, field, old_value, new_value, delta, \
      reason, actor, state, stock_after, price_after";
 
@@ -399,19 +421,7 @@ impl SqlStore {
                  WHERE sku = $1"
                     .to_owned()
             };
-            let done = sqlx::query(&query)
-                .bind(state.sku.as_str())
-                .bind(&state.name)
-                .bind(state.currency.code())
-                .bind(state.price_minor)
-                .bind(state.stock)
-                .bind(state.low_stock_threshold)
-                .bind(state.price_guard.max_change_pct)
-                .bind(state.price_guard.min_price)
-                .bind(state.price_guard.max_price)
-                .bind(state.version)
-                .bind(state.updated_at.0)
-                .bind(format!("{} {}", state.sku, state.name).to_lowercase())
+            let done = bind_sku_row(sqlx::query(&query), state)
                 .execute(&mut **tx)
                 .await
                 .map_err(db_error)?;

@@ -34,7 +34,9 @@ use skuwatch_actors::store::{Idempotency, StoreError, WriteOutcome};
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::{corrupt, db_error, placeholders, sku_from_row, SqlStore, Tx, SKU_COLUMNS};
+use super::{
+    bind_sku_row, corrupt, db_error, placeholders, sku_from_row, SqlStore, Tx, SKU_COLUMNS,
+};
 use crate::store::Backend;
 
 /// Most writes in one transaction: bounds the statement size (13 parameters
@@ -471,19 +473,7 @@ async fn update_rows_once(
         .copied()
         .chain(std::iter::repeat_n(last, padded_len - finals.len()).flatten());
     for state in states {
-        query = query
-            .bind(state.sku.as_str())
-            .bind(&state.name)
-            .bind(state.currency.code())
-            .bind(state.price_minor)
-            .bind(state.stock)
-            .bind(state.low_stock_threshold)
-            .bind(state.price_guard.max_change_pct)
-            .bind(state.price_guard.min_price)
-            .bind(state.price_guard.max_price)
-            .bind(state.version)
-            .bind(state.updated_at.0)
-            .bind(format!("{} {}", state.sku, state.name).to_lowercase());
+        query = bind_sku_row(query, state);
     }
     let done = query.execute(&mut **tx).await.map_err(db_error)?;
     if done.rows_affected() != finals.len() as u64 {
