@@ -127,10 +127,23 @@ async function newPage(base) {
   });
   const page = await context.newPage();
   const sent = [];
-  page.on("websocket", (ws) => ws.on("framesent", (f) => sent.push(String(f.payload))));
+  const received = [];
+  page.on("websocket", (ws) => {
+    ws.on("framesent", (f) => sent.push(String(f.payload)));
+    ws.on("framereceived", (f) => received.push(String(f.payload)));
+  });
   page.on("pageerror", (e) => console.error("page error:", e));
   await page.goto(base);
-  return { page, context, sent };
+  return { page, context, sent, received };
+}
+
+/// Resolves once `predicate()` holds (polled), or rejects after `ms`.
+async function until(predicate, ms, what) {
+  const deadline = Date.now() + ms;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 async function login(page, username, password) {
@@ -178,7 +191,7 @@ test("an admin watches the catalog live, through a network cut", async () => {
   }
   for (const s of skus) await rest(server, "POST", "/skus", admin, s);
 
-  const { page, sent } = await newPage(net_.base);
+  const { page, sent, received } = await newPage(net_.base);
   await page.getByLabel("Username").waitFor();
   await shot(page, "01-login");
   await login(page, "admin", ADMIN_PASSWORD);
@@ -191,6 +204,14 @@ test("an admin watches the catalog live, through a network cut", async () => {
   assert.equal((await row(page, "B-JPY").getByTestId("price").innerText()).trim(), "¥1,980");
   assert.equal((await row(page, "C-USD").getByTestId("price").innerText()).trim(), "$19.99");
 
+  // The table subscribes to the rows on screen shortly after drawing them;
+  // the clock below starts once the server has answered that subscription
+  // (its snapshot), so it measures the push, not the page's start-up.
+  await until(
+    () => received.some((f) => f.includes('"type":"snapshot"') && f.includes('"A-GBP"')),
+    15_000,
+    "the snapshot of the visible rows",
+  );
   // An adjustment over REST appears in the table within one second.
   const started = Date.now();
   await rest(server, "POST", "/skus/A-GBP/stock/adjustments", admin, { delta: -3, reason: "sale" });
