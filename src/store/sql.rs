@@ -49,6 +49,25 @@ fn bind_sku_row<'q>(
         .bind(format!("{} {}", state.sku, state.name).to_lowercase())
 }
 
+/// Stores the answer to a keyed write with its claimed idempotency key (in
+/// the write's transaction), so a retry with the key gets the same answer.
+async fn keep_answer(
+    tx: &mut Tx,
+    idem: &Idempotency,
+    outcome: &WriteOutcome,
+) -> Result<(), StoreError> {
+    let response = (idem.render)(outcome);
+    sqlx::query("UPDATE idempotency_keys SET status = $3, body = $4 WHERE scope = $1 AND key = $2")
+        .bind(&idem.scope)
+        .bind(&idem.key)
+        .bind(i64::from(response.status))
+        .bind(response.body)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
 const EVENT_COLUMNS: &str = "event_id, sku, version, at_us, field, old_value, new_value, delta, \
      reason, actor, state, stock_after, price_after";
 
@@ -367,17 +386,7 @@ impl SqlStore {
         };
         let keep = match idem {
             Some(idem) => {
-                let response = (idem.render)(&outcome);
-                sqlx::query(
-                    "UPDATE idempotency_keys SET status = $3, body = $4 WHERE scope = $1 AND key = $2",
-                )
-                .bind(&idem.scope)
-                .bind(&idem.key)
-                .bind(i64::from(response.status))
-                .bind(response.body)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
+                keep_answer(&mut tx, idem, &outcome).await?;
                 true
             }
             None => matches!(outcome, WriteOutcome::Committed(_)),

@@ -35,7 +35,8 @@ use sqlx::Row;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::{
-    bind_sku_row, corrupt, db_error, placeholders, sku_from_row, SqlStore, Tx, SKU_COLUMNS,
+    bind_sku_row, corrupt, db_error, keep_answer, placeholders, sku_from_row, SqlStore, Tx,
+    SKU_COLUMNS,
 };
 use crate::store::Backend;
 
@@ -308,17 +309,7 @@ async fn prepare(
         ) {
             continue;
         }
-        let response = (idem.render)(outcome);
-        sqlx::query(
-            "UPDATE idempotency_keys SET status = $3, body = $4 WHERE scope = $1 AND key = $2",
-        )
-        .bind(&idem.scope)
-        .bind(&idem.key)
-        .bind(i64::from(response.status))
-        .bind(response.body)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
+        keep_answer(&mut tx, idem, outcome).await?;
     }
     Ok((tx, outcomes))
 }
