@@ -43,6 +43,25 @@ pub struct Settings {
     #[arg(long, env = "SKUWATCH_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
 
+    /// Milliseconds a request waits for a pooled database connection, or a
+    /// queued write for a group committer, before it is refused with 503
+    /// `overloaded` and `Retry-After` (nothing was done).
+    #[arg(long, env = "SKUWATCH_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 2000)]
+    pub db_acquire_timeout_ms: u64,
+
+    /// Milliseconds a write waits for a row lock or the event clock
+    /// (PostgreSQL `lock_timeout`; SQLite `busy_timeout`, a lock held by
+    /// another process) before it is rolled back and refused with 503
+    /// `overloaded`.
+    #[arg(long, env = "SKUWATCH_DB_LOCK_TIMEOUT_MS", default_value_t = 5000)]
+    pub db_lock_timeout_ms: u64,
+
+    /// Milliseconds a request waits in a SKU actor's queue before it is
+    /// withdrawn and refused with 503 `overloaded` (nothing was done). A
+    /// write the actor has started is never withdrawn.
+    #[arg(long, env = "SKUWATCH_ACTOR_QUEUE_TIMEOUT_MS", default_value_t = 2000)]
+    pub actor_queue_timeout_ms: u64,
+
     /// Seconds a SKU actor may stay unused before it is passivated.
     #[arg(long, env = "SKUWATCH_ACTOR_IDLE_SECS", default_value_t = 300)]
     pub actor_idle_secs: u64,
@@ -142,6 +161,13 @@ pub struct Settings {
     #[arg(long, env = "SKUWATCH_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
+    /// Proxies (CIDRs or addresses, comma-separated, e.g.
+    /// `10.0.0.0/8,::1`) whose `Forwarded` (RFC 7239) or `X-Forwarded-For`
+    /// header names the client. Empty: those headers are ignored and the
+    /// peer address is the client (login throttling, logs).
+    #[arg(long, env = "SKUWATCH_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_proxy)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// Lets `viewer` tokens watch `/ws` (read-only).
     #[arg(long, env = "SKUWATCH_WS_VIEWERS", default_value_t = false, action = clap::ArgAction::Set)]
     pub ws_viewers: bool,
@@ -183,12 +209,25 @@ pub struct Settings {
     #[arg(long, env = "SKUWATCH_JSON_MAX_DEPTH", default_value_t = 32)]
     pub json_max_depth: usize,
 
-    /// Milliseconds a request may take before it is answered with 503
-    /// `timeout` (a write already handed to a SKU actor may still commit:
-    /// retry with the same Idempotency-Key). WebSocket sessions are not
-    /// limited, only their upgrade request.
+    /// Milliseconds a request may take before it is answered with 503:
+    /// `outcome_unknown` for a write (it may still commit: re-read, then
+    /// retry with If-Match or the same Idempotency-Key), `timeout` for a
+    /// read. WebSocket sessions are not limited, only their upgrade request.
     #[arg(long, env = "SKUWATCH_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     pub request_timeout_ms: u64,
+
+    /// Test-only fault injection; never read from the environment or flags.
+    #[doc(hidden)]
+    #[arg(skip)]
+    pub inject_faults: skuwatch_actors::messages::InjectedFaults,
+}
+
+/// A CIDR (`10.0.0.0/8`, `fd00::/8`) or a single address (`127.0.0.1`).
+fn parse_proxy(raw: &str) -> Result<ipnet::IpNet, String> {
+    let raw = raw.trim();
+    raw.parse::<ipnet::IpNet>()
+        .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{raw:?} is neither an IP address nor a CIDR"))
 }
 
 impl Default for Settings {

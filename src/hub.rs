@@ -41,6 +41,13 @@ impl Hub {
     }
 
     /// Number of open sessions subscribed to all changes.
+    /// Distinct SKU codes with a subscriber (the `skuwatch_ws_subscribed_skus`
+    /// gauge): bounded by `SKUWATCH_WS_MAX_SUBSCRIPTIONS` per session and
+    /// `SKUWATCH_WS_MAX_SESSIONS_PER_USER` per user.
+    pub fn subscribed_skus(&self) -> usize {
+        self.by_sku.len()
+    }
+
     pub fn all_subscribers(&self) -> usize {
         self.all.len()
     }

@@ -175,26 +175,68 @@ pub struct App {
 /// Refreshes the gauges that are read rather than counted: stock health
 /// and open alerts from the store's summary, and the pool occupancy. Every
 /// instance reports the same stock numbers (dashboards take `max`).
+///
+/// Also the sizes of the per-key structures clients can grow (login
+/// throttle, subscribed codes), and the purge of expired idempotency keys
+/// (every [`PURGE_EVERY`]). `/metrics` only renders what this collected, so
+/// it never waits on the database.
 fn spawn_refresher(
-    store: Arc<store::SqlStore>,
+    state: AppState,
     every: Duration,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
+        let store = state.store.clone();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_purge: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
             metrics::set_pool_stats(&store.pool_stats());
+            ::metrics::gauge!(metrics::LOGIN_THROTTLE_KEYS).set(state.throttle.keys() as f64);
+            ::metrics::gauge!(metrics::WS_SUBSCRIBED_SKUS).set(state.hub.subscribed_skus() as f64);
             match store.summary().await {
                 Ok(summary) => metrics::set_stock_health(&summary),
                 Err(error) => tracing::warn!(%error, "stock-health gauges not refreshed"),
             }
+            if last_purge.is_none_or(|at| at.elapsed() >= PURGE_EVERY) {
+                last_purge = Some(tokio::time::Instant::now());
+                match store.purge_idempotency_keys().await {
+                    Ok(purged) => {
+                        ::metrics::counter!(metrics::IDEMPOTENCY_KEYS_PURGED).increment(purged)
+                    }
+                    Err(error) => tracing::warn!(%error, "expired idempotency keys not purged"),
+                }
+            }
         }
     })
+}
+
+/// How often expired idempotency keys are deleted.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
+
+/// Sets `seen` once the bus listener has connected for the first time, so
+/// `/readyz` can tell a starting instance (`"starting"`) from one that lost
+/// its connection (`"unreachable"`).
+fn watch_first_connect(
+    bus: &Arc<dyn EventBus>,
+    seen: Arc<std::sync::atomic::AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    let mut connected = bus.connected();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            up = connected.wait_for(|up| *up) => {
+                if up.is_ok() {
+                    seen.store(true, std::sync::atomic::Ordering::Release);
+                }
+            }
+        }
+    });
 }
 
 /// Builds everything from `settings` and serves on an already bound
@@ -207,7 +249,15 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
         None => None,
     };
     let jwt = jwt_keys(&settings)?;
-    let store = store::connect(&settings.database_url.0, settings.db_max_connections).await?;
+    let store = store::connect_with(
+        &settings.database_url.0,
+        store::PoolSettings {
+            max_connections: settings.db_max_connections,
+            acquire_timeout: Duration::from_millis(settings.db_acquire_timeout_ms.max(1)),
+            lock_timeout: Duration::from_millis(settings.db_lock_timeout_ms.max(1)),
+        },
+    )
+    .await?;
     bootstrap_admin(&store, &settings).await?;
     let shutdown = CancellationToken::new();
     let (bus, cache) = event_bus(&settings, &shutdown)?;
@@ -217,6 +267,8 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
         cache,
         RegistryConfig {
             idle: Duration::from_secs(settings.actor_idle_secs.max(1)),
+            call_timeout: Duration::from_millis(settings.actor_queue_timeout_ms.max(1)),
+            faults: settings.inject_faults.clone(),
             ..RegistryConfig::default()
         },
     )
@@ -230,10 +282,14 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
         shutdown.clone(),
     )
     .await?;
+    let bus_seen_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    watch_first_connect(&bus, bus_seen_up.clone(), shutdown.clone());
     let state = AppState::new(AppInner {
+        bus_seen_up,
         store,
         jwt,
         throttle: auth::LoginThrottle::default(),
+        client_addr: auth::ClientAddr::new(settings.trusted_proxies.clone()),
         registry,
         hub,
         bus,
@@ -243,7 +299,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
         tasks: tokio_util::task::TaskTracker::new(),
     });
     let refresher = spawn_refresher(
-        state.store.clone(),
+        state.clone(),
         Duration::from_secs(state.settings.metrics_refresh_secs.max(1)),
         shutdown.clone(),
     );

@@ -92,6 +92,22 @@ pub const ALERTS_OPEN: &str = "skuwatch_alerts_open";
 /// Counter `{kind}`: alerts raised by writes of this instance.
 pub const ALERTS_RAISED: &str = "skuwatch_alerts_raised_total";
 
+// --- Bounds on what clients can make the server hold (issue 13) -------
+/// Counter `{scope}`: login attempts refused by the throttle, by the limit
+/// that refused them (`pair`: username and address, `address`, `user`).
+pub const LOGIN_THROTTLED: &str = "skuwatch_login_throttled_total";
+/// Gauge: keys (username-and-address pairs, addresses, usernames) the
+/// login throttle is tracking; at most `auth::throttle::MAX_KEYS`.
+pub const LOGIN_THROTTLE_KEYS: &str = "skuwatch_login_throttle_keys";
+/// Gauge: distinct SKU codes with at least one WebSocket subscriber (codes
+/// need not exist yet; bounded per session and sessions per user).
+pub const WS_SUBSCRIBED_SKUS: &str = "skuwatch_ws_subscribed_skus";
+/// Counter: idempotency keys deleted after their 24 h window.
+pub const IDEMPOTENCY_KEYS_PURGED: &str = "skuwatch_idempotency_keys_purged_total";
+/// Counter `{kind}`: requests refused with 503 because a bounded wait
+/// elapsed (`overloaded`), or whose outcome is unknown (`outcome_unknown`).
+pub const REFUSED_503: &str = "skuwatch_http_503_total";
+
 /// Gauge `{version}`: always 1; the running build.
 pub const BUILD_INFO: &str = "skuwatch_build_info";
 
@@ -261,7 +277,7 @@ fn describe() {
     describe_counter!(
         ACTOR_PASSIVATIONS,
         Count,
-        "SKU actors stopped after being idle"
+        "SKU actors stopped after being idle, or after finding their SKU absent"
     );
     describe_counter!(
         ACTOR_RESTARTS,
@@ -293,6 +309,31 @@ fn describe() {
         Count,
         "Alerts raised by this instance's writes, by kind"
     );
+    describe_counter!(
+        LOGIN_THROTTLED,
+        Count,
+        "Login attempts refused by the throttle, by scope (pair, address, user)"
+    );
+    describe_gauge!(
+        LOGIN_THROTTLE_KEYS,
+        Count,
+        "Keys tracked by the login throttle"
+    );
+    describe_gauge!(
+        WS_SUBSCRIBED_SKUS,
+        Count,
+        "Distinct SKU codes with at least one WebSocket subscriber"
+    );
+    describe_counter!(
+        IDEMPOTENCY_KEYS_PURGED,
+        Count,
+        "Idempotency keys deleted after their 24 h window"
+    );
+    describe_counter!(
+        REFUSED_503,
+        Count,
+        "Requests answered 503 overloaded (nothing done) or outcome_unknown, by kind"
+    );
     describe_gauge!(
         BUILD_INFO,
         Count,
@@ -311,6 +352,12 @@ fn zero_known_series() {
     for kind in ALERT_KINDS {
         counter!(ALERTS_RAISED, "kind" => kind.as_str()).absolute(0);
     }
+    for scope in ["pair", "address", "user"] {
+        counter!(LOGIN_THROTTLED, "scope" => scope).absolute(0);
+    }
+    for kind in ["overloaded", "outcome_unknown"] {
+        counter!(REFUSED_503, "kind" => kind).absolute(0);
+    }
     for name in [
         WS_UPDATES_CONFLATED,
         BUS_PUBLISHED,
@@ -321,6 +368,7 @@ fn zero_known_series() {
         ACTOR_ACTIVATIONS,
         ACTOR_PASSIVATIONS,
         ACTOR_RESTARTS,
+        IDEMPOTENCY_KEYS_PURGED,
     ] {
         counter!(name).absolute(0);
     }

@@ -435,8 +435,27 @@ fn sku_url(server: &str, sku: &SkuCode, tail: &str) -> String {
     format!("{server}/api/v1/skus/{code}{tail}")
 }
 
-/// Sends one request, retrying transport errors and 5xx with backoff.
+/// Whether a request may be sent again after a transport error or a 5xx
+/// without risking a double apply (issue 13, fault 3): reads and `PUT`
+/// (idempotent per RFC 9110 §9.2.2: the replay's PUTs set absolute
+/// prices), a request with an `Idempotency-Key` (the server replays the
+/// first answer), and the catalog import, which sets absolute values so a
+/// second run changes nothing. Anything else is sent once.
+fn safe_to_resend(request: &reqwest::Request) -> bool {
+    let method = request.method();
+    method.is_idempotent()
+        || request.headers().contains_key("idempotency-key")
+        || (method == reqwest::Method::POST && request.url().path().ends_with("/api/v1/import"))
+}
+
+/// Sends one request, retrying transport errors and 5xx with backoff when
+/// that is safe ([`safe_to_resend`]); an answer `outcome_unknown` is
+/// retried the same way (the key or the idempotent method makes it safe).
 async fn send(build: impl Fn() -> reqwest::RequestBuilder) -> Result<reqwest::Response, String> {
+    let resend = match build().build() {
+        Ok(request) => safe_to_resend(&request),
+        Err(e) => return Err(e.to_string()),
+    };
     let attempt = || async {
         let response = build().send().await.map_err(|e| e.to_string())?;
         if response.status().is_server_error() {
@@ -448,7 +467,7 @@ async fn send(build: impl Fn() -> reqwest::RequestBuilder) -> Result<reqwest::Re
         .retry(
             ExponentialBuilder::default()
                 .with_min_delay(Duration::from_millis(50))
-                .with_max_times(6),
+                .with_max_times(if resend { 6 } else { 0 }),
         )
         .await
 }
@@ -604,6 +623,25 @@ pub async fn read_stock(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_requests_that_cannot_apply_twice_are_sent_again() {
+        let client = reqwest::Client::new();
+        let base = "http://127.0.0.1:1/api/v1";
+        let resend = |b: reqwest::RequestBuilder| safe_to_resend(&b.build().unwrap());
+        assert!(resend(client.get(format!("{base}/skus"))));
+        assert!(resend(client.put(format!("{base}/skus/A/price"))));
+        assert!(resend(client.post(format!("{base}/import"))));
+        assert!(resend(
+            client
+                .post(format!("{base}/skus/A/stock/adjustments"))
+                .header("idempotency-key", "k")
+        ));
+        assert!(!resend(
+            client.post(format!("{base}/skus/A/stock/adjustments"))
+        ));
+        assert!(!resend(client.post(format!("{base}/skus"))));
+    }
 
     const HEADER: &str =
         "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n";

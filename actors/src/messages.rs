@@ -1,5 +1,6 @@
 //! Messages of the SKU actor and its supervisor.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use ractor::{ActorRef, RpcReplyPort, SpawnErr};
@@ -15,14 +16,58 @@ pub struct WriteRequest {
     pub idempotency: Option<Idempotency>,
 }
 
+/// Who owns a request sent to a SKU actor: still its sender (queued), or
+/// the actor (started). Exactly one side wins the switch, so the sender
+/// knows for certain whether the request can have reached the store:
+/// - the actor calls [`Claim::start`] before it touches the store, and
+///   skips a request that was withdrawn;
+/// - the sender calls [`Claim::withdraw`] when it stops waiting (mailbox
+///   wait elapsed, caller gone): success means the request never runs.
+///
+/// A write whose actor stopped is sent again only if it was never started
+/// (issue 13, fault 3: a write that may have committed is never repeated).
+#[derive(Debug, Clone, Default)]
+pub struct Claim(Arc<AtomicU8>);
+
+const QUEUED: u8 = 0;
+const STARTED: u8 = 1;
+const WITHDRAWN: u8 = 2;
+
+impl Claim {
+    /// Actor side: takes the request; `false` if the sender withdrew it.
+    pub fn start(&self) -> bool {
+        self.0
+            .compare_exchange(QUEUED, STARTED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Sender side: withdraws a request not yet started; `false` if the
+    /// actor started it (its outcome is then unknown to the sender).
+    pub fn withdraw(&self) -> bool {
+        match self
+            .0
+            .compare_exchange(QUEUED, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(state) => state == WITHDRAWN,
+        }
+    }
+
+    /// Whether the actor started the request.
+    pub fn started(&self) -> bool {
+        self.0.load(Ordering::Acquire) == STARTED
+    }
+}
+
 /// What a SKU actor handles. Replies carry the store's error unchanged.
 #[derive(Debug)]
 pub enum SkuMsg {
     /// The cached state (loaded from the database on first use).
-    Get(RpcReplyPort<Result<Option<Sku>, StoreError>>),
+    Get(Claim, RpcReplyPort<Result<Option<Sku>, StoreError>>),
     /// Runs one write transaction, then caches and publishes the result.
     Write(
         Box<WriteRequest>,
+        Claim,
         RpcReplyPort<Result<WriteOutcome, StoreError>>,
     ),
     /// A change committed elsewhere (batch path, another instance): cached
@@ -30,6 +75,11 @@ pub enum SkuMsg {
     Apply(Arc<Committed>),
     /// Passivation timer: stop when unused for the idle time.
     IdleCheck,
+    /// Sent by the actor to itself after it found its SKU absent (or could
+    /// not load it): stop unless the SKU appeared meanwhile, so a read of
+    /// an unknown code keeps no actor alive (issue 13, fault 12). Queued
+    /// behind the requests already waiting, which are answered first.
+    StopIfAbsent,
     /// Fault injection for supervision tests: the actor fails as a panic would.
     #[doc(hidden)]
     Fail,
@@ -41,4 +91,45 @@ pub enum SupervisorMsg {
     /// The actor for a SKU: the registered one, or a new one spawned and
     /// registered. Serialised through the supervisor so a SKU never has two.
     Activate(SkuCode, RpcReplyPort<Result<ActorRef<SkuMsg>, SpawnErr>>),
+}
+
+/// Faults the tests inject into the write path; never set from the
+/// environment or a flag. Each fires once, for the first write whose
+/// `reason` matches.
+#[doc(hidden)]
+#[derive(Debug, Clone, Default)]
+pub struct InjectedFaults {
+    /// The SKU actor panics right after the store committed the write
+    /// (before it answers): the outcome is unknown to the caller.
+    pub panic_after_commit: Option<Arc<OnceFault>>,
+    /// The SKU actor fails when it takes the write from its mailbox, before
+    /// starting it: the write never reached the store.
+    pub fail_before_start: Option<Arc<OnceFault>>,
+}
+
+/// A fault that fires once for a write with a given `reason`.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct OnceFault {
+    reason: String,
+    fired: std::sync::atomic::AtomicBool,
+}
+
+impl OnceFault {
+    pub fn new(reason: &str) -> Arc<Self> {
+        Arc::new(Self {
+            reason: reason.to_owned(),
+            fired: Default::default(),
+        })
+    }
+
+    /// Whether the fault fires for a write with this reason (at most once).
+    pub fn fires(&self, reason: Option<&str>) -> bool {
+        reason == Some(self.reason.as_str()) && !self.fired.swap(true, Ordering::AcqRel)
+    }
+
+    /// Whether it has fired.
+    pub fn fired(&self) -> bool {
+        self.fired.load(Ordering::Acquire)
+    }
 }

@@ -9,7 +9,8 @@
 pub const ACTORS_ACTIVE: &str = "skuwatch_actors_active";
 /// Counter: SKU actors started on first use (restarts not included).
 pub const ACTOR_ACTIVATIONS: &str = "skuwatch_actor_activations_total";
-/// Counter: SKU actors stopped after being idle for the idle time.
+/// Counter: SKU actors stopped after being idle for the idle time, or right
+/// after finding their SKU absent (a read of an unknown code keeps none).
 pub const ACTOR_PASSIVATIONS: &str = "skuwatch_actor_passivations_total";
 /// Counter: SKU actors restarted by the supervisor after a failure.
 pub const ACTOR_RESTARTS: &str = "skuwatch_actor_restarts_total";

@@ -13,21 +13,30 @@ use crate::bus::EventBus;
 use crate::cache::SkuCache;
 use crate::domain::WriteMeta;
 use crate::domain::{Committed, Sku, SkuCode};
-use crate::messages::{SkuMsg, SupervisorMsg, WriteRequest};
+use crate::messages::{Claim, InjectedFaults, SkuMsg, SupervisorMsg, WriteRequest};
 use crate::metrics;
 use crate::sku_actor::{SkuActor, SkuContext};
 use crate::store::Idempotency;
 use crate::store::{AdjustmentLine, SkuStore, StoreError, WriteOutcome};
 
-/// Why the registry could not serve a request.
+/// Why the registry could not serve a request. Each variant says whether
+/// the request can have reached the store (API.md v1 additions).
 #[derive(Debug, thiserror::Error)]
 pub enum ActorError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the SKU actor did not answer in time")]
+    /// The request waited `RegistryConfig::call_timeout` in the SKU actor's
+    /// mailbox and was withdrawn: nothing was done (503 `overloaded`).
+    #[error("the SKU actor did not take the request in time; nothing was done")]
     Timeout,
+    /// No actor could take the request: nothing was done.
     #[error("the SKU actor is unavailable: {0}")]
     Unavailable(String),
+    /// The write was started and then its answer was lost (the actor
+    /// stopped, or the batch task failed): it may or may not have
+    /// committed (503 `outcome_unknown`). Never retried here.
+    #[error("the outcome of the write is unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
 /// Tuning of the actor system.
@@ -35,21 +44,28 @@ pub enum ActorError {
 pub struct RegistryConfig {
     /// An actor unused this long is passivated.
     pub idle: Duration,
-    /// How long a caller waits for a SKU actor's reply.
+    /// How long a request may wait in a SKU actor's mailbox (and for the
+    /// supervisor to activate the actor). Past it a request not yet started
+    /// is withdrawn (nothing done); a started one is awaited, as the store
+    /// bounds its own waits (pool acquire, lock timeout).
     pub call_timeout: Duration,
     /// Restarts allowed per SKU within `restart_window`; past that a failing
     /// SKU is left inactive until its next use.
     pub max_restarts: u32,
     pub restart_window: Duration,
+    /// Test-only fault injection; never read from the environment.
+    #[doc(hidden)]
+    pub faults: InjectedFaults,
 }
 
 impl Default for RegistryConfig {
     fn default() -> Self {
         Self {
             idle: Duration::from_secs(300),
-            call_timeout: Duration::from_secs(30),
+            call_timeout: Duration::from_secs(2),
             max_restarts: 5,
             restart_window: Duration::from_secs(60),
+            faults: InjectedFaults::default(),
         }
     }
 }
@@ -63,9 +79,20 @@ pub struct Registry {
     config: RegistryConfig,
 }
 
-/// How often a write is retried when its actor stopped (passivation or
-/// restart) before handling it; the write was not run in that case.
+/// How often a request is sent when its actor stopped (passivation, a
+/// not-found stop, a restart) before starting it; it was not run then.
 const SEND_ATTEMPTS: usize = 4;
+
+/// Withdraws a queued request when the caller stops waiting for it (its
+/// future is dropped, e.g. by the request timeout), so a write the client
+/// was told nothing about does not run later unless it had started.
+struct WithdrawOnDrop(Claim);
+
+impl Drop for WithdrawOnDrop {
+    fn drop(&mut self) {
+        self.0.withdraw();
+    }
+}
 
 impl Registry {
     /// Starts the supervisor. `cache`, when given, is read before the
@@ -83,6 +110,7 @@ impl Registry {
             cache,
             actors: actors.clone(),
             idle: config.idle,
+            faults: config.faults.clone(),
         };
         let (supervisor, _) = Actor::spawn(None, SkuSupervisor, (ctx.clone(), config.clone()))
             .await
@@ -125,21 +153,46 @@ impl Registry {
         }
     }
 
-    /// Sends a request to the SKU's actor; when the actor stopped before
-    /// handling it, the request was not run and goes to a fresh actor.
+    /// Sends a request to the SKU's actor. A request the actor never
+    /// started (it stopped first: passivation, not-found stop, failure) goes
+    /// to a fresh actor; one it started and did not answer is never sent
+    /// again: a write may have committed ([`ActorError::OutcomeUnknown`]).
+    /// Reads are always safe to send again.
     async fn ask<T: Send + 'static>(
         &self,
         sku: &SkuCode,
-        build: impl Fn(ractor::RpcReplyPort<Result<T, StoreError>>) -> SkuMsg,
+        write: bool,
+        build: impl Fn(Claim, ractor::RpcReplyPort<Result<T, StoreError>>) -> SkuMsg,
     ) -> Result<T, ActorError> {
         let mut last = String::new();
         for _ in 0..SEND_ATTEMPTS {
             let actor = self.actor(sku).await?;
-            match actor.call(&build, Some(self.config.call_timeout)).await {
+            let claim = Claim::default();
+            let _withdraw = WithdrawOnDrop(claim.clone());
+            let call = actor.call(|port| build(claim.clone(), port), None);
+            tokio::pin!(call);
+            let answer = tokio::select! {
+                answer = &mut call => answer,
+                _ = tokio::time::sleep(self.config.call_timeout) => {
+                    if claim.withdraw() {
+                        return Err(ActorError::Timeout);
+                    }
+                    // Started: the store bounds the rest of the wait.
+                    call.await
+                }
+            };
+            match answer {
                 Ok(CallResult::Success(result)) => return result.map_err(ActorError::from),
+                // No timeout was given to the call itself.
                 Ok(CallResult::Timeout) => return Err(ActorError::Timeout),
                 Ok(CallResult::SenderError) => last = "actor stopped".into(),
                 Err(e) => last = e.to_string(),
+            }
+            if write && !claim.withdraw() {
+                tracing::warn!(%sku, "SKU actor stopped while running a write; its outcome is unknown");
+                return Err(ActorError::OutcomeUnknown(format!(
+                    "the SKU actor stopped while running the write ({last})"
+                )));
             }
             // The stopped actor may still be registered for a moment.
             let id = actor.get_id();
@@ -148,9 +201,10 @@ impl Registry {
         Err(ActorError::Unavailable(last))
     }
 
-    /// The SKU as its actor caches it (API.md: served from the actor).
+    /// The SKU as its actor caches it (API.md: served from the actor). An
+    /// unknown code is answered `None` and keeps no actor.
     pub async fn get(&self, sku: &SkuCode) -> Result<Option<Sku>, ActorError> {
-        self.ask(sku, SkuMsg::Get).await
+        self.ask(sku, false, SkuMsg::Get).await
     }
 
     /// Runs a single-SKU write through the SKU's actor.
@@ -159,8 +213,10 @@ impl Registry {
         sku: &SkuCode,
         request: WriteRequest,
     ) -> Result<WriteOutcome, ActorError> {
-        self.ask(sku, |port| SkuMsg::Write(Box::new(request.clone()), port))
-            .await
+        self.ask(sku, true, |claim, port| {
+            SkuMsg::Write(Box::new(request.clone()), claim, port)
+        })
+        .await
     }
 
     /// Runs an atomic multi-SKU adjustment. It spans several actors, so the
@@ -191,7 +247,9 @@ impl Registry {
             Ok(outcome)
         })
         .await
-        .map_err(|e| ActorError::Unavailable(e.to_string()))?
+        // The task failed somewhere between BEGIN and publish: the batch
+        // may have committed.
+        .map_err(|e| ActorError::OutcomeUnknown(e.to_string()))?
     }
 
     /// Offers a committed change to the SKU's actor if it is active; an

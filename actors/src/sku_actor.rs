@@ -10,7 +10,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use crate::bus::EventBus;
 use crate::cache::SkuCache;
 use crate::domain::{Sku, SkuCode};
-use crate::messages::SkuMsg;
+use crate::messages::{InjectedFaults, SkuMsg};
 use crate::store::{SkuStore, StoreError, WriteOutcome};
 
 /// Everything a SKU actor needs; shared by all actors of an instance.
@@ -24,6 +24,9 @@ pub struct SkuContext {
     pub actors: Arc<DashMap<SkuCode, ActorRef<SkuMsg>>>,
     /// Unused this long, the actor stops (passivation).
     pub idle: Duration,
+    /// Test-only faults (none in production).
+    #[doc(hidden)]
+    pub faults: InjectedFaults,
 }
 
 pub struct SkuActor;
@@ -36,6 +39,8 @@ pub struct SkuActorState {
     /// read can be missed (later ones arrive as `Apply` or via writes).
     cached: Option<Option<Sku>>,
     last_used: Instant,
+    /// A [`SkuMsg::StopIfAbsent`] is queued.
+    stop_pending: bool,
 }
 
 impl SkuActorState {
@@ -80,6 +85,29 @@ impl SkuActorState {
     }
 }
 
+impl SkuActorState {
+    /// After a request that found no SKU (or could not load it), queues a
+    /// [`SkuMsg::StopIfAbsent`]: an actor holds memory for the idle time,
+    /// and codes that do not exist are the client's to invent.
+    fn stop_if_absent(&mut self, myself: &ActorRef<SkuMsg>) {
+        if !self.stop_pending && !matches!(self.cached, Some(Some(_))) {
+            self.stop_pending = myself.cast(SkuMsg::StopIfAbsent).is_ok();
+        }
+    }
+
+    /// Takes the actor out of the registry, then stops it. Requests still
+    /// in its mailbox are dropped unstarted; the registry sends them to a
+    /// fresh actor.
+    fn leave(&self, myself: &ActorRef<SkuMsg>, why: &str) {
+        let id = myself.get_id();
+        self.ctx
+            .actors
+            .remove_if(&self.sku, |_, a| a.get_id() == id);
+        ::metrics::counter!(crate::metrics::ACTOR_PASSIVATIONS).increment(1);
+        myself.stop(Some(why.into()));
+    }
+}
+
 impl Actor for SkuActor {
     type Msg = SkuMsg;
     type State = SkuActorState;
@@ -97,6 +125,7 @@ impl Actor for SkuActor {
             ctx,
             cached: None,
             last_used: Instant::now(),
+            stop_pending: false,
         })
     }
 
@@ -107,11 +136,29 @@ impl Actor for SkuActor {
         state: &mut SkuActorState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SkuMsg::Get(reply) => {
+            SkuMsg::Get(claim, reply) => {
+                if !claim.start() {
+                    return Ok(());
+                }
                 state.last_used = Instant::now();
                 let _ = reply.send(state.loaded().await.map(Option::<&Sku>::cloned));
+                state.stop_if_absent(&myself);
             }
-            SkuMsg::Write(request, reply) => {
+            SkuMsg::Write(request, claim, reply) => {
+                let faults = &state.ctx.faults;
+                let reason = request.meta.reason.as_deref();
+                if faults
+                    .fail_before_start
+                    .as_ref()
+                    .is_some_and(|f| f.fires(reason))
+                {
+                    return Err("fault injected before the write started".into());
+                }
+                // Past this point the write may reach the store: the
+                // registry never sends it again (see `Claim`).
+                if !claim.start() {
+                    return Ok(());
+                }
                 state.last_used = Instant::now();
                 let outcome = state
                     .ctx
@@ -124,24 +171,33 @@ impl Actor for SkuActor {
                     )
                     .await;
                 if let Ok(WriteOutcome::Committed(changes)) = &outcome {
+                    if faults
+                        .panic_after_commit
+                        .as_ref()
+                        .is_some_and(|f| f.fires(reason))
+                    {
+                        panic!("fault injected after commit");
+                    }
                     let changes: Vec<_> = changes.iter().cloned().map(Arc::new).collect();
                     if let Some(last) = changes.last() {
                         state.offer(&last.sku);
                     }
                     state.ctx.bus.publish(&changes);
+                } else {
+                    state.stop_if_absent(&myself);
                 }
                 let _ = reply.send(outcome);
             }
             SkuMsg::Apply(change) => state.apply(&change.sku).await,
             SkuMsg::IdleCheck => {
                 if state.last_used.elapsed() >= state.ctx.idle {
-                    let id = myself.get_id();
-                    state
-                        .ctx
-                        .actors
-                        .remove_if(&state.sku, |_, a| a.get_id() == id);
-                    ::metrics::counter!(crate::metrics::ACTOR_PASSIVATIONS).increment(1);
-                    myself.stop(Some("passivated".into()));
+                    state.leave(&myself, "passivated");
+                }
+            }
+            SkuMsg::StopIfAbsent => {
+                state.stop_pending = false;
+                if !matches!(state.cached, Some(Some(_))) {
+                    state.leave(&myself, "absent");
                 }
             }
             SkuMsg::Fail => return Err("fault injected".into()),

@@ -12,6 +12,15 @@ use crate::domain::{Command, Committed, DomainError, Field, Micros, Sku, SkuCode
 pub enum StoreError {
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// A bounded wait on a shared resource elapsed (pool acquire, a lock,
+    /// the group-commit queue) before anything was written: nothing was
+    /// done, retry later (503 `overloaded` with `Retry-After`).
+    #[error("database busy: {0}")]
+    Busy(String),
+    /// The connection failed while COMMIT was under way: the write may or
+    /// may not have committed (503 `outcome_unknown`).
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
     #[error("database error: {0}")]
     Database(String),
     #[error("corrupt row: {0}")]

@@ -1,9 +1,10 @@
 //! Authentication and authorization (API.md, Auth): users with Argon2id
 //! password hashes, HS256 JWTs, roles, and the extractors handlers use.
 
+mod client_addr;
 mod jwt;
 mod password;
-mod throttle;
+pub mod throttle;
 
 use std::fmt;
 
@@ -11,6 +12,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 
+pub use client_addr::ClientAddr;
 pub use jwt::{Claims, JwtKeys, TokenError, LEEWAY_SECS};
 pub use password::{hash_password, verify_password, verify_unknown_user};
 pub use throttle::LoginThrottle;

@@ -1,57 +1,180 @@
-//! Rate limit on failed logins, per username and per client address.
+//! Rate limit on failed logins, built so that an attacker cannot lock the
+//! owner out (issue 13, fault 13).
+//!
+//! Three fixed windows of [`WINDOW`], counted on failures:
+//! - per username-and-address ([`MAX_FAILURES_PER_PAIR`]): guessing one
+//!   account from one place. It never touches the same user elsewhere, nor
+//!   other users at the same address.
+//! - per address ([`MAX_FAILURES_PER_ADDRESS`]): one place spraying many
+//!   usernames;
+//! - per username ([`MAX_FAILURES_PER_USER`]): many places guessing one
+//!   account.
+//!
+//! The per-address and per-username limits refuse only pairs that are not
+//! *known*: a username that logged in successfully from that address
+//! within [`KNOWN_FOR`]. So a user's own correct login from their usual
+//! address is never refused by someone else's failures (only by five of
+//! their own, or someone's at the very same address). A new address of an
+//! attacked user, or a new user behind an attacked NAT, waits for the
+//! window: that is the cost of the per-address and per-username limits,
+//! which alone stop spraying and distributed guessing.
+//!
+//! Memory: usernames that are not valid usernames share one key, and at
+//! most [`MAX_KEYS`] counters and [`MAX_KNOWN`] known pairs are held;
+//! expired ones are swept first. When full, new keys are not counted (and
+//! a warning logged): failing open for new keys, rather than refusing
+//! everyone, keeps the owner in. The `skuwatch_login_throttle_keys` gauge
+//! shows the count.
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
-/// Failed attempts allowed per key within [`WINDOW`].
-const MAX_FAILURES_PER_USER: u32 = 5;
-const MAX_FAILURES_PER_ADDRESS: u32 = 20;
-const WINDOW: Duration = Duration::from_secs(15 * 60);
-/// Keys kept before old windows are swept.
-const SWEEP_ABOVE: usize = 10_000;
+/// Failures allowed per username-and-address within [`WINDOW`].
+pub const MAX_FAILURES_PER_PAIR: u32 = 5;
+/// Failures allowed per address within [`WINDOW`] (unknown pairs only).
+pub const MAX_FAILURES_PER_ADDRESS: u32 = 20;
+/// Failures allowed per username within [`WINDOW`] (unknown pairs only).
+pub const MAX_FAILURES_PER_USER: u32 = 100;
+pub const WINDOW: Duration = Duration::from_secs(15 * 60);
+/// How long a successful login makes its username-and-address known.
+pub const KNOWN_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Most failure counters held.
+pub const MAX_KEYS: usize = 100_000;
+/// Most known pairs held.
+pub const MAX_KNOWN: usize = 100_000;
 
-/// Counts failed logins in a fixed window per key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Pair(String, IpAddr),
+    Address(IpAddr),
+    User(String),
+}
+
+/// Which limit refused an attempt (the metric's `scope` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Pair,
+    Address,
+    User,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Pair => "pair",
+            Scope::Address => "address",
+            Scope::User => "user",
+        }
+    }
+}
+
+/// A refused attempt: the limit, and seconds until its window ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blocked {
+    pub scope: Scope,
+    pub retry_after: u64,
+}
+
+/// Counts failed logins in fixed windows; see the module documentation.
 #[derive(Default)]
 pub struct LoginThrottle {
-    failures: DashMap<String, (u32, Instant)>,
+    failures: DashMap<Key, (u32, Instant)>,
+    known: DashMap<(String, IpAddr), Instant>,
+}
+
+/// The username as a key: invalid names (any length a body allows) share one.
+fn user_key(username: &str) -> String {
+    if super::valid_username(username) {
+        username.to_owned()
+    } else {
+        "\u{0}invalid".to_owned()
+    }
 }
 
 impl LoginThrottle {
-    /// `Some(seconds to wait)` when the username or the address used up its
-    /// failures (answer 429 with `Retry-After`).
-    pub fn blocked(&self, username: &str, address: &str) -> Option<u64> {
-        [
-            (format!("user:{username}"), MAX_FAILURES_PER_USER),
-            (format!("addr:{address}"), MAX_FAILURES_PER_ADDRESS),
-        ]
-        .into_iter()
-        .filter_map(|(key, max)| {
-            let entry = self.failures.get(&key)?;
-            let (count, since) = *entry;
-            let left = WINDOW.checked_sub(since.elapsed())?;
-            (count >= max).then(|| left.as_secs().max(1))
-        })
-        .max()
+    /// `Some` when an attempt of `username` from `address` must be refused
+    /// (429 with `Retry-After`).
+    pub fn blocked(&self, username: &str, address: IpAddr) -> Option<Blocked> {
+        let user = user_key(username);
+        let known = self
+            .known
+            .get(&(user.clone(), address))
+            .is_some_and(|at| at.elapsed() < KNOWN_FOR);
+        let mut checks = vec![(
+            Key::Pair(user.clone(), address),
+            MAX_FAILURES_PER_PAIR,
+            Scope::Pair,
+        )];
+        if !known {
+            checks.push((
+                Key::Address(address),
+                MAX_FAILURES_PER_ADDRESS,
+                Scope::Address,
+            ));
+            checks.push((Key::User(user), MAX_FAILURES_PER_USER, Scope::User));
+        }
+        checks
+            .into_iter()
+            .filter_map(|(key, max, scope)| {
+                let entry = self.failures.get(&key)?;
+                let (count, since) = *entry;
+                let left = WINDOW.checked_sub(since.elapsed())?;
+                (count >= max).then(|| Blocked {
+                    scope,
+                    retry_after: left.as_secs().max(1),
+                })
+            })
+            .max_by_key(|b| b.retry_after)
     }
 
-    pub fn failed(&self, username: &str, address: &str) {
-        if self.failures.len() > SWEEP_ABOVE {
-            self.failures
-                .retain(|_, (_, since)| since.elapsed() < WINDOW);
-        }
-        for key in [format!("user:{username}"), format!("addr:{address}")] {
+    /// Counts a failed attempt against the pair, the address and the user.
+    pub fn failed(&self, username: &str, address: IpAddr) {
+        let user = user_key(username);
+        for key in [
+            Key::Pair(user.clone(), address),
+            Key::Address(address),
+            Key::User(user),
+        ] {
+            if !self.failures.contains_key(&key) && !self.room_for_failure() {
+                tracing::warn!("login throttle full; a new key is not counted");
+                continue;
+            }
             let mut entry = self.failures.entry(key).or_insert((0, Instant::now()));
             if entry.1.elapsed() >= WINDOW {
                 *entry = (0, Instant::now());
             }
-            entry.0 += 1;
+            entry.0 = entry.0.saturating_add(1);
         }
     }
 
-    /// A successful login clears the username's count.
-    pub fn succeeded(&self, username: &str) {
-        self.failures.remove(&format!("user:{username}"));
+    /// A successful login: clears the pair's count and makes it known.
+    pub fn succeeded(&self, username: &str, address: IpAddr) {
+        let user = user_key(username);
+        self.failures.remove(&Key::Pair(user.clone(), address));
+        let key = (user, address);
+        if !self.known.contains_key(&key) && self.known.len() >= MAX_KNOWN {
+            self.known.retain(|_, at| at.elapsed() < KNOWN_FOR);
+            if self.known.len() >= MAX_KNOWN {
+                return;
+            }
+        }
+        self.known.insert(key, Instant::now());
+    }
+
+    /// Keys held (failure counters and known pairs), for the gauge.
+    pub fn keys(&self) -> usize {
+        self.failures.len() + self.known.len()
+    }
+
+    fn room_for_failure(&self) -> bool {
+        if self.failures.len() < MAX_KEYS {
+            return true;
+        }
+        self.failures
+            .retain(|_, (_, since)| since.elapsed() < WINDOW);
+        self.failures.len() < MAX_KEYS
     }
 }
 
@@ -59,16 +182,65 @@ impl LoginThrottle {
 mod tests {
     use super::*;
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
     #[test]
-    fn the_sixth_failure_for_one_username_is_blocked_and_success_clears_it() {
+    fn failures_from_one_address_do_not_lock_the_user_out_elsewhere() {
         let throttle = LoginThrottle::default();
-        for _ in 0..5 {
-            assert_eq!(throttle.blocked("alice", "1.2.3.4"), None);
-            throttle.failed("alice", "1.2.3.4");
+        for _ in 0..MAX_FAILURES_PER_PAIR {
+            assert_eq!(throttle.blocked("alice", ip("1.2.3.4")), None);
+            throttle.failed("alice", ip("1.2.3.4"));
         }
-        assert!(throttle.blocked("alice", "5.6.7.8").is_some());
-        assert_eq!(throttle.blocked("bob", "5.6.7.8"), None);
-        throttle.succeeded("alice");
-        assert_eq!(throttle.blocked("alice", "5.6.7.8"), None);
+        assert_eq!(
+            throttle.blocked("alice", ip("1.2.3.4")).map(|b| b.scope),
+            Some(Scope::Pair)
+        );
+        assert_eq!(throttle.blocked("alice", ip("5.6.7.8")), None);
+        assert_eq!(throttle.blocked("bob", ip("1.2.3.4")), None);
+        throttle.succeeded("alice", ip("5.6.7.8"));
+        assert!(throttle.blocked("alice", ip("1.2.3.4")).is_some());
+    }
+
+    #[test]
+    fn a_spraying_address_is_refused_except_for_known_pairs() {
+        let throttle = LoginThrottle::default();
+        throttle.succeeded("carol", ip("9.9.9.9"));
+        for i in 0..MAX_FAILURES_PER_ADDRESS {
+            throttle.failed(&format!("user{i}"), ip("9.9.9.9"));
+        }
+        let blocked = throttle.blocked("dave", ip("9.9.9.9")).expect("blocked");
+        assert_eq!(blocked.scope, Scope::Address);
+        assert_eq!(throttle.blocked("carol", ip("9.9.9.9")), None);
+    }
+
+    #[test]
+    fn distributed_guessing_is_refused_except_from_known_addresses() {
+        let throttle = LoginThrottle::default();
+        throttle.succeeded("admin", ip("10.1.1.1"));
+        for i in 0..MAX_FAILURES_PER_USER {
+            throttle.failed(
+                "admin",
+                IpAddr::from([172, 16, (i / 256) as u8, (i % 256) as u8]),
+            );
+        }
+        assert_eq!(
+            throttle
+                .blocked("admin", ip("203.0.113.1"))
+                .map(|b| b.scope),
+            Some(Scope::User)
+        );
+        assert_eq!(throttle.blocked("admin", ip("10.1.1.1")), None);
+    }
+
+    #[test]
+    fn long_invalid_usernames_share_one_key() {
+        let throttle = LoginThrottle::default();
+        for i in 0..50 {
+            throttle.failed(&format!("{}{i}", "x".repeat(100)), ip("1.1.1.1"));
+        }
+        // One pair, one address, one user key.
+        assert_eq!(throttle.keys(), 3);
     }
 }

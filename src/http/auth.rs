@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -33,7 +33,10 @@ fn bad_credentials() -> ApiError {
 }
 
 /// Issues an access token; failed attempts are rate limited per username
-/// and per client address (429 with `Retry-After`).
+/// and client address, with per-address and per-username limits that spare
+/// pairs that logged in before (`auth::throttle`; 429 with `Retry-After`).
+/// The client address is the peer's, or what a trusted proxy forwarded
+/// (`SKUWATCH_TRUSTED_PROXIES`).
 #[utoipa::path(
     post, path = "/api/v1/auth/token", tag = "auth",
     request_body(content = LoginBody, content_type = "application/json"),
@@ -51,20 +54,32 @@ fn bad_credentials() -> ApiError {
 pub async fn token(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: ApiJson<LoginBody>,
 ) -> Result<Response, ApiError> {
     let LoginBody { username, password } = body.value;
-    let address = peer.ip().to_string();
-    if let Some(wait) = app.throttle.blocked(&username, &address) {
-        let mut response = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_requests",
-            "too many failed logins; retry later",
-        )
-        .into_response();
-        if let Ok(value) = HeaderValue::from_str(&wait.to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
+    let address = app.client_addr.resolve(peer.ip(), &headers);
+    // Debug-formatted: a username from the body is escaped in the log.
+    let shown = if auth::valid_username(&username) {
+        username.as_str()
+    } else {
+        "<invalid>"
+    };
+    if let Some(blocked) = app.throttle.blocked(&username, address) {
+        metrics::counter!(crate::metrics::LOGIN_THROTTLED, "scope" => blocked.scope.as_str())
+            .increment(1);
+        tracing::warn!(user = ?shown, %address, scope = blocked.scope.as_str(), "login throttled");
+        let detail = match blocked.scope {
+            auth::throttle::Scope::Pair => "too many failed logins for this username from this address; retry later",
+            auth::throttle::Scope::Address => "too many failed logins from this address; retry later",
+            auth::throttle::Scope::User => "too many failed logins for this username; retry later (or from an address it logged in from before)",
+        };
+        let mut response =
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", detail)
+                .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(blocked.retry_after));
         return Ok(response);
     }
     let user = if auth::valid_username(&username) {
@@ -84,11 +99,11 @@ pub async fn token(
         .filter(|u| verified && !u.disabled)
         .and_then(|u| Role::parse(&u.role));
     let Some(role) = role else {
-        app.throttle.failed(&username, &address);
-        tracing::info!(%address, "failed login");
+        app.throttle.failed(&username, address);
+        tracing::info!(user = ?shown, %address, "failed login");
         return Err(bad_credentials());
     };
-    app.throttle.succeeded(&username);
+    app.throttle.succeeded(&username, address);
     let (token, claims) = app.jwt.issue(&username, role).map_err(|e| {
         tracing::error!(error = %e, "cannot sign a token");
         ApiError::internal()

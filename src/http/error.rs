@@ -26,6 +26,10 @@ impl FieldError {
     }
 }
 
+/// `Retry-After` of a 503 `overloaded` or `unavailable`: the waits that
+/// overflowed are bounded at a few seconds, so a second or two frees them.
+pub const OVERLOADED_RETRY_AFTER_SECS: u64 = 1;
+
 /// A problem document (boxed: errors travel through many `Result`s).
 #[derive(Debug)]
 pub struct ApiError(Box<Problem>);
@@ -39,6 +43,9 @@ struct Problem {
     errors: Vec<FieldError>,
     /// Extension members, e.g. the SKUs that lacked stock.
     extra: Option<(&'static str, Value)>,
+    /// `Retry-After` in seconds (RFC 9110 §10.2.3), for 429 and 503s where
+    /// nothing was done.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -49,7 +56,36 @@ impl ApiError {
             detail: detail.into(),
             errors: Vec::new(),
             extra: None,
+            retry_after: None,
         }))
+    }
+
+    /// Adds `Retry-After: seconds` to the response.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.0.retry_after = Some(seconds.max(1));
+        self
+    }
+
+    /// 503 `overloaded` (API.md v1 additions): a bounded queue or pool was
+    /// full; nothing was done; retry after `Retry-After` seconds.
+    pub fn overloaded(detail: impl Into<String>) -> Self {
+        metrics::counter!(crate::metrics::REFUSED_503, "kind" => "overloaded").increment(1);
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", detail)
+            .retry_after(OVERLOADED_RETRY_AFTER_SECS)
+    }
+
+    /// 503 `outcome_unknown` (API.md v1 additions): the write may or may
+    /// not have happened.
+    pub fn outcome_unknown(why: &str) -> Self {
+        metrics::counter!(crate::metrics::REFUSED_503, "kind" => "outcome_unknown").increment(1);
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "outcome_unknown",
+            format!(
+                "{why}; the write may or may not have happened: read the resource again, \
+                 then retry with If-Match or the same Idempotency-Key"
+            ),
+        )
     }
 
     fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
@@ -109,6 +145,8 @@ impl ApiError {
             "unauthorized" => "Unauthorized",
             "too_many_requests" => "Too many requests",
             "unavailable" => "Service unavailable",
+            "overloaded" => "Overloaded",
+            "outcome_unknown" => "Outcome unknown",
             "timeout" => "Request timed out",
             "bad_request" => "Bad request",
             _ => "Internal server error",
@@ -135,12 +173,18 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.0.status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             self.to_json().to_string(),
         )
-            .into_response()
+            .into_response();
+        if let Some(seconds) = self.0.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -203,6 +247,15 @@ impl From<StoreError> for ApiError {
                     "unavailable",
                     "the database is unavailable; nothing was changed, retry later",
                 )
+                .retry_after(OVERLOADED_RETRY_AFTER_SECS)
+            }
+            StoreError::Busy(reason) => {
+                tracing::warn!(%reason, "database busy; request refused");
+                Self::overloaded("the database is busy; nothing was changed, retry later")
+            }
+            StoreError::OutcomeUnknown(reason) => {
+                tracing::error!(%reason, "commit interrupted; outcome unknown");
+                Self::outcome_unknown("the database connection failed during commit")
             }
             other => {
                 tracing::error!(error = %other, "storage failure");
@@ -216,13 +269,22 @@ impl From<ActorError> for ApiError {
     fn from(error: ActorError) -> Self {
         match error {
             ActorError::Store(e) => e.into(),
-            ActorError::Timeout | ActorError::Unavailable(_) => {
+            ActorError::Timeout => {
+                tracing::warn!(%error, "SKU actor busy; request withdrawn");
+                Self::overloaded("the SKU is busy; nothing was changed, retry later")
+            }
+            ActorError::Unavailable(_) => {
                 tracing::warn!(%error, "SKU actor unavailable");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
-                    "the SKU is busy; retry with the same Idempotency-Key",
+                    "the SKU is unavailable; nothing was changed, retry later",
                 )
+                .retry_after(OVERLOADED_RETRY_AFTER_SECS)
+            }
+            ActorError::OutcomeUnknown(_) => {
+                tracing::warn!(%error, "write outcome unknown");
+                Self::outcome_unknown("the server failed while running the write")
             }
         }
     }

@@ -43,6 +43,11 @@ pub struct AppInner {
     pub store: Arc<SqlStore>,
     pub jwt: crate::auth::JwtKeys,
     pub throttle: crate::auth::LoginThrottle,
+    /// The client's address: the peer, or what a trusted proxy says.
+    pub client_addr: crate::auth::ClientAddr,
+    /// Whether the bus listener has connected at least once (`/readyz`
+    /// says `"starting"` until then).
+    pub bus_seen_up: Arc<std::sync::atomic::AtomicBool>,
     pub registry: Registry,
     pub hub: Arc<Hub>,
     /// For its connection state (`/readyz`, WebSocket notices).
@@ -138,12 +143,15 @@ async fn healthz() -> Response {
 }
 
 /// `GET /readyz`: the database answers and, with `REDIS_URL`, the Redis
-/// listener is subscribed (API.md, Operations); 503 otherwise.
+/// listener is subscribed (API.md, Operations); 503 otherwise, with
+/// `"redis": "starting"` until the listener's first connection. The
+/// database is probed on a connection of its own with a short timeout, so
+/// this answers while the shared pool is exhausted.
 #[utoipa::path(
     get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = openapi::Readiness),
-        (status = 503, description = "Not ready", body = openapi::Readiness),
+        (status = 503, description = "Not ready (or still starting)", body = openapi::Readiness),
     )
 )]
 async fn readyz(State(app): State<AppState>) -> Response {
@@ -158,7 +166,16 @@ async fn readyz(State(app): State<AppState>) -> Response {
     let mut ready = database.is_ok();
     if app.settings.redis_url.is_some() {
         let listening = *app.bus.connected().borrow();
-        body["redis"] = json!(if listening { "ok" } else { "unreachable" });
+        let redis = if listening {
+            "ok"
+        } else if app.bus_seen_up.load(std::sync::atomic::Ordering::Acquire) {
+            tracing::warn!("not ready: the Redis listener is not subscribed");
+            "unreachable"
+        } else {
+            tracing::info!("not ready yet: the Redis listener is starting");
+            "starting"
+        };
+        body["redis"] = json!(redis);
         ready &= listening;
     }
     if ready {
@@ -185,10 +202,14 @@ async fn wrong_method(matched: Option<axum::extract::MatchedPath>) -> Response {
     observe::with_route_label(response, matched)
 }
 
-/// Answers 503 `timeout` when a request takes longer than
-/// `SKUWATCH_REQUEST_TIMEOUT_MS` (the handler's future is dropped). CSV
-/// import is exempt: it commits row by row, so cutting it short would leave
-/// half a file imported; its size and row count are limited instead.
+/// Answers 503 when a request takes longer than
+/// `SKUWATCH_REQUEST_TIMEOUT_MS` (the handler's future is dropped): a write
+/// (any method but GET, HEAD, OPTIONS) gets `outcome_unknown`, since it may
+/// have committed (a write still queued at a SKU actor is withdrawn, one
+/// already started runs to its end); a read gets `timeout` with
+/// `Retry-After`. CSV import is exempt: it commits row by row, so cutting
+/// it short would leave half a file imported; its size and row count are
+/// limited instead.
 async fn request_timeout(
     State(limit): State<std::time::Duration>,
     request: Request,
@@ -197,16 +218,23 @@ async fn request_timeout(
     if request.uri().path() == "/api/v1/import" {
         return next.run(request).await;
     }
+    let write = !request.method().is_safe();
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
+        Err(_) if write => ApiError::outcome_unknown(&format!(
+            "the request took longer than {} ms",
+            limit.as_millis()
+        ))
+        .into_response(),
         Err(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "timeout",
             format!(
-                "the request took longer than {} ms; retry (writes with the same Idempotency-Key)",
+                "the request took longer than {} ms; nothing was changed, retry later",
                 limit.as_millis()
             ),
         )
+        .retry_after(error::OVERLOADED_RETRY_AFTER_SECS)
         .into_response(),
     }
 }
@@ -261,7 +289,11 @@ pub fn router(
         ))
         // Spans name the path only: a query string may carry what must not
         // be logged (API.md: no token in the URL, but clients try).
-        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(observe::span))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(observe::span)
+                .on_failure(observe::on_failure),
+        )
         .layer(axum::middleware::from_fn(observe::track))
         .layer(observe::propagate_request_id())
         .layer(observe::set_request_id())

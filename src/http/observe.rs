@@ -87,6 +87,26 @@ pub fn span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
     tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
 }
 
+/// Logs a failed response. A 503 is a deliberate refusal (overloaded, not
+/// ready yet, outcome unknown) whose cause the code refusing it logs at its
+/// own level, so it is only a debug line here; any other 5xx, or a failure
+/// of the connection, is an error.
+pub fn on_failure(
+    failure: tower_http::classify::ServerErrorsFailureClass,
+    latency: std::time::Duration,
+    _span: &tracing::Span,
+) {
+    use tower_http::classify::ServerErrorsFailureClass as Class;
+    let latency_ms = latency.as_millis() as u64;
+    match failure {
+        Class::StatusCode(status) if status == axum::http::StatusCode::SERVICE_UNAVAILABLE => {
+            tracing::debug!(%status, latency_ms, "refused with 503");
+        }
+        Class::StatusCode(status) => tracing::error!(%status, latency_ms, "response failed"),
+        Class::Error(error) => tracing::error!(%error, latency_ms, "response failed"),
+    }
+}
+
 /// Gives each request an `x-request-id` (a UUID unless the client sent one).
 pub fn set_request_id() -> SetRequestIdLayer<MakeRequestUuid> {
     SetRequestIdLayer::x_request_id(MakeRequestUuid)

@@ -34,8 +34,8 @@ pub struct Problem {
     /// `already_exists`, `insufficient_stock`, `version_mismatch`,
     /// `idempotency_mismatch`, `price_guard`, `payload_too_large`,
     /// `unsupported_media_type`, `method_not_allowed`, `unauthorized`,
-    /// `forbidden`, `too_many_requests`, `unavailable`, `timeout`,
-    /// `bad_request`, `internal`.
+    /// `forbidden`, `too_many_requests`, `unavailable`, `overloaded`,
+    /// `outcome_unknown`, `timeout`, `bad_request`, `internal`.
     #[schema(example = "validation")]
     r#type: String,
     #[schema(example = "Invalid request")]
@@ -114,10 +114,16 @@ problem_response!(
 )]
 #[allow(dead_code)]
 pub struct TooManyRequests(Problem);
-problem_response!(
-    Unavailable,
-    "`unavailable`: the database or the SKU's actor is unavailable, or `timeout`: the request took longer than `SKUWATCH_REQUEST_TIMEOUT_MS`. Retry; writes with the same `Idempotency-Key`."
-);
+/// 503: `overloaded`, `unavailable`, `timeout` (nothing was done) or
+/// `outcome_unknown` (a write that may have happened).
+#[derive(ToResponse)]
+#[response(
+    description = "`overloaded`: a bounded wait (database pool, lock, group-commit queue, SKU actor queue) elapsed; nothing was done, retry after `Retry-After`. `unavailable`: the database or the SKU's actor is unavailable; nothing was done. `timeout`: a read took longer than `SKUWATCH_REQUEST_TIMEOUT_MS`. `outcome_unknown`: a write failed after it may have committed, or took longer than `SKUWATCH_REQUEST_TIMEOUT_MS`; re-read, then retry with `If-Match` or the same `Idempotency-Key`.",
+    content_type = "application/problem+json",
+    headers(("Retry-After" = u64, description = "Seconds to wait (not on `outcome_unknown`)"))
+)]
+#[allow(dead_code)]
+pub struct Unavailable(Problem);
 
 /// `price` in a request: a decimal string in the currency's minor-unit
 /// precision, or a JSON number that converts exactly (API.md, Money).
@@ -463,7 +469,8 @@ pub struct Readiness {
     /// `ok` or `unreachable`.
     database: String,
     /// With `REDIS_URL` only: `ok` while the Redis listener is subscribed,
-    /// else `unreachable` (and the status is `not_ready`).
+    /// `starting` until its first connection, else `unreachable` (the
+    /// status is `not_ready` unless `ok`).
     #[schema(nullable = false)]
     redis: Option<String>,
 }

@@ -8,6 +8,7 @@ mod sql;
 mod users;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use skuwatch_actors::store::{SkuStore, StoreError};
 pub use sql::SqlStore;
@@ -35,10 +36,44 @@ impl Backend {
     }
 }
 
+/// The longest `/readyz` waits for its own database connection.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Size of the pools and the bounds of every wait on them (issue 13,
+/// fault 14: a saturated database answers 503 `overloaded` in about these
+/// times, not after a client has given up).
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    /// PostgreSQL pool size (SQLite: readers, at most 8; one writer).
+    pub max_connections: u32,
+    /// Longest wait for a pooled connection, and for a queued write to be
+    /// taken by a group committer (`SKUWATCH_DB_ACQUIRE_TIMEOUT_MS`).
+    pub acquire_timeout: Duration,
+    /// Longest wait for a row lock or the event clock (PostgreSQL
+    /// `lock_timeout`), or for another process's write lock (SQLite
+    /// `busy_timeout`) (`SKUWATCH_DB_LOCK_TIMEOUT_MS`).
+    pub lock_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(2),
+            lock_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// Connects, runs the backend's migrations, and returns the store.
 /// `max_connections` sizes the PostgreSQL pool (SQLite has one writer).
 pub async fn connect(url: &str, max_connections: u32) -> Result<Arc<SqlStore>, StoreError> {
     Ok(Arc::new(SqlStore::connect(url, max_connections).await?))
+}
+
+/// [`connect`] with explicit pool settings (`skuwatch serve`).
+pub async fn connect_with(url: &str, pool: PoolSettings) -> Result<Arc<SqlStore>, StoreError> {
+    Ok(Arc::new(SqlStore::connect_with(url, pool).await?))
 }
 
 /// The store as the actors see it.

@@ -1,7 +1,6 @@
 //! One SQL implementation of [`SkuStore`] for both backends.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -15,11 +14,12 @@ use skuwatch_actors::store::{
     StoredResponse, WriteOutcome,
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyConnection, AnyPool, Row, Transaction};
+use sqlx::{AnyConnection, AnyPool, Connection, Row, Transaction};
 
 use super::Backend;
 
 mod group;
+mod upkeep;
 
 /// Keys older than this are forgotten (API.md: retries within 24 h).
 const IDEMPOTENCY_WINDOW_US: i64 = 24 * 3600 * 1_000_000;
@@ -89,16 +89,42 @@ pub struct SqlStore {
     /// Single-SKU writes other than creates go through group commit
     /// ([`group`]); `None` in the committers' own copy of the store.
     group: Option<group::GroupCommit>,
+    /// One lazily opened connection of its own for `/readyz`, so readiness
+    /// answers while the shared pools are exhausted.
+    probe: AnyPool,
+    /// The bounded waits (pool acquire, group-commit queue).
+    pool: super::PoolSettings,
 }
 
 type Tx = Transaction<'static, sqlx::Any>;
 
 pub(super) fn db_error(e: sqlx::Error) -> StoreError {
     match e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-            StoreError::Unavailable(e.to_string())
+        // Bounded waits that elapsed before anything was written.
+        sqlx::Error::PoolTimedOut => StoreError::Busy(e.to_string()),
+        sqlx::Error::Database(ref db) if is_lock_timeout(db.code().as_deref()) => {
+            StoreError::Busy(e.to_string())
         }
+        sqlx::Error::Io(_) | sqlx::Error::PoolClosed => StoreError::Unavailable(e.to_string()),
         other => StoreError::Database(other.to_string()),
+    }
+}
+
+/// A lock wait cut short by `SKUWATCH_DB_LOCK_TIMEOUT_MS`: PostgreSQL
+/// `lock_not_available` (55P03) and `query_canceled` (57014, the
+/// statement timeout), SQLite `SQLITE_BUSY` and its extended codes
+/// (5, 261, 517, 773). The statement failed, so its transaction rolls back.
+fn is_lock_timeout(code: Option<&str>) -> bool {
+    matches!(code, Some("55P03" | "57014" | "5" | "261" | "517" | "773"))
+}
+
+/// An error from COMMIT. A refusal by the database (a deferred constraint,
+/// a serialization failure) means nothing was kept; a lost connection or a
+/// protocol failure leaves the outcome unknown (issue 13, fault 3).
+pub(super) fn commit_error(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::Database(_) => db_error(e),
+        other => StoreError::OutcomeUnknown(other.to_string()),
     }
 }
 
@@ -107,26 +133,68 @@ fn corrupt(what: &str) -> StoreError {
 }
 
 impl SqlStore {
+    /// Connects with the default waits ([`super::PoolSettings`]).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        Self::connect_with(
+            url,
+            super::PoolSettings {
+                max_connections,
+                ..super::PoolSettings::default()
+            },
+        )
+        .await
+    }
+
+    pub async fn connect_with(
+        url: &str,
+        settings: super::PoolSettings,
+    ) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
+        let max_connections = settings.max_connections;
+        let lock_ms = settings.lock_timeout.as_millis().clamp(1, i32::MAX as u128);
+        let probe = |url: &str| {
+            AnyPoolOptions::new()
+                .max_connections(1)
+                .min_connections(0)
+                .acquire_timeout(super::PROBE_TIMEOUT)
+                .connect_lazy(url)
+                .map_err(db_error)
+        };
         let store = match backend {
             Backend::Postgres => {
+                // On a connection without the lock timeout: a second
+                // instance waits for the first's migrations.
+                let mut conn = AnyConnection::connect(url).await.map_err(db_error)?;
+                POSTGRES_MIGRATIONS
+                    .run(&mut conn)
+                    .await
+                    .map_err(|e| StoreError::Database(e.to_string()))?;
+                let _ = conn.close().await;
                 let pool = AnyPoolOptions::new()
                     .max_connections(max_connections)
-                    .acquire_timeout(Duration::from_secs(10))
+                    .acquire_timeout(settings.acquire_timeout)
+                    .after_connect(move |conn: &mut AnyConnection, _| {
+                        Box::pin(async move {
+                            // A write waiting on a row or the event clock
+                            // gives up (503 overloaded) instead of holding
+                            // its connection and its caller indefinitely.
+                            sqlx::query(&format!("SET lock_timeout = {lock_ms}"))
+                                .execute(&mut *conn)
+                                .await?;
+                            Ok(())
+                        })
+                    })
                     .connect(url)
                     .await
                     .map_err(db_error)?;
-                POSTGRES_MIGRATIONS
-                    .run(&pool)
-                    .await
-                    .map_err(|e| StoreError::Database(e.to_string()))?;
                 Self {
                     backend,
                     write: pool.clone(),
                     read: pool,
                     group: None,
+                    probe: probe(url)?,
+                    pool: settings,
                 }
             }
             Backend::Sqlite => {
@@ -137,17 +205,19 @@ impl SqlStore {
                 } else {
                     format!("{url}?mode=rwc")
                 };
-                let write = sqlite_pool(&url, 1).await?;
+                let write = sqlite_pool(&url, 1, &settings).await?;
                 SQLITE_MIGRATIONS
                     .run(&write)
                     .await
                     .map_err(|e| StoreError::Database(e.to_string()))?;
-                let read = sqlite_pool(&url, max_connections.clamp(1, 8)).await?;
+                let read = sqlite_pool(&url, max_connections.clamp(1, 8), &settings).await?;
                 Self {
                     backend,
                     write,
                     read,
                     group: None,
+                    probe: probe(&url)?,
+                    pool: settings,
                 }
             }
         };
@@ -165,7 +235,8 @@ impl SqlStore {
                 Backend::Postgres => (max_connections as usize / 2).clamp(1, 4),
                 Backend::Sqlite => 1,
             });
-        let group = group::GroupCommit::start(store.plain(), committers);
+        let group =
+            group::GroupCommit::start(store.plain(), committers, store.pool.acquire_timeout);
         Ok(Self {
             group: Some(group),
             ..store
@@ -183,6 +254,8 @@ impl SqlStore {
             write: self.write.clone(),
             read: self.read.clone(),
             group: None,
+            probe: self.probe.clone(),
+            pool: self.pool,
         }
     }
 
@@ -214,6 +287,7 @@ impl SqlStore {
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
+        self.probe.close().await;
     }
 
     pub(super) fn writer(&self) -> &AnyPool {
@@ -392,7 +466,7 @@ impl SqlStore {
             None => matches!(outcome, WriteOutcome::Committed(_)),
         };
         if keep {
-            tx.commit().await.map_err(db_error)?;
+            tx.commit().await.map_err(commit_error)?;
             if let WriteOutcome::Committed(changes) = &outcome {
                 crate::metrics::alerts_raised(changes);
             }
@@ -687,19 +761,26 @@ fn alert_from_row(row: &AnyRow) -> Result<Alert, StoreError> {
     })
 }
 
-async fn sqlite_pool(url: &str, max: u32) -> Result<AnyPool, StoreError> {
+async fn sqlite_pool(
+    url: &str,
+    max: u32,
+    settings: &super::PoolSettings,
+) -> Result<AnyPool, StoreError> {
+    // SQLite waits for another process's write lock up to busy_timeout:
+    // the same bound as a PostgreSQL lock wait.
+    let busy_ms = settings.lock_timeout.as_millis().clamp(1, i32::MAX as u128);
     AnyPoolOptions::new()
         .max_connections(max)
-        .acquire_timeout(Duration::from_secs(30))
-        .after_connect(|conn: &mut AnyConnection, _| {
+        .acquire_timeout(settings.acquire_timeout)
+        .after_connect(move |conn: &mut AnyConnection, _| {
             Box::pin(async move {
                 for pragma in [
-                    "PRAGMA journal_mode = WAL",
-                    "PRAGMA synchronous = NORMAL",
-                    "PRAGMA busy_timeout = 10000",
-                    "PRAGMA foreign_keys = ON",
+                    "PRAGMA journal_mode = WAL".to_owned(),
+                    "PRAGMA synchronous = NORMAL".to_owned(),
+                    format!("PRAGMA busy_timeout = {busy_ms}"),
+                    "PRAGMA foreign_keys = ON".to_owned(),
                 ] {
-                    sqlx::query(pragma).execute(&mut *conn).await?;
+                    sqlx::query(&pragma).execute(&mut *conn).await?;
                 }
                 Ok(())
             })
@@ -1107,11 +1188,15 @@ impl SkuStore for SqlStore {
             .map_err(db_error)
     }
 
+    /// On a connection of its own (not the shared pools), within
+    /// [`super::PROBE_TIMEOUT`]: readiness answers whatever the load.
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.read)
-            .await
-            .map_err(db_error)?;
-        Ok(())
+        let probe = sqlx::query("SELECT 1").execute(&self.probe);
+        match tokio::time::timeout(super::PROBE_TIMEOUT, probe).await {
+            Ok(result) => result.map(|_| ()).map_err(db_error),
+            Err(_) => Err(StoreError::Unavailable(
+                "the readiness probe did not answer in time".into(),
+            )),
+        }
     }
 }

@@ -30,19 +30,24 @@ use std::sync::Arc;
 use skuwatch_actors::domain::{
     decide, evaluate_alerts, AlertKind, Command, Committed, Event, Micros, Sku, SkuCode, WriteMeta,
 };
+use skuwatch_actors::messages::Claim;
 use skuwatch_actors::store::{Idempotency, StoreError, WriteOutcome};
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::{
-    bind_sku_row, corrupt, db_error, keep_answer, placeholders, sku_from_row, SqlStore, Tx,
-    SKU_COLUMNS,
+    bind_sku_row, commit_error, corrupt, db_error, keep_answer, placeholders, sku_from_row,
+    SqlStore, Tx, SKU_COLUMNS,
 };
 use crate::store::Backend;
 
 /// Most writes in one transaction: bounds the statement size (13 parameters
 /// an event row; SQLite allows 32,766) and the time the first caller waits.
 pub(super) const MAX_GROUP: usize = 256;
+
+/// Writes queued for the committers at most; one more is refused at once
+/// (503 `overloaded`): a deeper queue would only mean longer waits.
+pub(super) const MAX_QUEUED: usize = 16 * MAX_GROUP;
 
 type Reply = oneshot::Sender<Result<WriteOutcome, StoreError>>;
 
@@ -51,27 +56,32 @@ struct Job {
     command: Command,
     meta: WriteMeta,
     idempotency: Option<Idempotency>,
+    /// Taken by the committer that runs the job; withdrawn by a caller
+    /// that waited longer than the acquire timeout (nothing done then).
+    claim: Claim,
     reply: Reply,
 }
 
 /// The queue in front of the committer tasks. Dropping the last handle ends
 /// them once the queue is empty.
 pub(super) struct GroupCommit {
-    queue: mpsc::UnboundedSender<Job>,
+    queue: mpsc::Sender<Job>,
+    /// How long a queued write may wait for a committer to take it.
+    wait: std::time::Duration,
 }
 
 impl GroupCommit {
     /// Starts `committers` tasks, each running one group transaction at a
     /// time on its own connection from `store`'s write pool: while one
     /// waits for its COMMIT, the next group is already being prepared.
-    pub(super) fn start(store: SqlStore, committers: usize) -> Self {
-        let (queue, rx) = mpsc::unbounded_channel();
+    pub(super) fn start(store: SqlStore, committers: usize, wait: std::time::Duration) -> Self {
+        let (queue, rx) = mpsc::channel(MAX_QUEUED);
         let rx = Arc::new(Mutex::new(rx));
         let store = Arc::new(store);
         for _ in 0..committers.max(1) {
             tokio::spawn(committer(store.clone(), rx.clone()));
         }
-        Self { queue }
+        Self { queue, wait }
     }
 
     /// Queues one write and waits for its durable outcome.
@@ -83,23 +93,42 @@ impl GroupCommit {
         idempotency: Option<&Idempotency>,
     ) -> Result<WriteOutcome, StoreError> {
         let (reply, answer) = oneshot::channel();
+        let claim = Claim::default();
         let job = Job {
             sku: sku.clone(),
             command: command.clone(),
             meta: meta.clone(),
             idempotency: idempotency.cloned(),
+            claim: claim.clone(),
             reply,
         };
-        self.queue
-            .send(job)
-            .map_err(|_| StoreError::Unavailable("store is shutting down".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("group commit ended".into()))?
+        self.queue.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                StoreError::Busy("the group-commit queue is full".into())
+            }
+            mpsc::error::TrySendError::Closed(_) => {
+                StoreError::Unavailable("store is shutting down".into())
+            }
+        })?;
+        // A committer that took the job runs it to its end: only a job
+        // still queued can be withdrawn (then it never runs).
+        let lost = |_| StoreError::OutcomeUnknown("group commit ended".into());
+        tokio::pin!(answer);
+        tokio::select! {
+            outcome = &mut answer => outcome.map_err(lost)?,
+            _ = tokio::time::sleep(self.wait) => {
+                if claim.withdraw() {
+                    return Err(StoreError::Busy(
+                        "no group committer took the write in time".into(),
+                    ));
+                }
+                answer.await.map_err(lost)?
+            }
+        }
     }
 }
 
-async fn committer(store: Arc<SqlStore>, rx: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>) {
+async fn committer(store: Arc<SqlStore>, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
     loop {
         let mut group = Vec::new();
         {
@@ -115,6 +144,8 @@ async fn committer(store: Arc<SqlStore>, rx: Arc<Mutex<mpsc::UnboundedReceiver<J
                 }
             }
         }
+        // Writes whose callers stopped waiting are dropped unrun.
+        group.retain(|job| job.claim.start());
         run(&store, group).await;
     }
 }
@@ -147,7 +178,7 @@ async fn run_one(store: &SqlStore, jobs: Vec<Job>) {
     };
     match prepare(store, tx, &jobs).await {
         Ok((tx, outcomes)) => {
-            let committed = tx.commit().await.map_err(db_error);
+            let committed = tx.commit().await.map_err(commit_error);
             for (job, outcome) in jobs.into_iter().zip(outcomes) {
                 if let (Ok(()), WriteOutcome::Committed(changes)) = (&committed, &outcome) {
                     crate::metrics::alerts_raised(changes);
@@ -156,6 +187,13 @@ async fn run_one(store: &SqlStore, jobs: Vec<Job>) {
                     Ok(()) => Ok(outcome),
                     Err(e) => Err(e.clone_error()),
                 });
+            }
+        }
+        Err(e @ StoreError::Busy(_)) => {
+            // A lock wait timed out: nothing was kept, and running each
+            // write alone would only wait again, once per write.
+            for job in jobs {
+                let _ = job.reply.send(Err(e.clone_error()));
             }
         }
         Err(e) => {
@@ -180,6 +218,8 @@ impl CloneError for StoreError {
     fn clone_error(&self) -> StoreError {
         match self {
             StoreError::Unavailable(s) => StoreError::Unavailable(s.clone()),
+            StoreError::Busy(s) => StoreError::Busy(s.clone()),
+            StoreError::OutcomeUnknown(s) => StoreError::OutcomeUnknown(s.clone()),
             StoreError::Database(s) => StoreError::Database(s.clone()),
             StoreError::Corrupt(s) => StoreError::Corrupt(s.clone()),
         }

@@ -1,0 +1,22 @@
+//! Background upkeep of what clients make the database hold.
+
+use skuwatch_actors::domain::Micros;
+use skuwatch_actors::store::StoreError;
+
+use super::{db_error, SqlStore, IDEMPOTENCY_WINDOW_US};
+
+impl SqlStore {
+    /// Deletes idempotency keys past their 24 h window (API.md,
+    /// Conventions), so the table a client grows with fresh keys is bounded
+    /// by one window of writes; returns how many were deleted. A key older
+    /// than the window is already treated as new when reused.
+    pub async fn purge_idempotency_keys(&self) -> Result<u64, StoreError> {
+        let cutoff = Micros::now().0 - IDEMPOTENCY_WINDOW_US;
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_us < $1")
+            .bind(cutoff)
+            .execute(self.writer())
+            .await
+            .map_err(db_error)?;
+        Ok(done.rows_affected())
+    }
+}
