@@ -135,12 +135,19 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.0.status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             self.to_json().to_string(),
         )
-            .into_response()
+            .into_response();
+        if self.0.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static(crate::auth::BEARER_CHALLENGE),
+            );
+        }
+        response
     }
 }
 
