@@ -430,9 +430,7 @@ pub struct ReplayReport {
 }
 
 fn sku_url(server: &str, sku: &SkuCode, tail: &str) -> String {
-    let code =
-        percent_encoding::utf8_percent_encode(sku.as_str(), percent_encoding::NON_ALPHANUMERIC);
-    format!("{server}/api/v1/skus/{code}{tail}")
+    format!("{server}{}{tail}", crate::http::links::sku_path(sku))
 }
 
 /// Whether a request may be sent again after a transport error or a 5xx
@@ -600,7 +598,8 @@ pub async fn read_stock(
     loop {
         let mut url = format!("{server}/api/v1/skus?limit=1000");
         if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
+            // Opaque: encoded as any query value would be.
+            url.push_str(&format!("&cursor={}", crate::http::links::component(c)));
         }
         let page: serde_json::Value = send(|| client.get(&url))
             .await

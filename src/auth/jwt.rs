@@ -1,4 +1,5 @@
-//! JWTs: HS256 only, `exp`/`iss`/`aud`/`sub` required, a small leeway.
+//! JWTs (RFC 7519): HS256 only, `exp`/`iss`/`aud`/`sub`/`role` required,
+//! a small leeway.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -11,20 +12,67 @@ use super::{Caller, Role};
 /// token expired a minute ago is expired.
 pub const LEEWAY_SECS: u64 = 30;
 
-/// The claims skuwatch issues and requires.
+/// The claims skuwatch issues and requires. Required: `sub`, `role` (a
+/// private claim, `admin` or `viewer`), `iss`, `aud`, `exp`; `iat`, `nbf`
+/// and `jti` are optional, as RFC 7519 §4.1 makes every registered claim.
+/// Dates are NumericDate (RFC 7519 §2): seconds since the epoch, which may
+/// have a fraction.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
     pub role: String,
     pub iss: String,
-    pub aud: String,
-    /// Seconds since the epoch.
+    /// One audience or several (RFC 7519 §4.1.3); ours must be among them.
+    pub aud: Audience,
+    /// Issued at, seconds since the epoch (0 when the token has none).
+    #[serde(default, deserialize_with = "numeric_date")]
     pub iat: u64,
+    /// Expiry, seconds since the epoch (a fraction is dropped: a token
+    /// never lives longer here than its issuer said).
+    #[serde(deserialize_with = "numeric_date")]
     pub exp: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "optional_numeric_date",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub nbf: Option<u64>,
-    /// Unique token id.
+    /// Unique token id (empty when the token has none).
+    #[serde(default)]
     pub jti: String,
+}
+
+/// The `aud` claim: "either an array of case-sensitive strings ... or a
+/// single case-sensitive string" (RFC 7519 §4.1.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A NumericDate (RFC 7519 §2): an integer or a finite, non-negative
+/// number of seconds, floored to whole seconds.
+fn numeric_date<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let value = serde_json::Number::deserialize(deserializer)?;
+    if let Some(seconds) = value.as_u64() {
+        return Ok(seconds);
+    }
+    match value.as_f64() {
+        Some(seconds) if seconds.is_finite() && (0.0..1.8e19).contains(&seconds) => {
+            // In range and finite: the cast is exact for the floor.
+            Ok(seconds.floor() as u64)
+        }
+        _ => Err(serde::de::Error::custom(
+            "a NumericDate is a non-negative number of seconds",
+        )),
+    }
+}
+
+fn optional_numeric_date<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
+    numeric_date(deserializer).map(Some)
 }
 
 impl Claims {
@@ -95,7 +143,7 @@ impl JwtKeys {
             sub: username.to_owned(),
             role: role.as_str().to_owned(),
             iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            aud: Audience::One(self.audience.clone()),
             iat,
             exp: iat + self.ttl_secs,
             nbf: None,

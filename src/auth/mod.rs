@@ -13,7 +13,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 
 pub use client_addr::ClientAddr;
-pub use jwt::{Claims, JwtKeys, TokenError, LEEWAY_SECS};
+pub use jwt::{Audience, Claims, JwtKeys, TokenError, LEEWAY_SECS};
 pub use password::{hash_password, verify_password, verify_unknown_user};
 pub use throttle::LoginThrottle;
 
@@ -81,12 +81,22 @@ pub fn unauthorized(detail: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
 }
 
-/// The token of an `Authorization: Bearer` header, if any.
+/// The token of an `Authorization: Bearer <token>` header, if any:
+/// `credentials = auth-scheme 1*SP token68` (RFC 9110 §11.4), the scheme
+/// case-insensitive (§11.1: `bearer`, `BEARER`), one or more spaces before
+/// the token (a token68, RFC 6750 §2.1; anything else fails verification,
+/// so it is a 401 like a forged token). Another scheme or no token at all
+/// is no bearer token.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
+
+/// The challenge every 401 carries (RFC 9110 §11.6.1 and §15.5.2: a 401
+/// MUST send `WWW-Authenticate`; RFC 6750 §3 for the Bearer scheme).
+pub const BEARER_CHALLENGE: &str = "Bearer realm=\"skuwatch\"";
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;

@@ -5,11 +5,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
-use skuwatch_actors::domain::{Field, Micros, Money};
+use skuwatch_actors::domain::{Field, Money};
 use skuwatch_actors::store::{HistoryQuery, SkuStore};
 
 use super::error::ApiError;
-use super::extract::{ApiQuery, SkuPath};
+use super::extract::{query_time, ApiQuery, Round, SkuPath};
 use super::validate::Checks;
 use super::AppState;
 use crate::auth::Caller;
@@ -67,10 +67,11 @@ pub struct HistoryParams {
     /// `price` or `stock` (default).
     #[param(pattern = "^(price|stock)$", nullable = false)]
     field: Option<String>,
-    /// RFC 3339; not after `to`.
+    /// RFC 3339 date-time with `Z` or an offset (normalised to UTC), inclusive;
+    /// not after `to`. Encode `+` as `%2B` in a query.
     #[param(format = DateTime, nullable = false)]
     from: Option<String>,
-    /// RFC 3339.
+    /// RFC 3339 date-time, inclusive.
     #[param(format = DateTime, nullable = false)]
     to: Option<String>,
     /// Most points, 1-10000 (default 1000); longer ranges are downsampled
@@ -107,17 +108,23 @@ pub async fn history(
             None
         }
     };
-    let mut time = |name: &str, raw: Option<&str>| {
+    let mut time = |name: &str, raw: Option<&str>, round: Round| {
         raw.and_then(|raw| {
-            let parsed = Micros::parse_rfc3339(raw);
+            let parsed = query_time(raw, round);
             if parsed.is_none() {
-                checks.fail(name, "must be an RFC 3339 time");
+                checks.fail(
+                    name,
+                    "must be an RFC 3339 time with an offset, e.g. 2026-11-29T10:00:00Z \
+                     or 2026-11-29T12:00:00%2B02:00 (+ encoded in a query)",
+                );
             }
             parsed
         })
     };
-    let from = time("from", params.from.as_deref());
-    let to = time("to", params.to.as_deref());
+    // Both bounds are inclusive; a finer time than the stored microsecond
+    // rounds inwards.
+    let from = time("from", params.from.as_deref(), Round::Up);
+    let to = time("to", params.to.as_deref(), Round::Down);
     if let (Some(from), Some(to)) = (from, to) {
         if from > to {
             checks.fail("from", "must not be after to");

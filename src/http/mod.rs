@@ -8,6 +8,7 @@ mod dashboard;
 pub mod error;
 mod events;
 pub(crate) mod extract;
+pub mod links;
 pub mod observe;
 pub mod openapi;
 mod skus;
@@ -277,6 +278,9 @@ pub fn router(
     routes
         // Before the fallbacks: only matched routes get their template.
         .route_layer(axum::middleware::from_fn(observe::route_label))
+        .route_layer(axum::middleware::from_fn(
+            extract::refuse_unsupported_preconditions,
+        ))
         // Everything else: the dashboard (README "Dashboard"), which keeps
         // the problem-document 404 for the server's own prefixes.
         .fallback(dashboard::serve)

@@ -144,9 +144,14 @@ async fn current(app: &AppState, sku: &SkuCode) -> Result<Sku, ApiError> {
 
 /// `GET /api/v1/skus/{sku}`, served from the SKU's actor.
 #[utoipa::path(
-    get, path = "/api/v1/skus/{sku}", tag = "skus", params(SkuParam), security(("bearer" = [])),
+    get, path = "/api/v1/skus/{sku}", tag = "skus", security(("bearer" = [])),
+    params(SkuParam,
+        ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"[0-9]{1,18}"(, ?(W/)?"[0-9]{1,18}")*|[0-9]{1,18})$"#, description = "As on the writes: 412 unless the SKU is at one of the listed versions (strong comparison)."),
+        ("If-None-Match" = Option<String>, Header, description = "`\"<version>\"`, a list, or `*` (RFC 9110 §13.1.2, weak comparison): 304 when it names the current version.")),
     responses(
         (status = 200, description = "The SKU", body = super::openapi::SkuDoc, headers(("ETag" = String, description = "`\"<version>\"`"))),
+        (status = 304, description = "Not Modified: `If-None-Match` names the current version", headers(("ETag" = String, description = "`\"<version>\"`"))),
+        (status = 412, response = super::openapi::PreconditionFailed),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 404, response = super::openapi::NotFound),
         (status = 422, response = super::openapi::Invalid),
@@ -157,8 +162,27 @@ pub async fn get(
     State(app): State<AppState>,
     _: Caller,
     SkuPath(sku): SkuPath,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    Ok(sku_response(StatusCode::OK, &current(&app, &sku).await?))
+    let condition = if_match(&headers)?;
+    let state = current(&app, &sku).await?;
+    // RFC 9110 §13.2.2: If-Match first, then If-None-Match.
+    if let Some(expected) = condition.filter(|e| !e.contains(&state.version)) {
+        return Err(skuwatch_actors::domain::DomainError::VersionMismatch {
+            sku,
+            expected,
+            current: state.version,
+        }
+        .into());
+    }
+    if super::extract::if_none_match_hits(&headers, state.version) {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", state.version)) {
+            response.headers_mut().insert(header::ETAG, etag);
+        }
+        return Ok(response);
+    }
+    Ok(sku_response(StatusCode::OK, &state))
 }
 
 /// Body of `POST /api/v1/skus`.
@@ -234,7 +258,7 @@ pub fn new_sku(body: &CreateBody) -> Result<(SkuCode, NewSku), ApiError> {
     responses(
         (status = 201, description = "Created", body = super::openapi::SkuDoc, headers(
             ("ETag" = String, description = "`\"<version>\"`"),
-            ("Location" = String, description = "`/api/v1/skus/{sku}`, percent-encoded"))),
+            ("Location" = String, description = "`/api/v1/skus/{sku}`: the code percent-encoded except for the unreserved characters of RFC 3986 §2.3 (`MUG-01` stays `MUG-01`)"))),
         (status = 400, response = super::openapi::BadRequest),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, response = super::openapi::Forbidden),
@@ -257,11 +281,7 @@ pub async fn create(
     };
     let state = write_one(&app, &sku, Command::Create(new), meta).await?;
     let mut response = sku_response(StatusCode::CREATED, &state);
-    let location = format!(
-        "/api/v1/skus/{}",
-        percent_encoding::utf8_percent_encode(sku.as_str(), percent_encoding::NON_ALPHANUMERIC)
-    );
-    if let Ok(location) = HeaderValue::from_str(&location) {
+    if let Ok(location) = HeaderValue::from_str(&super::links::sku_path(&sku)) {
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)
@@ -287,7 +307,7 @@ pub struct PatchBody {
 /// `PATCH /api/v1/skus/{sku}`: name, threshold, price guard.
 #[utoipa::path(
     patch, path = "/api/v1/skus/{sku}", tag = "skus", security(("bearer" = [])),
-    params(SkuParam, ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"?[0-9]{1,18}"?)$"#, description = "`\"<version>\"` (or `*`): refuse with 412 unless the SKU is at that version")),
+    params(SkuParam, ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"[0-9]{1,18}"(, ?(W/)?"[0-9]{1,18}")*|[0-9]{1,18})$"#, description = "`\"<version>\"`, a list of them, or `*` (RFC 9110 §13.1.1): refuse with 412 unless the SKU is at one of the listed versions. Strong comparison: a weak tag (`W/\"5\"`) never matches. A bare version (`5`) is read as `\"5\"`; other malformed values are 422.")),
     request_body(content = PatchBody, content_type = "application/json"),
     responses(
         (status = 200, description = "The SKU after the change", body = super::openapi::SkuDoc, headers(("ETag" = String, description = "`\"<version>\"`"))),
@@ -353,7 +373,7 @@ pub struct PriceBody {
 /// `PUT /api/v1/skus/{sku}/price`, in the SKU's currency.
 #[utoipa::path(
     put, path = "/api/v1/skus/{sku}/price", tag = "skus", security(("bearer" = [])),
-    params(SkuParam, ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"?[0-9]{1,18}"?)$"#, description = "`\"<version>\"` (or `*`): refuse with 412 unless the SKU is at that version")),
+    params(SkuParam, ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"[0-9]{1,18}"(, ?(W/)?"[0-9]{1,18}")*|[0-9]{1,18})$"#, description = "`\"<version>\"`, a list of them, or `*` (RFC 9110 §13.1.1): refuse with 412 unless the SKU is at one of the listed versions. Strong comparison: a weak tag (`W/\"5\"`) never matches. A bare version (`5`) is read as `\"5\"`; other malformed values are 422.")),
     request_body(content = PriceBody, content_type = "application/json"),
     responses(
         (status = 200, description = "The SKU after the change", body = super::openapi::SkuDoc, headers(("ETag" = String, description = "`\"<version>\"`"))),
@@ -415,7 +435,7 @@ pub struct SkuParam {
 /// `PUT /api/v1/skus/{sku}/stock`: a counted stock level, >= 0.
 #[utoipa::path(
     put, path = "/api/v1/skus/{sku}/stock", tag = "skus", security(("bearer" = [])),
-    params(SkuParam, ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"?[0-9]{1,18}"?)$"#, description = "`\"<version>\"` (or `*`): refuse with 412 unless the SKU is at that version")),
+    params(SkuParam, ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"[0-9]{1,18}"(, ?(W/)?"[0-9]{1,18}")*|[0-9]{1,18})$"#, description = "`\"<version>\"`, a list of them, or `*` (RFC 9110 §13.1.1): refuse with 412 unless the SKU is at one of the listed versions. Strong comparison: a weak tag (`W/\"5\"`) never matches. A bare version (`5`) is read as `\"5\"`; other malformed values are 422.")),
     request_body(content = StockBody, content_type = "application/json"),
     responses(
         (status = 200, description = "The SKU after the change", body = super::openapi::SkuDoc, headers(("ETag" = String, description = "`\"<version>\"`"))),

@@ -67,14 +67,26 @@ fn render_batch(outcome: &WriteOutcome) -> StoredResponse {
     })
 }
 
-/// Keys of both adjustment routes share one namespace: a key reused on
-/// the other route is a different request (422), not a second write.
+/// Keys of both adjustment routes share one namespace per user: a key
+/// reused on the other route is a different request (422), not a second
+/// write.
 const IDEMPOTENCY_SCOPE: &str = "stock_adjustments";
+
+/// Where a user's keys live: keys are per user (the token's `sub`), since
+/// each client makes its own (`order-1001` from two systems is two
+/// requests), and a key must never hand one user the answer to another's
+/// write, nor let one user's key block another's (README, Standards and
+/// leniencies). A username has no `:` (`auth::valid_username`), so scopes
+/// cannot collide.
+fn idempotency_scope(username: &str) -> String {
+    format!("{IDEMPOTENCY_SCOPE}:{username}")
+}
 
 /// The key with what identifies the request: the route and the validated
 /// request (so key order, spacing and trimmed blanks do not matter).
 fn idempotency(
     headers: &HeaderMap,
+    username: &str,
     request: &str,
     render: fn(&WriteOutcome) -> StoredResponse,
 ) -> Result<Option<Idempotency>, ApiError> {
@@ -83,7 +95,7 @@ fn idempotency(
     };
     Ok(Some(Idempotency {
         key,
-        scope: IDEMPOTENCY_SCOPE.to_owned(),
+        scope: idempotency_scope(username),
         fingerprint: fingerprint(&[request.as_bytes()]),
         render,
     }))
@@ -92,7 +104,7 @@ fn idempotency(
 /// `POST /api/v1/skus/{sku}/stock/adjustments` -> `{"sku": SKU, "event_id": n}`.
 #[utoipa::path(
     post, path = "/api/v1/skus/{sku}/stock/adjustments", tag = "stock", security(("bearer" = [])),
-    params(super::skus::SkuParam, ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "1-255 visible ASCII characters. A retry with the same key and body within 24 h returns the first response (with `Idempotent-Replayed: true`) and changes nothing; the same key with another body is 422 `idempotency_mismatch`."), ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"?[0-9]{1,18}"?)$"#, description = "`\"<version>\"` (or `*`): refuse with 412 unless the SKU is at that version")),
+    params(super::skus::SkuParam, ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r#"^([!-~]+|"([ !#-\[\]-~]|\\[\\"])+")$"#, description = "1-255 visible ASCII characters, bare or as a quoted string (`\"order-1001\"`, draft-ietf-httpapi-idempotency-key-header). Keys are per user. A retry with the same key and body within 24 h returns the first response (with `Idempotent-Replayed: true`) and changes nothing; the same key with another body is 422 `idempotency_mismatch`."), ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"[0-9]{1,18}"(, ?(W/)?"[0-9]{1,18}")*|[0-9]{1,18})$"#, description = "`\"<version>\"`, a list of them, or `*` (RFC 9110 §13.1.1): refuse with 412 unless the SKU is at one of the listed versions. Strong comparison: a weak tag (`W/\"5\"`) never matches. A bare version (`5`) is read as `\"5\"`; other malformed values are 422.")),
     request_body(content = AdjustBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Adjusted", body = super::openapi::Adjusted),
@@ -123,6 +135,7 @@ pub async fn adjust(
     checks.finish()?;
     let idempotency = idempotency(
         &headers,
+        &caller.username,
         &format!("single|{sku}|{}|{:?}", body.value.delta, reason),
         render_single,
     )?;
@@ -172,7 +185,7 @@ pub struct BatchBody {
 /// 409 names every SKU that lacked stock.
 #[utoipa::path(
     post, path = "/api/v1/stock/adjustments", tag = "stock", security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "1-255 visible ASCII characters. A retry with the same key and body within 24 h returns the first response (with `Idempotent-Replayed: true`) and changes nothing; the same key with another body is 422 `idempotency_mismatch`.")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r#"^([!-~]+|"([ !#-\[\]-~]|\\[\\"])+")$"#, description = "1-255 visible ASCII characters, bare or as a quoted string (`\"order-1001\"`, draft-ietf-httpapi-idempotency-key-header). Keys are per user. A retry with the same key and body within 24 h returns the first response (with `Idempotent-Replayed: true`) and changes nothing; the same key with another body is 422 `idempotency_mismatch`.")),
     request_body(content = BatchBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Every line adjusted", body = super::openapi::BatchAdjusted),
@@ -222,7 +235,8 @@ pub async fn adjust_batch(
         if_match: None,
     };
     let request = format!("{:?}|{:?}", parsed, meta.reason);
-    let idem = idempotency(&headers, &format!("batch|{request}"), render_batch)?;
+    let user = meta.actor.as_deref().unwrap_or_default();
+    let idem = idempotency(&headers, user, &format!("batch|{request}"), render_batch)?;
     let outcome = app.registry.write_batch(parsed, meta, idem).await?;
     let body = batch_body(&outcome);
     committed_or_error(outcome)?;

@@ -16,4 +16,5 @@ mod redis_proxy;
 mod replay;
 mod scaleout;
 mod trust_edges;
+mod trust_parsers;
 mod websocket;

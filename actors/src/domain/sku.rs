@@ -226,8 +226,11 @@ pub enum Command {
 pub struct WriteMeta {
     pub reason: Option<String>,
     pub actor: Option<String>,
-    /// `If-Match` version (API.md, optimistic concurrency).
-    pub if_match: Option<i64>,
+    /// `If-Match` (API.md, optimistic concurrency; RFC 9110 §13.1.1): the
+    /// versions the SKU must be at, one of them, for the write to go ahead.
+    /// `None`: no condition. An empty list never matches (the client named
+    /// only tags that cannot match, such as weak ones).
+    pub if_match: Option<Vec<i64>>,
 }
 
 /// A command refused by the domain rules; nothing was changed.
@@ -237,10 +240,11 @@ pub enum DomainError {
     NotFound(SkuCode),
     #[error("SKU {0} already exists")]
     AlreadyExists(SkuCode),
-    #[error("SKU {sku} is at version {current}, not {expected}")]
+    #[error("SKU {sku} is at version {current}, not {}", versions(.expected))]
     VersionMismatch {
         sku: SkuCode,
-        expected: i64,
+        /// The versions `If-Match` named (empty: none it could name).
+        expected: Vec<i64>,
         current: i64,
     },
     #[error("not enough stock")]
@@ -256,6 +260,18 @@ pub enum DomainError {
     /// A price outside the SKU's guard without `confirm` (API.md, SKUs).
     #[error("{0}")]
     PriceGuard(String),
+}
+
+/// `4`, `4 or 5`, or what `If-Match` named when it named no version.
+fn versions(expected: &[i64]) -> String {
+    match expected {
+        [] => "one that If-Match can name (a weak or foreign entity-tag never matches)".to_owned(),
+        list => list
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(" or "),
+    }
 }
 
 /// One SKU that lacked stock for an adjustment.
@@ -297,11 +313,11 @@ pub fn decide(
         (None, _) => return Err(DomainError::NotFound(sku.clone())),
         (Some(current), _) => current,
     };
-    if let Some(expected) = meta.if_match {
-        if expected != current.version {
+    if let Some(expected) = &meta.if_match {
+        if !expected.contains(&current.version) {
             return Err(DomainError::VersionMismatch {
                 sku: sku.clone(),
-                expected,
+                expected: expected.clone(),
                 current: current.version,
             });
         }
@@ -491,7 +507,7 @@ mod tests {
     #[test]
     fn a_stale_if_match_is_a_version_mismatch() {
         let meta = WriteMeta {
-            if_match: Some(6),
+            if_match: Some(vec![6]),
             ..WriteMeta::default()
         };
         let result = decide(
@@ -505,6 +521,29 @@ mod tests {
             result,
             Err(DomainError::VersionMismatch { current: 7, .. })
         ));
+    }
+
+    #[test]
+    fn if_match_goes_ahead_at_any_listed_version_and_never_on_an_empty_list() {
+        let at = |if_match: Option<Vec<i64>>| {
+            let meta = WriteMeta {
+                if_match,
+                ..WriteMeta::default()
+            };
+            decide(
+                &code(),
+                Some(&sku(5)),
+                &Command::SetStock { stock: 1 },
+                &meta,
+                Micros(1),
+            )
+            .is_ok()
+        };
+        let version = sku(5).version;
+        assert!(at(None));
+        assert!(at(Some(vec![version - 1, version])));
+        assert!(!at(Some(vec![version - 1, version + 1])));
+        assert!(!at(Some(vec![])));
     }
 
     #[test]
