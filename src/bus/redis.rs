@@ -428,7 +428,9 @@ async fn listen(
     let mut messages = pubsub.into_on_message();
     // Changes published while this instance was not subscribed reach the
     // feed from the database: marking connected wakes its catch-up.
-    shared.connected.send_replace(true);
+    shared
+        .connected
+        .send_if_modified(|up| !std::mem::replace(up, true));
     metrics::gauge!(crate::metrics::BUS_LISTENER_UP).set(1.0);
     on_subscribed();
     shared.flush.notify_one();
