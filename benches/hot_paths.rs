@@ -191,7 +191,6 @@ fn actor_round_trip(c: &mut Criterion) {
                 broadcast::channel(16).0,
                 tokio::sync::watch::Sender::new(true),
             )),
-            None,
             RegistryConfig::default(),
         )
         .await

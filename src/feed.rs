@@ -127,10 +127,35 @@ impl Feed {
         self.next = change.event.event_id + 1;
     }
 
+    /// The feed's own position can be ahead of the database, as a client's
+    /// can (issue 13, fault 5): after a restore or a failover to a replica
+    /// that lagged, ids up to the old position are given to new changes,
+    /// which the feed would skip as already dispatched. It goes back to the
+    /// database's newest event instead, and says so loudly.
+    async fn check_rewound(&mut self) {
+        let Ok(newest) = self.store.last_event_id().await else {
+            return;
+        };
+        if newest < self.next - 1 {
+            tracing::error!(
+                position = self.next - 1,
+                newest,
+                "the database's newest event is behind this instance's feed (restored or \
+                 failed over?); following the database from its newest event"
+            );
+            metrics::counter!(crate::metrics::CURSOR_REFUSED, "code" => "cursor_ahead", "via" => "feed")
+                .increment(1);
+            self.next = newest + 1;
+            self.pending.clear();
+            self.hub.set_position(newest);
+        }
+    }
+
     /// Reads what is missing from the database, then resumes from the bus.
-    /// The bus hears of each such change before it is dispatched, so a
-    /// shared cache never serves an actor a state older than one the feed
-    /// has already dispatched (see `SkuCache`).
+    /// The bus hears of each such change before it is dispatched, so that
+    /// a bus with a shared state hash (Redis) brings that hash up to date.
+    /// What is read back carries the alerts pushed with it live (the
+    /// `events.alerts` column), so `alerts` sessions miss none.
     async fn catch_up(&mut self) {
         loop {
             let page = match self.store.events_after(self.next - 1, PAGE, None).await {
@@ -140,6 +165,9 @@ impl Feed {
                     return;
                 }
             };
+            if page.is_empty() {
+                self.check_rewound().await;
+            }
             let full = page.len() as i64 == PAGE;
             let mut caught_up = 0u64;
             for change in page {

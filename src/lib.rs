@@ -26,6 +26,7 @@
 pub mod auth;
 pub mod bus;
 pub mod config;
+pub mod cursor;
 pub mod feed;
 pub mod http;
 pub mod hub;
@@ -41,7 +42,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skuwatch_actors::bus::EventBus;
-use skuwatch_actors::cache::SkuCache;
 use skuwatch_actors::registry::{ActorError, Registry, RegistryConfig};
 use skuwatch_actors::store::StoreError;
 use tokio::net::TcpListener;
@@ -137,15 +137,13 @@ pub async fn demo_admin(app: &AppState) -> Result<String, StartError> {
     Ok(password)
 }
 
-/// The bus of the settings (Redis with `REDIS_URL`, else in process), and
-/// the shared state cache that comes with Redis.
-#[allow(clippy::type_complexity)]
+/// The bus of the settings (Redis with `REDIS_URL`, else in process).
 fn event_bus(
     settings: &Settings,
     shutdown: &CancellationToken,
-) -> Result<(Arc<dyn EventBus>, Option<Arc<dyn SkuCache>>), StartError> {
+) -> Result<Arc<dyn EventBus>, StartError> {
     let Some(url) = &settings.redis_url else {
-        return Ok((Arc::new(bus::InProcessBus::new(BUS_CAPACITY)), None));
+        return Ok(Arc::new(bus::InProcessBus::new(BUS_CAPACITY)));
     };
     let redis = bus::RedisBus::start(
         bus::RedisConfig {
@@ -157,7 +155,7 @@ fn event_bus(
         shutdown.clone(),
     )
     .map_err(|e| StartError::Config(format!("REDIS_URL: {e}")))?;
-    Ok((redis.clone(), Some(redis)))
+    Ok(redis)
 }
 
 /// A running server.
@@ -260,11 +258,10 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
     .await?;
     bootstrap_admin(&store, &settings).await?;
     let shutdown = CancellationToken::new();
-    let (bus, cache) = event_bus(&settings, &shutdown)?;
+    let bus = event_bus(&settings, &shutdown)?;
     let registry = Registry::start(
         store::as_dyn(&store),
         bus.clone(),
-        cache,
         RegistryConfig {
             idle: Duration::from_secs(settings.actor_idle_secs.max(1)),
             call_timeout: Duration::from_millis(settings.actor_queue_timeout_ms.max(1)),

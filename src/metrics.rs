@@ -50,6 +50,12 @@ pub const WS_SESSIONS_DROPPED: &str = "skuwatch_ws_sessions_dropped_total";
 /// Histogram: from a change's commit time (`event.at`) to the moment its
 /// live message was written to the socket, seconds.
 pub const WS_PUSH_LATENCY: &str = "skuwatch_ws_push_latency_seconds";
+/// Counter `{code, via}`: positions refused because this server does not
+/// have them (`code` `cursor_ahead` or `cursor_unknown`; `via` `events` for
+/// `/events` 409s, `ws` for a `since` answered with a notice and a
+/// snapshot, `feed` when this instance's own feed found the database
+/// behind it). Non-zero after a restore or a failover.
+pub const CURSOR_REFUSED: &str = "skuwatch_cursor_refused_total";
 
 // --- Bus and feed ------------------------------------------------------
 /// Counter: changes this instance published on the bus.
@@ -262,6 +268,11 @@ fn describe() {
     );
     describe_counter!(BUS_RECONNECTS, Count, "Reconnections of the bus listener");
     describe_counter!(
+        CURSOR_REFUSED,
+        Count,
+        "Feed positions refused as ahead of or unknown to this server (after a restore or failover), by code and via (events, ws)"
+    );
+    describe_counter!(
         BUS_PUBLISH_FAILURES,
         Count,
         "Changes that could not be published to Redis (other instances read them from the database)"
@@ -393,6 +404,11 @@ pub fn bus_received(change: &Committed) {
 /// Counts a message written to a WebSocket.
 pub fn ws_message_sent(kind: &'static str) {
     counter!(WS_MESSAGES_SENT, "kind" => kind).increment(1);
+}
+
+/// Counts a refused feed position; see [`CURSOR_REFUSED`].
+pub fn cursor_refused(code: &'static str, via: &'static str) {
+    counter!(CURSOR_REFUSED, "code" => code, "via" => via).increment(1);
 }
 
 /// Counts a session the server closed.

@@ -24,6 +24,7 @@ use skuwatch_actors::store::SkuStore;
 use tracing::Instrument;
 
 use crate::auth::{Claims, Role};
+use crate::cursor::{Cursor, Refused};
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::hub::SessionId;
@@ -243,10 +244,24 @@ pub struct ClientMessage {
     pub skus: Option<Vec<String>>,
     pub all: Option<bool>,
     pub alerts: Option<bool>,
-    pub since: Option<i64>,
+    /// Replay from here: an event id or a cursor string (API.md v1
+    /// additions, Cursors).
+    pub since: Option<Since>,
     /// `{"type": "auth", "token": ...}`: first-message auth, or a fresh
     /// token that extends the session.
     pub token: Option<String>,
+}
+
+/// Where a subscription resumes: an event id, or a cursor (`next_cursor`
+/// of `/events`) that also names the exact event.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(
+    untagged,
+    expecting = "since: an event id (an integer, 0 or more) or a cursor string"
+)]
+pub enum Since {
+    Id(i64),
+    Cursor(String),
 }
 
 /// Parses one text message; `Err` is the text of the `bad_message` error.
@@ -305,6 +320,10 @@ struct Session {
     deadline: tokio::time::Instant,
     /// This session's place in the per-user count; `None` until authenticated.
     slot: Option<SessionSlot>,
+    /// Whether the session was last told the bus is up (the default, said
+    /// by saying nothing): a notice goes out only when this changes, so an
+    /// outage gives one `bus_down` however many reconnects it takes.
+    bus_up_told: bool,
 }
 
 impl Session {
@@ -335,6 +354,7 @@ impl Session {
             deadline,
             claims,
             slot,
+            bus_up_told: true,
         }
     }
 
@@ -489,6 +509,10 @@ impl Session {
     /// late (Redis is unreachable; they come from the database, within a
     /// second or so) or live again. An extension of API.md (README).
     async fn send_bus_notice(&mut self, connected: bool) -> Result<(), End> {
+        if connected == self.bus_up_told {
+            return Ok(());
+        }
+        self.bus_up_told = connected;
         let (code, message) = if connected {
             ("bus_up", "live updates from every server instance are back")
         } else {
@@ -625,11 +649,23 @@ impl Session {
             let text = "give skus, all: true or alerts: true";
             return self.send_error("bad_subscribe", text).await;
         }
-        if message.since.is_some_and(|s| s < 0) {
-            return self
-                .send_error("bad_subscribe", "since must be 0 or more")
-                .await;
-        }
+        let since = match message.since {
+            None => None,
+            Some(Since::Id(id)) if id < 0 => {
+                return self
+                    .send_error("bad_subscribe", "since must be 0 or more")
+                    .await;
+            }
+            Some(Since::Id(id)) => Some((id, None)),
+            Some(Since::Cursor(text)) => match Cursor::parse(&text) {
+                Ok(cursor) => Some((cursor.event_id, Some(cursor))),
+                Err(reason) => {
+                    return self
+                        .send_error("bad_subscribe", &format!("since: {reason}"))
+                        .await;
+                }
+            },
+        };
         // Live first, then the database: see the module docs.
         if all {
             self.all = true;
@@ -639,12 +675,71 @@ impl Session {
             self.skus.extend(skus.iter().cloned());
             self.app.hub.subscribe(self.id, &self.outbox, &skus);
         }
-        match (message.since, all) {
-            (Some(since), true) => self.replay(since, None).await,
-            (Some(since), false) if !skus.is_empty() => self.replay(since, Some(&skus)).await,
+        if let Some((after, cursor)) = &since {
+            if all || !skus.is_empty() {
+                let store = self.app.store.clone();
+                let verdict = match cursor {
+                    Some(cursor) => cursor.verify(store.as_ref()).await,
+                    None => crate::cursor::check_position(store.as_ref(), *after).await,
+                };
+                match verdict {
+                    Ok(()) => {}
+                    Err(Refused::Store(error)) => {
+                        tracing::warn!(%error, "since could not be checked");
+                        return self
+                            .send_error("unavailable", "the database is unavailable")
+                            .await;
+                    }
+                    Err(Refused::Ahead { newest_event_id }) => {
+                        return self.reset(false, newest_event_id, &skus).await
+                    }
+                    Err(Refused::Unknown { newest_event_id }) => {
+                        return self.reset(true, newest_event_id, &skus).await
+                    }
+                }
+            }
+        }
+        match (since, all) {
+            (Some((since, _)), true) => self.replay(since, None).await,
+            (Some((since, _)), false) if !skus.is_empty() => self.replay(since, Some(&skus)).await,
             (None, _) if !skus.is_empty() => self.snapshot(&skus).await,
             _ => Ok(()),
         }
+    }
+
+    /// `since` names a position this server does not have (restored from a
+    /// backup, or failed over to a lagging replica): says so, then sends a
+    /// fresh snapshot of the SKUs (API.md v1 additions). Live changes go on
+    /// from the newest event; an `all` subscription gets no snapshot (it
+    /// would be the whole catalog): its client re-reads `/skus`.
+    /// `unknown`: the cursor names another event here (`cursor_unknown`);
+    /// else the position is beyond the newest event (`cursor_ahead`).
+    async fn reset(&mut self, unknown: bool, newest: i64, skus: &[SkuCode]) -> Result<(), End> {
+        let (code, message) = if unknown {
+            (
+                "cursor_unknown",
+                "since names an event this server does not have as you saw it: the server was \
+                 restored or failed over; the snapshot that follows replaces what you hold",
+            )
+        } else {
+            (
+                "cursor_ahead",
+                "since is beyond the newest event: the server was restored or failed over; \
+                 the snapshot that follows replaces what you hold",
+            )
+        };
+        m::cursor_refused(code, "ws");
+        self.send_json(json!({
+            "type": "notice",
+            "code": code,
+            "newest_event_id": newest,
+            "message": message,
+        }))
+        .await?;
+        if skus.is_empty() {
+            return Ok(());
+        }
+        self.snapshot(skus).await
     }
 
     async fn snapshot(&mut self, skus: &[SkuCode]) -> Result<(), End> {
@@ -881,7 +976,7 @@ mod fuzz {
             }
             let parsed = parse_client_message(&message.to_string(), 32).expect("a valid message");
             prop_assert_eq!(parsed.kind.as_str(), "subscribe");
-            prop_assert_eq!(parsed.since, since);
+            prop_assert_eq!(parsed.since, since.map(super::Since::Id));
             prop_assert_eq!(parsed.all, all);
             prop_assert_eq!(parsed.skus.as_ref(), Some(&skus));
             let codes = skus.iter().filter(|s| *s != "." && *s != "..").cloned().collect::<Vec<_>>();

@@ -8,7 +8,6 @@
 //!   one function that decides every change ([`domain::decide`]).
 //! - [`store`]: the [`store::SkuStore`] trait the actors write through.
 //! - [`bus`]: the [`bus::EventBus`] trait committed changes travel on.
-//! - [`cache`]: the [`cache::SkuCache`] a SKU actor may activate from.
 //! - [`sku_actor`]: one actor per active SKU: cached state, serial writer.
 //! - [`registry`]: finds or activates a SKU's actor; the supervisor that
 //!   restarts failed actors; passivation of idle ones.
@@ -16,7 +15,6 @@
 //! - [`metrics`]: names of the actor metrics (no per-SKU labels).
 
 pub mod bus;
-pub mod cache;
 pub mod domain;
 pub mod messages;
 pub mod metrics;

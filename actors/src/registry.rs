@@ -10,7 +10,6 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use crate::bus::EventBus;
-use crate::cache::SkuCache;
 use crate::domain::WriteMeta;
 use crate::domain::{Committed, Sku, SkuCode};
 use crate::messages::{Claim, InjectedFaults, SkuMsg, SupervisorMsg, WriteRequest};
@@ -95,19 +94,16 @@ impl Drop for WithdrawOnDrop {
 }
 
 impl Registry {
-    /// Starts the supervisor. `cache`, when given, is read before the
-    /// database when a SKU actor activates.
+    /// Starts the supervisor. A SKU actor activates from the database.
     pub async fn start(
         store: Arc<dyn SkuStore>,
         bus: Arc<dyn EventBus>,
-        cache: Option<Arc<dyn SkuCache>>,
         config: RegistryConfig,
     ) -> Result<Self, ActorError> {
         let actors = Arc::new(DashMap::new());
         let ctx = SkuContext {
             store,
             bus,
-            cache,
             actors: actors.clone(),
             idle: config.idle,
             faults: config.faults.clone(),

@@ -8,7 +8,6 @@ use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::bus::EventBus;
-use crate::cache::SkuCache;
 use crate::domain::{Sku, SkuCode};
 use crate::messages::{InjectedFaults, SkuMsg};
 use crate::store::{SkuStore, StoreError, WriteOutcome};
@@ -18,8 +17,6 @@ use crate::store::{SkuStore, StoreError, WriteOutcome};
 pub struct SkuContext {
     pub store: Arc<dyn SkuStore>,
     pub bus: Arc<dyn EventBus>,
-    /// The shared state cache (Redis); `None` reads the database.
-    pub cache: Option<Arc<dyn SkuCache>>,
     /// The registry's map, so a passivating actor can take itself out.
     pub actors: Arc<DashMap<SkuCode, ActorRef<SkuMsg>>>,
     /// Unused this long, the actor stops (passivation).
@@ -45,15 +42,14 @@ pub struct SkuActorState {
 
 impl SkuActorState {
     async fn loaded(&mut self) -> Result<Option<&Sku>, StoreError> {
+        // Activation reads the database, never the Redis hash (issue 13,
+        // fault 11): a hash restored from an older dump, or a lagging
+        // replica, holds a version older than one this instance may already
+        // have shown, and nothing in the hash tells. Checking it against the
+        // database costs one primary-key read of the same row, exactly what
+        // loading costs, so the hash can save nothing here.
         if self.cached.is_none() {
-            let from_cache = match &self.ctx.cache {
-                Some(cache) => cache.get(&self.sku).await,
-                None => None,
-            };
-            self.cached = Some(match from_cache {
-                Some(sku) => Some(sku),
-                None => self.ctx.store.load(&self.sku).await?,
-            });
+            self.cached = Some(self.ctx.store.load(&self.sku).await?);
         }
         Ok(self.cached.as_ref().and_then(Option::as_ref))
     }
@@ -69,7 +65,8 @@ impl SkuActorState {
 
     /// A change from elsewhere: kept if newer. Versions step by exactly 1,
     /// so a jump means a change never reached this actor (a bus that lost
-    /// it, or a stale cache at activation); the state is then read again
+    /// it, or a change committed between the load and the registration);
+    /// the state is then read again
     /// from the database, which is the truth.
     async fn apply(&mut self, sku: &Sku) {
         let gap = matches!(&self.cached, Some(Some(c)) if sku.version > c.version + 1);

@@ -23,13 +23,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, RedisResult};
 use serde::{Deserialize, Serialize};
 use skuwatch_actors::bus::EventBus;
-use skuwatch_actors::cache::SkuCache;
 use skuwatch_actors::domain::{Committed, Micros, Sku, SkuCode};
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
@@ -180,9 +178,13 @@ impl EventBus for RedisBus {
     }
 }
 
-#[async_trait]
-impl SkuCache for RedisBus {
-    async fn get(&self, sku: &SkuCode) -> Option<Sku> {
+impl RedisBus {
+    /// The state the SKU's hash holds, or `None` when this instance cannot
+    /// vouch for it (the listener is down, or the SKU has a change the hash
+    /// may lack). For other services and tests: the server itself never
+    /// serves reads from the hash, which can be older than the database
+    /// (a restored dump); see `SkuActorState::loaded`.
+    pub async fn cached_state(&self, sku: &SkuCode) -> Option<Sku> {
         let shared = &self.shared;
         if !*shared.connected.borrow() || shared.dirty().contains_key(sku) {
             return None;
@@ -376,7 +378,12 @@ async fn listener(shared: Arc<Shared>, shutdown: CancellationToken) {
         if shutdown.is_cancelled() {
             return;
         }
-        if shared.connected.send_replace(false) {
+        // Told only on the change from up to down: a failed reconnect
+        // attempt is no news (one `bus_down` notice per outage).
+        let went_down = shared
+            .connected
+            .send_if_modified(|up| std::mem::replace(up, false));
+        if went_down {
             down_since = Instant::now();
             metrics::gauge!(crate::metrics::BUS_LISTENER_UP).set(0.0);
             metrics::counter!(crate::metrics::BUS_RECONNECTS).increment(1);
@@ -421,7 +428,9 @@ async fn listen(
     let mut messages = pubsub.into_on_message();
     // Changes published while this instance was not subscribed reach the
     // feed from the database: marking connected wakes its catch-up.
-    shared.connected.send_replace(true);
+    shared
+        .connected
+        .send_if_modified(|up| !std::mem::replace(up, true));
     metrics::gauge!(crate::metrics::BUS_LISTENER_UP).set(1.0);
     on_subscribed();
     shared.flush.notify_one();

@@ -112,6 +112,32 @@ impl ApiError {
         Self::validation(vec![FieldError::new(field, message)])
     }
 
+    /// 409 `cursor_ahead` (API.md v1 additions): the client's position is
+    /// beyond the newest event, as after a restore or a failover.
+    pub fn cursor_ahead(newest_event_id: i64) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "cursor_ahead",
+            format!(
+                "the position is beyond the newest event ({newest_event_id}); the server was \
+                 restored or failed over: reset and take a snapshot"
+            ),
+        )
+        .with_extra("newest_event_id", json!(newest_event_id))
+    }
+
+    /// 409 `cursor_unknown` (API.md v1 additions): the cursor names an event
+    /// this server has as another one (restored, then written past it).
+    pub fn cursor_unknown(newest_event_id: i64) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "cursor_unknown",
+            "the cursor names an event this server does not have as you saw it; it was \
+             restored or failed over: reset and take a snapshot",
+        )
+        .with_extra("newest_event_id", json!(newest_event_id))
+    }
+
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", detail)
     }
@@ -149,6 +175,8 @@ impl ApiError {
             "outcome_unknown" => "Outcome unknown",
             "timeout" => "Request timed out",
             "bad_request" => "Bad request",
+            "cursor_ahead" => "Cursor ahead of the server",
+            "cursor_unknown" => "Cursor unknown",
             _ => "Internal server error",
         }
     }

@@ -13,27 +13,39 @@ use super::extract::{query_time, ApiQuery, Round, SkuPath};
 use super::validate::Checks;
 use super::AppState;
 use crate::auth::Caller;
+use crate::cursor::{Cursor, Refused};
 
 /// Query of `GET /api/v1/events`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EventsParams {
-    /// Events after this `event_id` (default 0).
+    /// Events after this `event_id` (default 0). Beyond the newest event:
+    /// 409 `cursor_ahead`.
     #[param(minimum = 0, nullable = false)]
     after: Option<i64>,
+    /// Instead of `after`: a `next_cursor` from an earlier page (opaque; it
+    /// names the exact event). 409 `cursor_ahead` beyond the newest event,
+    /// 409 `cursor_unknown` when this server has that event id as another
+    /// event (after a restore or a failover): reset and take a snapshot.
+    #[param(nullable = false)]
+    cursor: Option<String>,
     /// 1-1000 (default 100).
     #[param(minimum = 1, maximum = 1000, nullable = false)]
     limit: Option<i64>,
 }
 
-/// `GET /api/v1/events?after=N&limit=M` -> `{"events": [...], "next_after": n}`.
-/// Gap-free: ids become visible in id order.
+/// `GET /api/v1/events?after=N&limit=M` (or `cursor=C` instead of `after`)
+/// -> `{"events": [...], "next_after": n, "next_cursor": c}`.
+/// Gap-free: ids become visible in id order. A position the server does not
+/// have is refused rather than answered with empty pages forever (issue 13;
+/// API.md v1 additions, `cursor_ahead` and `cursor_unknown`).
 #[utoipa::path(
     get, path = "/api/v1/events", tag = "events", params(EventsParams), security(("bearer" = [])),
     responses(
-        (status = 200, description = "Events after `after`, oldest first", body = super::openapi::EventPage),
+        (status = 200, description = "Events after `after` (or `cursor`), oldest first", body = super::openapi::EventPage),
         (status = 401, response = super::openapi::Unauthorized),
+        (status = 409, response = super::openapi::CursorConflict),
         (status = 422, response = super::openapi::Invalid),
         (status = 503, response = super::openapi::Unavailable),
     )
@@ -44,19 +56,71 @@ pub async fn feed(
     ApiQuery(params): ApiQuery<EventsParams>,
 ) -> Result<Response, ApiError> {
     let mut checks = Checks::default();
-    let after = params.after.unwrap_or(0);
     let limit = params.limit.unwrap_or(100);
-    if after < 0 {
+    if params.after.is_some_and(|after| after < 0) {
         checks.fail("after", "must be 0 or more");
     }
+    let cursor = match (&params.cursor, params.after) {
+        (Some(_), Some(_)) => {
+            checks.fail("cursor", "give cursor or after, not both");
+            None
+        }
+        (Some(text), None) => match Cursor::parse(text) {
+            Ok(cursor) => Some(cursor),
+            Err(reason) => {
+                checks.fail("cursor", reason);
+                None
+            }
+        },
+        (None, _) => None,
+    };
     if !(1..=1000).contains(&limit) {
         checks.fail("limit", "must be 1-1000");
     }
     checks.finish()?;
-    let changes = app.store.events_after(after, limit, None).await?;
+    let store = app.store.as_ref();
+    let after = match &cursor {
+        Some(cursor) => {
+            cursor.verify(store).await.map_err(refused)?;
+            cursor.event_id
+        }
+        None => params.after.unwrap_or(0),
+    };
+    let changes = store.events_after(after, limit, None).await?;
+    let next_cursor = match (changes.last(), cursor) {
+        (Some(last), _) => Some(Cursor::of(&last.event)),
+        (None, Some(cursor)) => Some(cursor),
+        // An empty page at a bare id: the id must exist to go on from.
+        (None, None) => {
+            crate::cursor::check_position(store, after)
+                .await
+                .map_err(refused)?;
+            crate::cursor::at(store, after).await?
+        }
+    };
     let next_after = changes.last().map_or(after, |c| c.event.event_id);
     let events: Vec<_> = changes.into_iter().map(|c| c.event).collect();
-    Ok(Json(json!({ "events": events, "next_after": next_after })).into_response())
+    Ok(Json(json!({
+        "events": events,
+        "next_after": next_after,
+        "next_cursor": next_cursor.map(|c| c.to_string()),
+    }))
+    .into_response())
+}
+
+/// The problem for a position this server cannot resume from.
+fn refused(refused: Refused) -> ApiError {
+    match refused {
+        Refused::Ahead { newest_event_id } => {
+            crate::metrics::cursor_refused("cursor_ahead", "events");
+            ApiError::cursor_ahead(newest_event_id)
+        }
+        Refused::Unknown { newest_event_id } => {
+            crate::metrics::cursor_refused("cursor_unknown", "events");
+            ApiError::cursor_unknown(newest_event_id)
+        }
+        Refused::Store(error) => error.into(),
+    }
 }
 
 /// Query of `GET /api/v1/skus/{sku}/history`.

@@ -50,6 +50,9 @@ pub struct Problem {
     current_version: Option<i64>,
     /// 409 `insufficient_stock`: the SKUs that lacked stock.
     skus: Option<Vec<String>>,
+    /// 409 `cursor_ahead` and `cursor_unknown`: the newest event id this
+    /// server has.
+    newest_event_id: Option<i64>,
 }
 
 /// One field-level complaint of a problem document.
@@ -88,6 +91,10 @@ problem_response!(NotFound, "`not_found`: no such SKU (or alert).");
 problem_response!(
     Conflict,
     "`already_exists`, or `insufficient_stock` (with `skus`): nothing was changed."
+);
+problem_response!(
+    CursorConflict,
+    "`cursor_ahead` (`after` or `cursor` is beyond the newest event) or `cursor_unknown` (the cursor's event id names another event here), both with `newest_event_id`: the server was restored or failed over; reset and take a snapshot."
 );
 problem_response!(
     PreconditionFailed,
@@ -271,6 +278,11 @@ pub struct EventPage {
     /// Pass as `after` for the next page (unchanged when the page is empty).
     #[schema(minimum = 0)]
     next_after: i64,
+    /// Pass as `cursor` for the next page: opaque, names the last event of
+    /// the page (or the position given, when the page is empty), so that a
+    /// restored or failed-over server can tell it is not its own.
+    #[schema(example = "124.9f86d081884c7d65")]
+    next_cursor: Option<String>,
 }
 
 /// An alert (API.md, Events and alerts).
@@ -565,7 +577,7 @@ impl Modify for Security {
         schemas(Problem, ProblemField),
         responses(
             BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PreconditionFailed,
-            PayloadTooLarge, UnsupportedMediaType, Invalid, TooManyRequests, Unavailable
+            CursorConflict, PayloadTooLarge, UnsupportedMediaType, Invalid, TooManyRequests, Unavailable
         )
     ),
     modifiers(&Security),

@@ -68,8 +68,10 @@ async fn keep_answer(
     Ok(())
 }
 
+/// `alerts` holds the alerts the event raised or resolved, as pushed (see
+/// `migrations/*/0005_event_alerts.sql`).
 const EVENT_COLUMNS: &str = "event_id, sku, version, at_us, field, old_value, new_value, delta, \
-     reason, actor, state, stock_after, price_after";
+     reason, actor, state, stock_after, price_after, alerts";
 
 const ALERT_COLUMNS: &str = "id, sku, kind, status, message, value, threshold, raised_us, \
      acknowledged_by, resolved_us";
@@ -558,7 +560,7 @@ impl SqlStore {
             };
             sqlx::query(&format!(
                 "INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-                 $10, $11, $12, $13)"
+                 $10, $11, $12, $13, $14)"
             ))
             .bind(event.event_id)
             .bind(event.sku.as_str())
@@ -573,6 +575,7 @@ impl SqlStore {
             .bind(change.state.to_json().to_string())
             .bind(change.state.stock)
             .bind(change.state.price_minor)
+            .bind(alerts_json(&alerts))
             .execute(&mut **tx)
             .await
             .map_err(db_error)?;
@@ -835,11 +838,21 @@ fn committed_from_row(row: &AnyRow) -> Result<Committed, StoreError> {
         reason: row.try_get("reason").map_err(db_error)?,
         actor: row.try_get("actor").map_err(db_error)?,
     };
-    Ok(Committed {
-        event,
-        sku,
-        alerts: Vec::new(),
-    })
+    // Exactly the alerts that were pushed live with this event.
+    let alerts = match row
+        .try_get::<Option<String>, _>("alerts")
+        .map_err(db_error)?
+    {
+        None => Vec::new(),
+        Some(text) => serde_json::from_str(&text).map_err(|_| corrupt("event alerts"))?,
+    };
+    Ok(Committed { event, sku, alerts })
+}
+
+/// The `events.alerts` column of an event: its alerts as JSON, `NULL` when
+/// it has none (most events).
+pub(super) fn alerts_json(alerts: &[Alert]) -> Option<String> {
+    (!alerts.is_empty()).then(|| serde_json::to_string(alerts).expect("an alert serialises"))
 }
 
 impl SqlStore {

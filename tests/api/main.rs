@@ -17,4 +17,5 @@ mod replay;
 mod scaleout;
 mod trust_edges;
 mod trust_parsers;
+mod trust_push;
 mod websocket;

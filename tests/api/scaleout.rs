@@ -520,7 +520,6 @@ fn redis_bus(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redis_bus_carries_changes_between_instances_and_the_cache_never_goes_back() {
     use skuwatch_actors::bus::EventBus;
-    use skuwatch_actors::cache::SkuCache;
     within_deadline(async {
         let prefix = test_prefix();
         let shutdown = tokio_util::sync::CancellationToken::new();
@@ -550,14 +549,14 @@ async fn the_redis_bus_carries_changes_between_instances_and_the_cache_never_goe
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(redis_hash_version(&prefix, "BUS-1").await, Some(5));
         let code = skuwatch_actors::domain::SkuCode::parse("BUS-1").expect("sku");
-        let cached = one.get(&code).await.expect("cached state");
+        let cached = one.cached_state(&code).await.expect("cached state");
         assert_eq!((cached.version, cached.stock), (5, 95));
         // A change the bus missed (the feed read it from the database) is
         // not served from the cache until the cache has it.
         two.missed(&change("BUS-1", 6, 94, 42));
         let deadline = tokio::time::Instant::now() + CONVERGE;
         loop {
-            match two.get(&code).await {
+            match two.cached_state(&code).await {
                 Some(state) if state.version == 6 => break,
                 Some(state) => panic!("served v{} while v6 is committed", state.version),
                 None => {}

@@ -536,9 +536,9 @@ fn typed_first_row(rows: &[String], types: &[&str], first_param: usize) -> Strin
         .join(", ")
 }
 
-const EVENT_TYPES: [&str; 13] = [
+const EVENT_TYPES: [&str; 14] = [
     "bigint", "text", "bigint", "bigint", "text", "text", "text", "bigint", "text", "text", "text",
-    "bigint", "bigint",
+    "bigint", "bigint", "text",
 ];
 
 /// Takes the group's event ids from the clock and appends its events,
@@ -589,7 +589,7 @@ async fn insert_events(
     events: &[(usize, Committed)],
     first_param: i64,
 ) -> Result<i64, StoreError> {
-    const WIDTH: usize = 13;
+    const WIDTH: usize = 14;
     let count = i64::try_from(events.len()).map_err(|_| corrupt("group size"))?;
     let padded_len = padded(events.len());
     // $1 is the count (PostgreSQL) or the id before the first (SQLite).
@@ -601,9 +601,9 @@ async fn insert_events(
         Backend::Sqlite => rows.join(", "),
     };
     let columns = "ord, sku, version, at_us, field, old_value, new_value, delta, reason, actor, \
-                   state, stock_after, price_after";
+                   state, stock_after, price_after, alerts";
     let select = "v.sku, v.version, v.at_us, v.field, v.old_value, v.new_value, v.delta, \
-                  v.reason, v.actor, v.state, v.stock_after, v.price_after";
+                  v.reason, v.actor, v.state, v.stock_after, v.price_after, v.alerts";
     let sql = match backend {
         Backend::Postgres => format!(
             "WITH c AS (UPDATE event_clock SET last_event_id = last_event_id + $1 WHERE id = 1 \
@@ -634,7 +634,8 @@ async fn insert_events(
             .bind(event.actor.clone())
             .bind(Some(c.sku.to_json().to_string()))
             .bind(Some(c.sku.stock))
-            .bind(Some(c.sku.price_minor));
+            .bind(Some(c.sku.price_minor))
+            .bind(super::alerts_json(&c.alerts));
     }
     for _ in events.len()..padded_len {
         query = query
@@ -650,7 +651,8 @@ async fn insert_events(
             .bind(None::<String>)
             .bind(None::<String>)
             .bind(None::<i64>)
-            .bind(None::<i64>);
+            .bind(None::<i64>)
+            .bind(None::<String>);
     }
     match backend {
         Backend::Postgres => {
