@@ -202,8 +202,8 @@ pub struct CreateBody {
         example = "WHITE HANGING HEART T-LIGHT HOLDER"
     )]
     name: String,
-    /// ISO 4217 code.
-    #[schema(pattern = "^[A-Za-z]{3}$", example = "GBP")]
+    /// ISO 4217 code, upper-case as the standard writes it (`gbp` is refused).
+    #[schema(pattern = "^[A-Z]{3}$", example = "GBP")]
     currency: String,
     #[schema(value_type = super::openapi::PriceInput)]
     price: Box<RawValue>,
