@@ -46,20 +46,27 @@ pub struct Settings {
     /// Milliseconds a request waits for a pooled database connection, or a
     /// queued write for a group committer, before it is refused with 503
     /// `overloaded` and `Retry-After` (nothing was done).
-    #[arg(long, env = "SKUWATCH_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 2000)]
+    #[arg(long, env = "SKUWATCH_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 5000)]
     pub db_acquire_timeout_ms: u64,
 
     /// Milliseconds a write waits for a row lock or the event clock
     /// (PostgreSQL `lock_timeout`; SQLite `busy_timeout`, a lock held by
     /// another process) before it is rolled back and refused with 503
     /// `overloaded`.
-    #[arg(long, env = "SKUWATCH_DB_LOCK_TIMEOUT_MS", default_value_t = 5000)]
+    #[arg(long, env = "SKUWATCH_DB_LOCK_TIMEOUT_MS", default_value_t = 10_000)]
     pub db_lock_timeout_ms: u64,
 
     /// Milliseconds a request waits in a SKU actor's queue before it is
     /// withdrawn and refused with 503 `overloaded` (nothing was done). A
-    /// write the actor has started is never withdrawn.
-    #[arg(long, env = "SKUWATCH_ACTOR_QUEUE_TIMEOUT_MS", default_value_t = 2000)]
+    /// write the actor has started is never withdrawn. Below the request
+    /// timeout, so a write stuck behind a hot SKU's queue is answered
+    /// "nothing done" rather than `outcome_unknown`; a burst on one SKU is
+    /// served one commit at a time, so this is longer than the pool waits.
+    #[arg(
+        long,
+        env = "SKUWATCH_ACTOR_QUEUE_TIMEOUT_MS",
+        default_value_t = 20_000
+    )]
     pub actor_queue_timeout_ms: u64,
 
     /// Seconds a SKU actor may stay unused before it is passivated.

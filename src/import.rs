@@ -313,7 +313,7 @@ async fn apply_row(
             idempotency: None,
         };
         async {
-            match registry.write(&row.sku, request).await {
+            match registry.write_patiently(&row.sku, request).await {
                 Ok(WriteOutcome::Committed(_)) => Ok(()),
                 Ok(WriteOutcome::Rejected(e)) => Err(e.to_string()),
                 Ok(_) => Err("unexpected idempotent outcome".to_owned()),
@@ -321,7 +321,10 @@ async fn apply_row(
             }
         }
     };
-    let current = registry.get(&row.sku).await.map_err(|e| e.to_string())?;
+    let current = registry
+        .get_patiently(&row.sku)
+        .await
+        .map_err(|e| e.to_string())?;
     let Some(current) = current else {
         write(Command::Create(NewSku {
             name: row.name.clone(),

@@ -61,7 +61,7 @@ impl Default for RegistryConfig {
     fn default() -> Self {
         Self {
             idle: Duration::from_secs(300),
-            call_timeout: Duration::from_secs(2),
+            call_timeout: Duration::from_secs(20),
             max_restarts: 5,
             restart_window: Duration::from_secs(60),
             faults: InjectedFaults::default(),
@@ -81,6 +81,9 @@ pub struct Registry {
 /// How often a request is sent when its actor stopped (passivation, a
 /// not-found stop, a restart) before starting it; it was not run then.
 const SEND_ATTEMPTS: usize = 4;
+
+/// Sends of one request by the `*_patiently` methods.
+const PATIENT_ATTEMPTS: usize = 8;
 
 /// Withdraws a queued request when the caller stops waiting for it (its
 /// future is dropped, e.g. by the request timeout), so a write the client
@@ -213,6 +216,44 @@ impl Registry {
             SkuMsg::Write(Box::new(request.clone()), claim, port)
         })
         .await
+    }
+
+    /// [`Registry::write`] for server-side bulk work (CSV import) that must
+    /// run to its end: a refusal that guarantees nothing was done (a
+    /// bounded wait elapsed: [`ActorError::Timeout`], [`StoreError::Busy`])
+    /// is sent again after a backoff (100 ms doubling to 2 s, at most
+    /// [`PATIENT_ATTEMPTS`] sends); nothing else is.
+    pub async fn write_patiently(
+        &self,
+        sku: &SkuCode,
+        request: WriteRequest,
+    ) -> Result<WriteOutcome, ActorError> {
+        let mut delay = Duration::from_millis(100);
+        for _ in 1..PATIENT_ATTEMPTS {
+            match self.write(sku, request.clone()).await {
+                Err(ActorError::Timeout | ActorError::Store(StoreError::Busy(_))) => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+        self.write(sku, request).await
+    }
+
+    /// [`Registry::get`], sent again like [`Registry::write_patiently`].
+    pub async fn get_patiently(&self, sku: &SkuCode) -> Result<Option<Sku>, ActorError> {
+        let mut delay = Duration::from_millis(100);
+        for _ in 1..PATIENT_ATTEMPTS {
+            match self.get(sku).await {
+                Err(ActorError::Timeout | ActorError::Store(StoreError::Busy(_))) => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+        self.get(sku).await
     }
 
     /// Runs an atomic multi-SKU adjustment. It spans several actors, so the

@@ -205,7 +205,7 @@ async fn wrong_method(matched: Option<axum::extract::MatchedPath>) -> Response {
 
 /// Answers 503 when a request takes longer than
 /// `SKUWATCH_REQUEST_TIMEOUT_MS` (the handler's future is dropped): a write
-/// (any method but GET, HEAD, OPTIONS) gets `outcome_unknown`, since it may
+/// (any method but GET, HEAD, OPTIONS; not a login) gets `outcome_unknown`, since it may
 /// have committed (a write still queued at a SKU actor is withdrawn, one
 /// already started runs to its end); a read gets `timeout` with
 /// `Retry-After`. CSV import is exempt: it commits row by row, so cutting
@@ -219,7 +219,9 @@ async fn request_timeout(
     if request.uri().path() == "/api/v1/import" {
         return next.run(request).await;
     }
-    let write = !request.method().is_safe();
+    // A login changes nothing stored (a token is only issued), so it is
+    // answered like a read.
+    let write = !request.method().is_safe() && request.uri().path() != "/api/v1/auth/token";
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) if write => ApiError::outcome_unknown(&format!(
