@@ -759,6 +759,7 @@ impl Session {
                     .await;
             }
         };
+        self.app.registry.offer(&states);
         for state in &states {
             self.delivered_version
                 .insert(state.sku.clone(), state.version);
@@ -782,6 +783,7 @@ impl Session {
                 }
             };
             let full = page.len() as i64 == REPLAY_PAGE;
+            self.app.registry.offer(page.iter().map(|c| &c.sku));
             for change in page {
                 after = change.event.event_id;
                 let message = Outgoing::new(&change);

@@ -73,6 +73,11 @@ pub enum SkuMsg {
     /// A change committed elsewhere (batch path, another instance): cached
     /// if newer than what the actor holds.
     Apply(Arc<Committed>),
+    /// A state this instance read from the database and is showing a client
+    /// (a snapshot, a list page, a replay): cached if newer, so a later read
+    /// served by the actor is never older than what the instance has shown
+    /// (issue 13, fault 11), even before the feed dispatches the change.
+    Offer(Sku),
     /// Passivation timer: stop when unused for the idle time.
     IdleCheck,
     /// Sent by the actor to itself after it found its SKU absent (or could

@@ -297,6 +297,19 @@ impl Registry {
         }
     }
 
+    /// Offers states this instance read from the database, before it shows
+    /// them, to the SKUs' active actors ([`SkuMsg::Offer`]): a `GET` served
+    /// from an actor afterwards is never older than a snapshot, list page or
+    /// replay the same instance already answered. Inactive SKUs read the
+    /// database on activation anyway.
+    pub fn offer<'a>(&self, states: impl IntoIterator<Item = &'a Sku>) {
+        for state in states {
+            if let Some(actor) = self.actors.get(&state.sku) {
+                let _ = actor.cast(SkuMsg::Offer(state.clone()));
+            }
+        }
+    }
+
     /// Fault injection for supervision tests: makes the SKU's actor fail.
     #[doc(hidden)]
     pub async fn fail_actor(&self, sku: &SkuCode) -> Result<(), ActorError> {

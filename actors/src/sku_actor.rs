@@ -186,6 +186,7 @@ impl Actor for SkuActor {
                 let _ = reply.send(outcome);
             }
             SkuMsg::Apply(change) => state.apply(&change.sku).await,
+            SkuMsg::Offer(sku) => state.offer(&sku),
             SkuMsg::IdleCheck => {
                 if state.last_used.elapsed() >= state.ctx.idle {
                     state.leave(&myself, "passivated");

@@ -87,6 +87,7 @@ pub async fn feed(
         None => params.after.unwrap_or(0),
     };
     let changes = store.events_after(after, limit, None).await?;
+    app.registry.offer(changes.iter().map(|c| &c.sku));
     let next_cursor = match (changes.last(), cursor) {
         (Some(last), _) => Some(Cursor::of(&last.event)),
         (None, Some(cursor)) => Some(cursor),

@@ -106,6 +106,7 @@ pub async fn list(
             limit: limit + 1,
         })
         .await?;
+    app.registry.offer(&items);
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(limit as usize);
         items.last().map(|s| hex::encode(s.sku.as_str()))

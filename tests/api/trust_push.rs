@@ -584,3 +584,41 @@ async fn a_redis_outage_gives_one_bus_down_notice_however_many_reconnects() {
     .await
     .expect("test finished before its deadline");
 }
+
+// Fault 11, same kind: a state this instance read from the database and
+// showed (a list page here; snapshots, replays and `/events` pages alike)
+// is offered to the SKU's actor, so a `GET` served from the actor right
+// after is never older. The row is changed behind the feed's back, which
+// is how a change the feed has not dispatched yet looks to the actor.
+both_backends!(
+    a_get_is_never_older_than_a_list_the_same_instance_showed,
+    |backend: Backend| async move {
+        let app = TestApp::spawn(backend).await;
+        app.create_sku("SEEN", "GBP", "1.00", 10).await;
+        let (status, before) = app.get_sku("SEEN").await;
+        assert_eq!((status, before["version"].as_i64()), (200, Some(1)));
+
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&app.db.url).await.expect("db");
+        sqlx::query("UPDATE skus SET stock = 7, version = version + 1 WHERE sku = 'SEEN'")
+            .execute(&mut conn)
+            .await
+            .expect("update");
+        conn.close().await.expect("close");
+
+        let listed: Value = app
+            .client
+            .get(app.url("/api/v1/skus?q=SEEN"))
+            .send()
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(listed["items"][0]["version"], 2, "{listed}");
+        let (status, after) = app.get_sku("SEEN").await;
+        assert_eq!(status, 200);
+        assert_eq!(after["version"], 2, "a GET after the list: {after}");
+        assert_eq!(after["stock"], 7);
+    }
+);
