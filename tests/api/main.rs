@@ -15,4 +15,5 @@ mod openapi;
 mod redis_proxy;
 mod replay;
 mod scaleout;
+mod trust_write;
 mod websocket;
