@@ -215,8 +215,9 @@ async fn wrong_method(matched: Option<axum::extract::MatchedPath>) -> Response {
 
 /// Answers 503 `timeout` when a request takes longer than
 /// `SKUWATCH_REQUEST_TIMEOUT_MS` (the handler's future is dropped). CSV
-/// import is exempt: it commits row by row, so cutting it short would leave
-/// half a file imported; its size and row count are limited instead.
+/// import is exempt: it runs to its end in a task of its own either way
+/// (see [`import`]), and its report is worth the wait; its size and row
+/// count are limited instead.
 async fn request_timeout(
     State(limit): State<std::time::Duration>,
     request: Request,

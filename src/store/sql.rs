@@ -861,10 +861,10 @@ impl SqlStore {
 
 /// Decides a batch's lines in order against the locked rows (`current`,
 /// updated as lines apply): all the changes, or the refusal that names every
-/// SKU the batch takes below 0, each with the line where it does and the sum
-/// of its lines up to there (a SKU may appear on several lines, and a later
-/// line putting stock back does not undo an earlier one going below 0).
-/// Sums are checked: past the 64-bit range is a refusal naming the line.
+/// SKU the batch takes below 0, each with the first line where it does and
+/// the lowest sum its lines reach (a SKU may appear on several lines, and a
+/// later line putting stock back does not undo an earlier one going below
+/// 0). Sums are checked: past the 64-bit range is a refusal naming the line.
 fn decide_batch(
     lines: &[AdjustmentLine],
     current: &mut BTreeMap<SkuCode, Sku>,
@@ -879,15 +879,13 @@ fn decide_batch(
     let mut changes = Vec::with_capacity(lines.len());
     let mut shortfalls: Vec<Shortfall> = Vec::new();
     let mut rejection = None;
-    let mut totals: BTreeMap<&SkuCode, i64> = BTreeMap::new();
+    // Per SKU: the sum of its lines so far, and the lowest such sum.
+    let mut sums: BTreeMap<&SkuCode, (i64, i64)> = BTreeMap::new();
     let mut stock_before: BTreeMap<&SkuCode, i64> = BTreeMap::new();
     for (i, line) in lines.iter().enumerate() {
-        if shortfalls.iter().any(|s| s.sku == line.sku) {
-            continue;
-        }
         let field = || format!("adjustments[{i}].delta");
-        let total = totals.entry(&line.sku).or_insert(0);
-        let Some(sum) = total.checked_add(line.delta) else {
+        let (sum, lowest) = sums.entry(&line.sku).or_insert((0, 0));
+        let Some(next) = sum.checked_add(line.delta) else {
             rejection.get_or_insert(DomainError::Invalid {
                 field: field(),
                 message: format!(
@@ -897,7 +895,12 @@ fn decide_batch(
             });
             continue;
         };
-        *total = sum;
+        *sum = next;
+        *lowest = (*lowest).min(next);
+        if shortfalls.iter().any(|s| s.sku == line.sku) {
+            // Already short: only its lowest sum still matters.
+            continue;
+        }
         if let Some(row) = current.get(&line.sku) {
             stock_before.entry(&line.sku).or_insert(row.stock);
         }
@@ -912,7 +915,7 @@ fn decide_batch(
             Err(DomainError::InsufficientStock(_)) => shortfalls.push(Shortfall {
                 sku: line.sku.clone(),
                 stock: stock_before.get(&line.sku).copied().unwrap_or(0),
-                delta: sum,
+                delta: next,
                 line: Some(i),
             }),
             Err(DomainError::StockOverflow(sku)) => {
@@ -926,6 +929,11 @@ fn decide_batch(
             Err(other) => {
                 rejection.get_or_insert(other);
             }
+        }
+    }
+    for shortfall in &mut shortfalls {
+        if let Some((_, lowest)) = sums.get(&shortfall.sku) {
+            shortfall.delta = *lowest;
         }
     }
     match (rejection, shortfalls.is_empty()) {

@@ -336,8 +336,8 @@ pub enum DomainError {
 pub struct Shortfall {
     pub sku: SkuCode,
     pub stock: i64,
-    /// What the adjustment took: its delta, or in a batch the sum of the
-    /// SKU's lines up to the one that went below 0.
+    /// What the adjustment took: its delta, or in a batch the lowest sum
+    /// the SKU's lines reach.
     pub delta: i64,
     /// In a batch, the index of the line that went below 0.
     #[serde(skip_serializing_if = "Option::is_none")]
