@@ -45,7 +45,8 @@ pub struct Idempotency {
 /// The result of one write transaction.
 #[derive(Debug, Clone)]
 pub enum WriteOutcome {
-    /// Committed, one entry per event, in `event_id` order.
+    /// Committed, one entry per event, in `event_id` order; empty when the
+    /// command changed nothing (an upsert equal to the stored row).
     Committed(Vec<Committed>),
     /// Refused by a domain rule; nothing changed.
     Rejected(DomainError),
