@@ -6,7 +6,9 @@ use std::collections::HashMap;
 
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
-use skuwatch_actors::domain::{Command, Currency, Money, NewSku, PriceGuard, SkuCode, WriteMeta};
+use skuwatch_actors::domain::{
+    Command, Currency, DomainError, Money, NewSku, PriceGuard, SkuCode, Upsert, WriteMeta,
+};
 use skuwatch_actors::messages::WriteRequest;
 use skuwatch_actors::registry::{ActorError, Registry};
 use skuwatch_actors::store::WriteOutcome;
@@ -248,8 +250,14 @@ enum RowResult {
     Unchanged,
 }
 
-/// Creates or updates each row's SKU through its actor. Each field change is
-/// its own event (name/threshold as meta, then price, then stock).
+/// Creates or updates each row's SKU through its actor. Each row is one
+/// [`Command::Upsert`], decided against the SKU's row as locked in its
+/// transaction: its changes (name/threshold as meta, price, stock) are
+/// separate events of one transaction, and a row equal to the stored SKU
+/// changes nothing. Rows of one SKU keep file order; different SKUs go in
+/// parallel, so other writes interleave between rows (the file as a whole
+/// is not one transaction: that would hold the event clock, and every other
+/// write, for as long as the file takes).
 pub async fn apply(
     registry: &Registry,
     rows: Vec<ImportRow>,
@@ -301,83 +309,42 @@ async fn apply_row(
     row: ImportRow,
     actor: Option<String>,
 ) -> Result<RowResult, String> {
-    let meta = WriteMeta {
-        reason: Some("import".into()),
-        actor,
-        if_match: None,
-    };
-    let write = |command: Command| {
-        let request = WriteRequest {
-            command,
-            meta: meta.clone(),
-            idempotency: None,
-        };
-        async {
-            match registry.write_patiently(&row.sku, request).await {
-                Ok(WriteOutcome::Committed(_)) => Ok(()),
-                Ok(WriteOutcome::Rejected(e)) => Err(e.to_string()),
-                Ok(_) => Err("unexpected idempotent outcome".to_owned()),
-                Err(e) => Err(e.to_string()),
-            }
-        }
-    };
-    let current = registry
-        .get_patiently(&row.sku)
-        .await
-        .map_err(|e| e.to_string())?;
-    let Some(current) = current else {
-        write(Command::Create(NewSku {
-            name: row.name.clone(),
+    let upsert = Upsert {
+        new: NewSku {
+            name: row.name,
             price: row.price,
             stock: row.stock.unwrap_or(0),
             low_stock_threshold: row
                 .low_stock_threshold
                 .unwrap_or(DEFAULT_LOW_STOCK_THRESHOLD),
             price_guard: PriceGuard::default(),
-        }))
-        .await?;
-        return Ok(RowResult::Created);
+        },
+        stock_given: row.stock.is_some(),
+        threshold_given: row.low_stock_threshold.is_some(),
     };
-    if current.currency != row.price.currency {
-        return Err(format!(
-            "currency: SKU {} is priced in {}, not {}",
-            row.sku, current.currency, row.price.currency
-        ));
+    let request = WriteRequest {
+        command: Command::Upsert(Box::new(upsert)),
+        meta: WriteMeta {
+            reason: Some("import".into()),
+            actor,
+            if_match: None,
+        },
+        idempotency: None,
+    };
+    match registry.write_patiently(&row.sku, request).await {
+        Ok(WriteOutcome::Committed(changes)) => Ok(match changes.first() {
+            None => RowResult::Unchanged,
+            Some(first) if first.event.version == 1 => RowResult::Created,
+            Some(_) => RowResult::Updated,
+        }),
+        Ok(WriteOutcome::Rejected(e)) => Err(match e {
+            DomainError::PriceGuard(reason) => format!("price: {reason}"),
+            DomainError::CurrencyMismatch { .. } => format!("currency: {e}"),
+            other => other.to_string(),
+        }),
+        Ok(_) => Err("unexpected idempotent outcome".to_owned()),
+        Err(e) => Err(e.to_string()),
     }
-    let mut changed = false;
-    // Price first: the guard applies per row, and a refused row changes
-    // nothing.
-    if current.price_minor != row.price.minor {
-        write(Command::SetPrice {
-            price: row.price,
-            confirm: false,
-        })
-        .await
-        .map_err(|reason| format!("price: {reason}"))?;
-        changed = true;
-    }
-    let name = (current.name != row.name).then(|| row.name.clone());
-    let threshold = row
-        .low_stock_threshold
-        .filter(|t| *t != current.low_stock_threshold);
-    if name.is_some() || threshold.is_some() {
-        write(Command::Patch {
-            name,
-            low_stock_threshold: threshold,
-            price_guard: None,
-        })
-        .await?;
-        changed = true;
-    }
-    if let Some(stock) = row.stock.filter(|s| *s != current.stock) {
-        write(Command::SetStock { stock }).await?;
-        changed = true;
-    }
-    Ok(if changed {
-        RowResult::Updated
-    } else {
-        RowResult::Unchanged
-    })
 }
 
 #[cfg(test)]

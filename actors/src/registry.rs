@@ -241,21 +241,6 @@ impl Registry {
         self.write(sku, request).await
     }
 
-    /// [`Registry::get`], sent again like [`Registry::write_patiently`].
-    pub async fn get_patiently(&self, sku: &SkuCode) -> Result<Option<Sku>, ActorError> {
-        let mut delay = Duration::from_millis(100);
-        for _ in 1..PATIENT_ATTEMPTS {
-            match self.get(sku).await {
-                Err(ActorError::Timeout | ActorError::Store(StoreError::Busy(_))) => {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
-                other => return other,
-            }
-        }
-        self.get(sku).await
-    }
-
     /// Runs an atomic multi-SKU adjustment. It spans several actors, so the
     /// transaction runs here; the result is then offered to each active
     /// actor before returning, so a following GET reads it.

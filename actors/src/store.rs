@@ -54,7 +54,8 @@ pub struct Idempotency {
 /// The result of one write transaction.
 #[derive(Debug, Clone)]
 pub enum WriteOutcome {
-    /// Committed, one entry per event, in `event_id` order.
+    /// Committed, one entry per event, in `event_id` order; empty when the
+    /// command changed nothing (an upsert equal to the stored row).
     Committed(Vec<Committed>),
     /// Refused by a domain rule; nothing changed.
     Rejected(DomainError),
@@ -144,9 +145,10 @@ pub trait SkuStore: Send + Sync + 'static {
     ) -> Result<Vec<Committed>, StoreError>;
 
     /// Values of one field of one SKU in a time range, oldest first. Over
-    /// `limit` points, the range is cut into `limit / 2` buckets of equal
-    /// point counts and each keeps its lowest and highest point, so a spike
-    /// or a stock-out stays visible.
+    /// `limit` points: the last point of the range (a chart ends at the
+    /// current value), the first (from `limit` 2), and the lowest and
+    /// highest point of each of `(limit - 2) / 2` buckets, so a spike or a
+    /// stock-out stays visible; never more than `limit` points.
     async fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryPoint>, StoreError>;
 
     /// The highest committed `event_id` (0 when there is none).

@@ -228,18 +228,22 @@ impl From<DomainError> for ApiError {
         match error {
             DomainError::NotFound(_) => Self::not_found(detail),
             DomainError::AlreadyExists(_) => {
-                Self::new(StatusCode::CONFLICT, "already_exists", detail)
+                Self::new(StatusCode::CONFLICT, "already_exists", detail.clone())
+                    .with_errors(vec![FieldError::new("sku", detail)])
             }
             DomainError::VersionMismatch { current, .. } => {
                 Self::new(StatusCode::PRECONDITION_FAILED, "version_mismatch", detail)
                     .with_extra("current_version", json!(current))
             }
             DomainError::InsufficientStock(lacking) => {
+                // A batch's shortfall names its line; a single adjustment
+                // has the one `delta`.
                 let errors = lacking
                     .iter()
                     .map(|s| {
                         FieldError::new(
-                            "delta",
+                            s.line
+                                .map_or("delta".to_owned(), |i| format!("adjustments[{i}].delta")),
                             format!(
                                 "SKU {} has {} in stock; {} would take it below 0",
                                 s.sku, s.stock, s.delta
@@ -248,16 +252,18 @@ impl From<DomainError> for ApiError {
                     })
                     .collect();
                 let skus: Vec<_> = lacking.iter().map(|s| s.sku.as_str()).collect();
-                Self::new(
-                    StatusCode::CONFLICT,
-                    "insufficient_stock",
-                    format!("not enough stock for {}", skus.join(", ")),
-                )
-                .with_errors(errors)
-                .with_extra("skus", json!(skus))
+                let detail = if skus.is_empty() {
+                    "not enough stock".to_owned()
+                } else {
+                    format!("not enough stock for {}", skus.join(", "))
+                };
+                Self::new(StatusCode::CONFLICT, "insufficient_stock", detail)
+                    .with_errors(errors)
+                    .with_extra("skus", json!(skus))
             }
             DomainError::CurrencyMismatch { .. } => Self::field("currency", detail),
             DomainError::StockOverflow(_) => Self::field("delta", detail),
+            DomainError::Invalid { field, message } => Self::field(&field, message),
             DomainError::PriceGuard(_) => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "price_guard",
@@ -352,6 +358,10 @@ pub fn committed_or_error(
             "idempotency_mismatch",
             "this Idempotency-Key was used with a different request",
         )
+        .with_errors(vec![FieldError::new(
+            "Idempotency-Key",
+            "was used with a different request; use a new key for a new request",
+        )])
         .into()),
         WriteOutcome::Replayed(stored) => Err(ErrorResponse(Box::new(replayed(stored)))),
     }

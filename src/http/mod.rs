@@ -121,16 +121,44 @@ async fn import(
     request: Request,
 ) -> Result<Response, ApiError> {
     let body = extract::body_of_type(request, &(), "csv").await?;
-    let (rows, errors) = crate::import::parse_limited(&body, app.settings.import_max_rows)
-        .map_err(|e| match e {
-            crate::import::FileError::Header(e) => ApiError::field("header", e),
-            crate::import::FileError::TooManyRows(e) => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                e.to_string(),
-            ),
-        })?;
-    let report = crate::import::apply(&app.registry, rows, errors, Some(caller.username)).await?;
+    // Once the server has the whole file, the import runs to its end in a
+    // task of its own whether or not the client stays (a dropped handler
+    // would otherwise stop it between two rows), and logs its report. The
+    // task is tracked, so a graceful shutdown waits for it.
+    let max_rows = app.settings.import_max_rows;
+    let registry = app.registry.clone();
+    let task = app.tasks.spawn(async move {
+        let started = std::time::Instant::now();
+        let (rows, errors) =
+            crate::import::parse_limited(&body, max_rows).map_err(|e| match e {
+                crate::import::FileError::Header(e) => ApiError::field("header", e),
+                crate::import::FileError::TooManyRows(e) => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    e.to_string(),
+                ),
+            })?;
+        let rows_in_file = rows.len() + errors.len();
+        let user = caller.username;
+        let report = crate::import::apply(&registry, rows, errors, Some(user.clone()))
+            .await
+            .inspect_err(|error| tracing::warn!(%error, by = %user, "import failed"))?;
+        tracing::info!(
+            by = %user,
+            rows = rows_in_file,
+            created = report.created,
+            updated = report.updated,
+            unchanged = report.unchanged,
+            errors = report.errors.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "import finished"
+        );
+        Ok::<_, ApiError>(report)
+    });
+    let report = task.await.map_err(|error| {
+        tracing::error!(%error, "import task failed");
+        ApiError::internal()
+    })??;
     Ok(Json(report).into_response())
 }
 
@@ -208,9 +236,9 @@ async fn wrong_method(matched: Option<axum::extract::MatchedPath>) -> Response {
 /// (any method but GET, HEAD, OPTIONS; not a login) gets `outcome_unknown`, since it may
 /// have committed (a write still queued at a SKU actor is withdrawn, one
 /// already started runs to its end); a read gets `timeout` with
-/// `Retry-After`. CSV import is exempt: it commits row by row, so cutting
-/// it short would leave half a file imported; its size and row count are
-/// limited instead.
+/// `Retry-After`. CSV import is exempt: it runs to its end in a task of its
+/// own either way (see [`import`]), and its report is worth the wait; its
+/// size and row count are limited instead.
 async fn request_timeout(
     State(limit): State<std::time::Duration>,
     request: Request,

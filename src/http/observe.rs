@@ -7,7 +7,13 @@
 //! everything, so it also sees 404 fallbacks, 405s and 413s, and reads the
 //! label back from the response, or uses [`UNMATCHED_ROUTE`]. The 405
 //! fallback labels its answer itself ([`with_route_label`]).
+//!
+//! A request whose client leaves before the answer is dropped mid-way (its
+//! future is never polled again): [`track`] counts it with status
+//! [`ABORTED_STATUS`] from a drop guard, which is also what keeps the
+//! in-flight gauge from leaking one per aborted request.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -22,13 +28,25 @@ use crate::metrics::{HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS, UNMATCHED_ROU
 /// The header carrying the request id, taken from the client when present.
 pub const REQUEST_ID: &str = "x-request-id";
 
+/// Status label of a request whose client left before it was answered
+/// (nginx's 499 "client closed request"; no HTTP status is ever sent).
+pub const ABORTED_STATUS: &str = "499";
+
 /// The matched route template, carried from the route layer to [`track`].
 #[derive(Clone)]
 struct RouteLabel(MatchedPath);
 
+/// Where the route layer leaves the template for [`track`] to find even
+/// when no response comes (the request was aborted).
+#[derive(Clone, Default)]
+struct RouteSlot(Arc<OnceLock<MatchedPath>>);
+
 /// Route layer: remembers which route template served the request.
 pub async fn route_label(request: Request, next: Next) -> Response {
     let matched = request.extensions().get::<MatchedPath>().cloned();
+    if let (Some(matched), Some(slot)) = (&matched, request.extensions().get::<RouteSlot>()) {
+        let _ = slot.0.set(matched.clone());
+    }
     let mut response = next.run(request).await;
     if let Some(matched) = matched {
         response.extensions_mut().insert(RouteLabel(matched));
@@ -44,10 +62,66 @@ pub fn with_route_label(mut response: Response, matched: Option<MatchedPath>) ->
     response
 }
 
+/// One request in flight: counted in the gauge from creation to drop, and
+/// counted as answered when [`InFlight::answered`] runs, or as aborted
+/// ([`ABORTED_STATUS`]) when dropped before that.
+struct InFlight {
+    method: &'static str,
+    started: Instant,
+    route: RouteSlot,
+    done: bool,
+}
+
+impl InFlight {
+    fn start(method: &'static str, route: RouteSlot) -> Self {
+        metrics::gauge!(HTTP_IN_FLIGHT).increment(1.0);
+        Self {
+            method,
+            started: Instant::now(),
+            route,
+            done: false,
+        }
+    }
+
+    fn record(&self, route: String, status: String) {
+        let labels = [
+            ("method", self.method.to_owned()),
+            ("route", route),
+            ("status", status),
+        ];
+        metrics::counter!(HTTP_REQUESTS, &labels).increment(1);
+        metrics::histogram!(HTTP_DURATION, &labels).record(self.started.elapsed().as_secs_f64());
+    }
+
+    fn answered(mut self, response: &Response) {
+        self.done = true;
+        let route = response
+            .extensions()
+            .get::<RouteLabel>()
+            .map_or(UNMATCHED_ROUTE.to_owned(), |r| r.0.as_str().to_owned());
+        self.record(route, response.status().as_u16().to_string());
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!(HTTP_IN_FLIGHT).decrement(1.0);
+        if !self.done {
+            let route = self
+                .route
+                .0
+                .get()
+                .map_or(UNMATCHED_ROUTE.to_owned(), |m| m.as_str().to_owned());
+            self.record(route, ABORTED_STATUS.to_owned());
+        }
+    }
+}
+
 /// Outermost metrics layer: counts and times every request by method,
-/// route template and status. Methods outside the standard set are one
-/// label (`other`), so a client cannot mint series.
-pub async fn track(request: Request, next: Next) -> Response {
+/// route template and status (`499` when the client left first). Methods
+/// outside the standard set are one label (`other`), so a client cannot
+/// mint series.
+pub async fn track(mut request: Request, next: Next) -> Response {
     let method: &'static str = match request.method().as_str() {
         "GET" => "GET",
         "POST" => "POST",
@@ -58,21 +132,11 @@ pub async fn track(request: Request, next: Next) -> Response {
         "OPTIONS" => "OPTIONS",
         _ => "other",
     };
-    let started = Instant::now();
-    metrics::gauge!(HTTP_IN_FLIGHT).increment(1.0);
+    let slot = RouteSlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let flight = InFlight::start(method, slot);
     let response = next.run(request).await;
-    metrics::gauge!(HTTP_IN_FLIGHT).decrement(1.0);
-    let route = response
-        .extensions()
-        .get::<RouteLabel>()
-        .map_or(UNMATCHED_ROUTE.to_owned(), |r| r.0.as_str().to_owned());
-    let labels = [
-        ("method", method.to_owned()),
-        ("route", route),
-        ("status", response.status().as_u16().to_string()),
-    ];
-    metrics::counter!(HTTP_REQUESTS, &labels).increment(1);
-    metrics::histogram!(HTTP_DURATION, &labels).record(started.elapsed().as_secs_f64());
+    flight.answered(&response);
     response
 }
 

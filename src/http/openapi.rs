@@ -44,11 +44,12 @@ pub struct Problem {
     status: u16,
     #[schema(example = "price: must be greater than 0")]
     detail: String,
-    /// The fields at fault (422 `validation`, `price_guard`; 409 `insufficient_stock`).
+    /// The fields at fault (every 422; 409 `insufficient_stock`, one per short
+    /// SKU, in a batch the line where it goes below 0; 409 `already_exists`: `sku`).
     errors: Option<Vec<ProblemField>>,
     /// 412 `version_mismatch`: the SKU's current version.
     current_version: Option<i64>,
-    /// 409 `insufficient_stock`: the SKUs that lacked stock.
+    /// 409 `insufficient_stock`: the SKUs that lacked stock (never empty).
     skus: Option<Vec<String>>,
     /// 409 `cursor_ahead` and `cursor_unknown`: the newest event id this
     /// server has.

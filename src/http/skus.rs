@@ -233,7 +233,7 @@ pub fn new_sku(body: &CreateBody) -> Result<(SkuCode, NewSku), ApiError> {
             .unwrap_or(DEFAULT_LOW_STOCK_THRESHOLD),
     );
     let guard = match (&body.price_guard, currency) {
-        (Some(raw), Some(currency)) => checks.price_guard(raw, currency, &PriceGuard::default()),
+        (Some(raw), Some(currency)) => checks.new_price_guard(raw, currency),
         _ => PriceGuard::default(),
     };
     checks.finish()?;
@@ -331,7 +331,9 @@ pub async fn patch(
     body: ApiJson<PatchBody>,
 ) -> Result<Response, ErrorResponse> {
     let body = body.value;
-    let current = current(&app, &sku).await?;
+    // Only for the currency of the guard's bounds, which never changes; the
+    // guard itself is merged in the write's transaction (decide).
+    let currency = current(&app, &sku).await?.currency;
     let mut checks = Checks::default();
     let name = body.name.as_deref().and_then(|n| checks.name("name", n));
     let threshold = body
@@ -340,7 +342,7 @@ pub async fn patch(
     let guard = body
         .price_guard
         .as_ref()
-        .map(|g| checks.price_guard(g, current.currency, &current.price_guard));
+        .map(|g| checks.price_guard(g, currency));
     if body.name.is_none() && body.low_stock_threshold.is_none() && body.price_guard.is_none() {
         checks.fail(
             "body",
@@ -397,9 +399,11 @@ pub async fn set_price(
     body: ApiJson<PriceBody>,
 ) -> Result<Response, ErrorResponse> {
     let body = body.value;
-    let current = current(&app, &sku).await?;
+    // The currency never changes; the guard is checked against the price
+    // of the row locked in the write's transaction (decide).
+    let currency = current(&app, &sku).await?.currency;
     let mut checks = Checks::default();
-    let price = checks.price("price", &body.price, current.currency);
+    let price = checks.price("price", &body.price, currency);
     let reason = checks.reason(body.reason);
     checks.finish()?;
     let command = Command::SetPrice {

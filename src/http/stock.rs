@@ -1,6 +1,8 @@
 //! Stock adjustments: single (`/skus/{sku}/stock/adjustments`) and atomic
 //! batch (`/stock/adjustments`), both with `Idempotency-Key`.
 
+use std::collections::HashMap;
+
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -215,10 +217,25 @@ pub async fn adjust_batch(
         );
     }
     let mut parsed = Vec::with_capacity(lines.len());
+    // Per SKU, the sum of its lines so far: a sum past the 64-bit range is
+    // refused here, naming the line, rather than wrapping in the store.
+    let mut totals: HashMap<SkuCode, i64> = HashMap::new();
     for (i, line) in lines.iter().enumerate() {
         let sku = checks.check(&format!("adjustments[{i}].sku"), SkuCode::parse(&line.sku));
         if line.delta == 0 {
             checks.fail(&format!("adjustments[{i}].delta"), "must not be 0");
+        }
+        if let Some(sku) = &sku {
+            let total = totals.entry(sku.clone()).or_insert(0);
+            match total.checked_add(line.delta) {
+                Some(sum) => *total = sum,
+                None => checks.fail(
+                    &format!("adjustments[{i}].delta"),
+                    format!(
+                        "with the lines before it for {sku}, the total passes the 64-bit range"
+                    ),
+                ),
+            }
         }
         if let Some(sku) = sku {
             parsed.push(AdjustmentLine {

@@ -4,7 +4,7 @@ use std::fmt::Display;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use skuwatch_actors::domain::{Currency, Money, PriceGuard};
+use skuwatch_actors::domain::{Currency, DomainError, GuardPatch, Money, PriceGuard};
 
 use super::error::{ApiError, FieldError};
 
@@ -83,40 +83,47 @@ impl Checks {
         Some(money)
     }
 
-    /// The guard `raw` describes on top of `base`: a field left out keeps
-    /// its value in `base`, a field set to `null` is cleared.
-    pub fn price_guard(
-        &mut self,
-        raw: &GuardInput,
-        currency: Currency,
-        base: &PriceGuard,
-    ) -> PriceGuard {
+    /// The guard change `raw` describes, each field checked on its own: a
+    /// field left out keeps the stored value, `null` clears it. Merging it
+    /// (and checking that the bounds do not cross) is left to
+    /// [`GuardPatch::merge`], which `PATCH` runs against the row locked in
+    /// its transaction; bounds are in `currency`, fixed at creation.
+    pub fn price_guard(&mut self, raw: &GuardInput, currency: Currency) -> GuardPatch {
         let max_change_pct = match raw.max_change_pct {
-            None => base.max_change_pct,
-            Some(None) => None,
-            Some(Some(pct)) if (1..=10_000).contains(&pct) => Some(pct),
+            None => None,
+            Some(None) => Some(None),
+            Some(Some(pct)) if (1..=10_000).contains(&pct) => Some(Some(pct)),
             Some(Some(_)) => {
                 self.fail("price_guard.max_change_pct", "must be 1-10000 (percent)");
                 None
             }
         };
-        let mut bound =
-            |field: &str, raw: &Option<Option<Box<RawValue>>>, base: Option<i64>| match raw {
-                None => base,
-                Some(None) => None,
-                Some(Some(raw)) => self.price(field, raw, currency).map(|m| m.minor),
-            };
-        let guard = PriceGuard {
-            max_change_pct,
-            min_price: bound("price_guard.min_price", &raw.min_price, base.min_price),
-            max_price: bound("price_guard.max_price", &raw.max_price, base.max_price),
+        let mut bound = |field: &str, raw: &Option<Option<Box<RawValue>>>| match raw {
+            None => None,
+            Some(None) => Some(None),
+            Some(Some(raw)) => self.price(field, raw, currency).map(|m| Some(m.minor)),
         };
-        if let (Some(min), Some(max)) = (guard.min_price, guard.max_price) {
-            if min > max {
-                self.fail("price_guard", "min_price must not exceed max_price");
+        GuardPatch {
+            max_change_pct,
+            min_price: bound("price_guard.min_price", &raw.min_price),
+            max_price: bound("price_guard.max_price", &raw.max_price),
+        }
+    }
+
+    /// The guard of a new SKU: `raw` on top of the default (API.md).
+    pub fn new_price_guard(&mut self, raw: &GuardInput, currency: Currency) -> PriceGuard {
+        let patch = self.price_guard(raw, currency);
+        match patch.merge(&PriceGuard::default(), currency) {
+            Ok(guard) => guard,
+            Err(DomainError::Invalid { field, message }) => {
+                self.fail(&field, message);
+                PriceGuard::default()
+            }
+            Err(other) => {
+                self.fail("price_guard", other);
+                PriceGuard::default()
             }
         }
-        guard
     }
 }
 

@@ -263,26 +263,43 @@ impl SqlStore {
 
     /// One write in its own transaction: lock the row, decide, write the row
     /// and the event, take the event id, commit.
-    async fn write_single(
+    ///
+    /// A creation inserts with `ON CONFLICT DO NOTHING`, so when another
+    /// instance creates the same SKU at the same moment one insert finds the
+    /// other's row (PostgreSQL waits for it to commit). A create is then
+    /// refused `already_exists`; an upsert (CSV import) runs again, now
+    /// against the existing row, locked, so it never reports a false error.
+    pub(super) async fn write_single(
         &self,
         sku: &SkuCode,
         command: &Command,
         meta: &WriteMeta,
         idempotency: Option<&Idempotency>,
     ) -> Result<WriteOutcome, StoreError> {
-        let mut tx = match self.begin_keyed(idempotency).await? {
-            Ok(tx) => tx,
-            Err(seen) => return Ok(seen),
-        };
-        let rows = self.lock_rows(&mut tx, &BTreeSet::from([sku])).await?;
-        // Read the clock once the row is ours: the previous change of this
-        // SKU has committed, so its time is earlier (per SKU, `at` follows
-        // `version`).
-        let now = Micros::now();
-        let decided = decide(sku, rows.get(sku), command, meta, now).map(|c| vec![c]);
-        let creating = matches!(command, Command::Create(_));
-        self.finish(tx, decided, meta, idempotency, now, creating)
-            .await
+        let upsert = matches!(command, Command::Upsert(_));
+        // The second attempt finds the row the first lost to; more is a
+        // safety margin, not an expected path.
+        for _ in 0..3 {
+            let mut tx = match self.begin_keyed(idempotency).await? {
+                Ok(tx) => tx,
+                Err(seen) => return Ok(seen),
+            };
+            let rows = self.lock_rows(&mut tx, &BTreeSet::from([sku])).await?;
+            // Read the clock once the row is ours: the previous change of
+            // this SKU has committed, so its time is earlier (per SKU, `at`
+            // follows `version`).
+            let now = Micros::now();
+            let decided = decide(sku, rows.get(sku), command, meta, now);
+            if let Some(outcome) = self
+                .finish(tx, decided, meta, idempotency, now, upsert)
+                .await?
+            {
+                return Ok(outcome);
+            }
+        }
+        Err(StoreError::Database(format!(
+            "the row of {sku} neither could be created nor was found"
+        )))
     }
 
     /// Closes both pools (graceful shutdown).
@@ -442,6 +459,9 @@ impl SqlStore {
 
     /// Writes the changed rows and appends the events, then ends the
     /// transaction: commit when something is to be kept, else roll back.
+    /// A decision of no change (an upsert equal to the row) commits nothing.
+    /// `None` when a creation lost a race with another instance creating the
+    /// same SKU and `retry_lost_create` is set: rolled back, nothing kept.
     async fn finish(
         &self,
         mut tx: Tx,
@@ -449,23 +469,29 @@ impl SqlStore {
         meta: &WriteMeta,
         idem: Option<&Idempotency>,
         now: Micros,
-        creating: bool,
-    ) -> Result<WriteOutcome, StoreError> {
+        retry_lost_create: bool,
+    ) -> Result<Option<WriteOutcome>, StoreError> {
         let outcome = match decided {
             Err(rejection) => WriteOutcome::Rejected(rejection),
-            Ok(changes) => match self.append(&mut tx, &changes, meta, now, creating).await? {
+            Ok(changes) if changes.is_empty() => WriteOutcome::Committed(Vec::new()),
+            Ok(changes) => match self.append(&mut tx, &changes, meta, now).await? {
                 Some(committed) => WriteOutcome::Committed(committed),
+                None if retry_lost_create => {
+                    tx.rollback().await.map_err(db_error)?;
+                    return Ok(None);
+                }
                 None => {
                     WriteOutcome::Rejected(DomainError::AlreadyExists(changes[0].state.sku.clone()))
                 }
             },
         };
-        let keep = match idem {
-            Some(idem) => {
+        let keep = match (&outcome, idem) {
+            (_, Some(idem)) => {
                 keep_answer(&mut tx, idem, &outcome).await?;
                 true
             }
-            None => matches!(outcome, WriteOutcome::Committed(_)),
+            (WriteOutcome::Committed(changes), None) => !changes.is_empty(),
+            _ => false,
         };
         if keep {
             tx.commit().await.map_err(commit_error)?;
@@ -475,7 +501,7 @@ impl SqlStore {
         } else {
             tx.rollback().await.map_err(db_error)?;
         }
-        Ok(outcome)
+        Ok(Some(outcome))
     }
 
     /// Writes each change's row and event. `None` when a create lost a race
@@ -486,15 +512,19 @@ impl SqlStore {
         changes: &[Change],
         meta: &WriteMeta,
         now: Micros,
-        creating: bool,
     ) -> Result<Option<Vec<Committed>>, StoreError> {
-        // Final state per SKU: a batch may touch one SKU twice.
-        let mut finals: BTreeMap<&SkuCode, &Sku> = BTreeMap::new();
+        // Final state per SKU (a batch may touch one SKU twice), and whether
+        // its first change creates it.
+        let mut finals: BTreeMap<&SkuCode, (&Sku, bool)> = BTreeMap::new();
         for change in changes {
-            finals.insert(&change.state.sku, &change.state);
+            let created = change.previous.is_none();
+            finals
+                .entry(&change.state.sku)
+                .and_modify(|f| f.0 = &change.state)
+                .or_insert((&change.state, created));
         }
-        for state in finals.values() {
-            let query = if creating {
+        for (state, creating) in finals.values() {
+            let query = if *creating {
                 format!(
                     "INSERT INTO skus ({SKU_COLUMNS}, search_text) VALUES ($1, $2, $3, $4, $5, $6, \
                      $7, $8, $9, $10, $11, $12) ON CONFLICT (sku) DO NOTHING"
@@ -856,12 +886,13 @@ pub(super) fn alerts_json(alerts: &[Alert]) -> Option<String> {
 }
 
 impl SqlStore {
-    /// The ids of the lowest and highest point of each of `limit / 2`
+    /// The ids of the lowest and highest point of each of `buckets`
     /// buckets (equal spans of event id), in one aggregate scan: each value
     /// is packed with its event's offset (`v * span + offset`), so MIN and
     /// MAX give the value and the earliest event holding it, with no sort.
     /// Values are >= 0 (stock, and prices in minor units); when packing
     /// would overflow, a window-function query does the same, slower.
+    #[allow(clippy::too_many_arguments)]
     async fn bucket_extremes(
         &self,
         query: &HistoryQuery,
@@ -870,8 +901,8 @@ impl SqlStore {
         first: i64,
         last: i64,
         top: i64,
+        buckets: i64,
     ) -> Result<Vec<i64>, StoreError> {
-        let buckets = (query.limit / 2).max(1);
         let span = last - first + 1;
         let fits = top
             .checked_add(1)
@@ -922,24 +953,88 @@ impl SqlStore {
     }
 }
 
-/// Per SKU of a refused batch: the stock it has and the total the batch
-/// asked of it (a SKU may appear on several lines).
-fn batch_shortfalls(lines: &[AdjustmentLine], stock: &BTreeMap<SkuCode, Sku>) -> Vec<Shortfall> {
-    let mut totals: BTreeMap<&SkuCode, i64> = BTreeMap::new();
-    for line in lines {
-        *totals.entry(&line.sku).or_default() += line.delta;
+/// Decides a batch's lines in order against the locked rows (`current`,
+/// updated as lines apply): all the changes, or the refusal that names every
+/// SKU the batch takes below 0, each with the first line where it does and
+/// the lowest sum its lines reach (a SKU may appear on several lines, and a
+/// later line putting stock back does not undo an earlier one going below
+/// 0). Sums are checked: past the 64-bit range is a refusal naming the line.
+fn decide_batch(
+    lines: &[AdjustmentLine],
+    current: &mut BTreeMap<SkuCode, Sku>,
+    meta: &WriteMeta,
+    now: Micros,
+) -> Result<Vec<Change>, DomainError> {
+    // If-Match makes no sense across several SKUs; it is not applied.
+    let line_meta = WriteMeta {
+        if_match: None,
+        ..meta.clone()
+    };
+    let mut changes = Vec::with_capacity(lines.len());
+    let mut shortfalls: Vec<Shortfall> = Vec::new();
+    let mut rejection = None;
+    // Per SKU: the sum of its lines so far, and the lowest such sum.
+    let mut sums: BTreeMap<&SkuCode, (i64, i64)> = BTreeMap::new();
+    let mut stock_before: BTreeMap<&SkuCode, i64> = BTreeMap::new();
+    for (i, line) in lines.iter().enumerate() {
+        let field = || format!("adjustments[{i}].delta");
+        let (sum, lowest) = sums.entry(&line.sku).or_insert((0, 0));
+        let Some(next) = sum.checked_add(line.delta) else {
+            rejection.get_or_insert(DomainError::Invalid {
+                field: field(),
+                message: format!(
+                    "with the lines before it for {}, the total passes the 64-bit range",
+                    line.sku
+                ),
+            });
+            continue;
+        };
+        *sum = next;
+        *lowest = (*lowest).min(next);
+        if shortfalls.iter().any(|s| s.sku == line.sku) {
+            // Already short: only its lowest sum still matters.
+            continue;
+        }
+        if let Some(row) = current.get(&line.sku) {
+            stock_before.entry(&line.sku).or_insert(row.stock);
+        }
+        let command = Command::Adjust { delta: line.delta };
+        match decide(&line.sku, current.get(&line.sku), &command, &line_meta, now) {
+            Ok(decided) => {
+                if let Some(last) = decided.last() {
+                    current.insert(line.sku.clone(), last.state.clone());
+                }
+                changes.extend(decided);
+            }
+            Err(DomainError::InsufficientStock(_)) => shortfalls.push(Shortfall {
+                sku: line.sku.clone(),
+                stock: stock_before.get(&line.sku).copied().unwrap_or(0),
+                delta: next,
+                line: Some(i),
+            }),
+            Err(DomainError::StockOverflow(sku)) => {
+                rejection.get_or_insert(DomainError::Invalid {
+                    field: field(),
+                    message: format!(
+                        "would take the stock of {sku} past the largest number this server counts (9223372036854775807)"
+                    ),
+                });
+            }
+            Err(other) => {
+                rejection.get_or_insert(other);
+            }
+        }
     }
-    totals
-        .into_iter()
-        .filter_map(|(sku, delta)| {
-            let have = stock.get(sku)?.stock;
-            (have + delta < 0).then(|| Shortfall {
-                sku: sku.clone(),
-                stock: have,
-                delta,
-            })
-        })
-        .collect()
+    for shortfall in &mut shortfalls {
+        if let Some((_, lowest)) = sums.get(&shortfall.sku) {
+            shortfall.delta = *lowest;
+        }
+    }
+    match (rejection, shortfalls.is_empty()) {
+        (Some(rejection), _) => Err(rejection),
+        (None, false) => Err(DomainError::InsufficientStock(shortfalls)),
+        (None, true) => Ok(changes),
+    }
 }
 
 /// Binds `$1`-`$4` of a history query: SKU, field, from, to.
@@ -1013,6 +1108,8 @@ impl SkuStore for SqlStore {
         idempotency: Option<&Idempotency>,
     ) -> Result<WriteOutcome, StoreError> {
         match &self.group {
+            // Creates insert (group commit only updates); an upsert goes to
+            // the group, which hands a creating one back to the single path.
             Some(group) if !matches!(command, Command::Create(_)) => {
                 group.write(sku, command, meta, idempotency).await
             }
@@ -1033,37 +1130,10 @@ impl SkuStore for SqlStore {
         let codes: BTreeSet<&SkuCode> = lines.iter().map(|l| &l.sku).collect();
         let mut current = self.lock_rows(&mut tx, &codes).await?;
         let now = Micros::now();
-        let original = current.clone();
-        // If-Match makes no sense across several SKUs; it is not applied.
-        let line_meta = WriteMeta {
-            if_match: None,
-            ..meta.clone()
-        };
-        let mut changes = Vec::with_capacity(lines.len());
-        let mut shortfalls: Vec<Shortfall> = Vec::new();
-        let mut rejection = None;
-        for line in lines {
-            let command = Command::Adjust { delta: line.delta };
-            match decide(&line.sku, current.get(&line.sku), &command, &line_meta, now) {
-                Ok(change) => {
-                    current.insert(line.sku.clone(), change.state.clone());
-                    changes.push(change);
-                }
-                Err(DomainError::InsufficientStock(mut lacking)) => shortfalls.append(&mut lacking),
-                Err(other) => {
-                    rejection.get_or_insert(other);
-                }
-            }
-        }
-        let decided = match (rejection, shortfalls.is_empty()) {
-            (Some(rejection), _) => Err(rejection),
-            (None, false) => Err(DomainError::InsufficientStock(batch_shortfalls(
-                lines, &original,
-            ))),
-            (None, true) => Ok(changes),
-        };
+        let decided = decide_batch(lines, &mut current, meta, now);
         self.finish(tx, decided, meta, idempotency, now, false)
-            .await
+            .await?
+            .ok_or_else(|| corrupt("a batch creates nothing"))
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Sku>, StoreError> {
@@ -1162,9 +1232,20 @@ impl SkuStore for SqlStore {
             let first: i64 = stats.try_get("first").map_err(db_error)?;
             let last: i64 = stats.try_get("last").map_err(db_error)?;
             let top: i64 = stats.try_get("top").map_err(db_error)?;
-            let ids = self
-                .bucket_extremes(query, column, range, first, last, top)
-                .await?;
+            // A chart starts at the start of the range and ends at its last
+            // change (at `limit` 1, that one alone); the rest of the points
+            // go to buckets, two each, so the result never exceeds `limit`.
+            let mut ids = BTreeSet::from([last]);
+            if query.limit >= 2 {
+                ids.insert(first);
+            }
+            let buckets = (query.limit - 2) / 2;
+            if buckets > 0 {
+                ids.extend(
+                    self.bucket_extremes(query, column, range, first, last, top, buckets)
+                        .await?,
+                );
+            }
             let sql = format!(
                 "SELECT event_id, at_us, version, reason, {column} AS v FROM events \
                  WHERE event_id IN ({}) ORDER BY event_id",

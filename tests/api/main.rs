@@ -18,4 +18,5 @@ mod scaleout;
 mod trust_edges;
 mod trust_parsers;
 mod trust_push;
+mod trust_write;
 mod websocket;

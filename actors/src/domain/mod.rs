@@ -12,8 +12,8 @@ pub use alerts::{
 };
 pub use money::{Currency, Money, MoneyError};
 pub use sku::{
-    decide, Change, Command, Committed, DomainError, Event, Field, NewSku, PriceGuard, Shortfall,
-    Sku, WriteMeta,
+    decide, Change, Command, Committed, DomainError, Event, Field, GuardPatch, NewSku, PriceGuard,
+    Shortfall, Sku, Upsert, WriteMeta,
 };
 pub use sku_code::{SkuCode, SkuCodeError};
 pub use time::Micros;

@@ -199,14 +199,79 @@ pub struct NewSku {
     pub price_guard: PriceGuard,
 }
 
+/// Part of a price guard (`PATCH`): per field, `None` keeps the stored
+/// value, `Some(None)` clears it, `Some(Some(v))` sets it. [`decide`] merges
+/// it into the guard of the row as locked in the write's transaction, so
+/// two PATCHes of different fields cannot lose one another (a copy read
+/// before the write would be stale by then).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuardPatch {
+    pub max_change_pct: Option<Option<i64>>,
+    /// Minor units of the SKU's currency (fixed at creation).
+    pub min_price: Option<Option<i64>>,
+    pub max_price: Option<Option<i64>>,
+}
+
+impl GuardPatch {
+    /// `base` with this patch applied; refused with the field at fault
+    /// ([`DomainError::Invalid`]) when `min_price` would exceed `max_price`.
+    pub fn merge(&self, base: &PriceGuard, currency: Currency) -> Result<PriceGuard, DomainError> {
+        let guard = PriceGuard {
+            max_change_pct: self.max_change_pct.unwrap_or(base.max_change_pct),
+            min_price: self.min_price.unwrap_or(base.min_price),
+            max_price: self.max_price.unwrap_or(base.max_price),
+        };
+        if let (Some(min), Some(max)) = (guard.min_price, guard.max_price) {
+            if min > max {
+                // Name what the client sent: the bound it set, else both.
+                let field = match (self.min_price, self.max_price) {
+                    (Some(Some(_)), _) => "price_guard.min_price",
+                    (_, Some(Some(_))) => "price_guard.max_price",
+                    _ => "price_guard",
+                };
+                let show = |minor| Money { minor, currency }.to_decimal_string();
+                return Err(DomainError::Invalid {
+                    field: field.to_owned(),
+                    message: format!(
+                        "min_price {} must not exceed max_price {}",
+                        show(min),
+                        show(max)
+                    ),
+                });
+            }
+        }
+        Ok(guard)
+    }
+}
+
+/// A catalog row (CSV import, API.md `POST /import`): creates the SKU from
+/// `new` when it does not exist; otherwise changes what differs from the
+/// row as locked in the transaction: the price (inside the guard), then the
+/// name and threshold, then the stock. Each is its own event, and all of
+/// them one transaction, so a refused price changes nothing of the row and
+/// no other write lands between a row's events. Deciding it all against the
+/// locked row is what lets two imports of the same new SKUs run at once:
+/// one creates, the other finds the row and changes nothing.
+#[derive(Debug, Clone)]
+pub struct Upsert {
+    pub new: NewSku,
+    /// The row gave a stock (else the stored stock is kept).
+    pub stock_given: bool,
+    /// The row gave a threshold (else the stored one is kept).
+    pub threshold_given: bool,
+}
+
 /// A change asked for by a client, already validated field by field.
 #[derive(Debug, Clone)]
 pub enum Command {
     Create(NewSku),
+    /// Create, or update what differs; see [`Upsert`]. May decide zero,
+    /// one or several changes.
+    Upsert(Box<Upsert>),
     Patch {
         name: Option<String>,
         low_stock_threshold: Option<i64>,
-        price_guard: Option<PriceGuard>,
+        price_guard: Option<GuardPatch>,
     },
     SetPrice {
         price: Money,
@@ -255,8 +320,16 @@ pub enum DomainError {
         expected: Currency,
         got: Currency,
     },
-    #[error("stock would overflow")]
+    #[error(
+        "the stock of {0} would pass the largest number this server counts (9223372036854775807)"
+    )]
     StockOverflow(SkuCode),
+    /// A value the domain refuses once merged with the locked row (a
+    /// guard whose bounds cross), or a sum of client numbers out of range;
+    /// `field` names it as the request did (`price_guard.min_price`,
+    /// `adjustments[3].delta`).
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
     /// A price outside the SKU's guard without `confirm` (API.md, SKUs).
     #[error("{0}")]
     PriceGuard(String),
@@ -279,7 +352,12 @@ fn versions(expected: &[i64]) -> String {
 pub struct Shortfall {
     pub sku: SkuCode,
     pub stock: i64,
+    /// What the adjustment took: its delta, or in a batch the lowest sum
+    /// the SKU's lines reach.
     pub delta: i64,
+    /// In a batch, the index of the line that went below 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
 }
 
 /// The outcome of [`decide`]: the new state and the event to append
@@ -299,8 +377,82 @@ pub struct Change {
 }
 
 /// Applies `command` to `current` (the row as locked in the transaction).
-/// Returns the new state with `version + 1` and `updated_at = now`.
+/// Every read-modify-write of a SKU happens here, against that row: what a
+/// handler read before the write may be stale by the time the row is
+/// locked. Returns the changes in order, each with `version + 1` on the
+/// one before and `updated_at = now`: one for most commands, none to
+/// several for [`Command::Upsert`].
 pub fn decide(
+    sku: &SkuCode,
+    current: Option<&Sku>,
+    command: &Command,
+    meta: &WriteMeta,
+    now: Micros,
+) -> Result<Vec<Change>, DomainError> {
+    let Command::Upsert(upsert) = command else {
+        return decide_one(sku, current, command, meta, now).map(|c| vec![c]);
+    };
+    let Some(current) = current else {
+        return Ok(vec![create(sku, &upsert.new, now)]);
+    };
+    check_version(sku, current, meta)?;
+    let new = &upsert.new;
+    if new.price.currency != current.currency {
+        return Err(DomainError::CurrencyMismatch {
+            sku: sku.clone(),
+            expected: current.currency,
+            got: new.price.currency,
+        });
+    }
+    // If-Match holds for the first step; the later ones follow from it.
+    let step_meta = WriteMeta {
+        if_match: None,
+        ..meta.clone()
+    };
+    let mut steps = Vec::new();
+    if new.price.minor != current.price_minor {
+        steps.push(Command::SetPrice {
+            price: new.price,
+            confirm: false,
+        });
+    }
+    let name = (new.name != current.name).then(|| new.name.clone());
+    let threshold = (upsert.threshold_given
+        && new.low_stock_threshold != current.low_stock_threshold)
+        .then_some(new.low_stock_threshold);
+    if name.is_some() || threshold.is_some() {
+        steps.push(Command::Patch {
+            name,
+            low_stock_threshold: threshold,
+            price_guard: None,
+        });
+    }
+    if upsert.stock_given && new.stock != current.stock {
+        steps.push(Command::SetStock { stock: new.stock });
+    }
+    let mut changes: Vec<Change> = Vec::with_capacity(steps.len());
+    for step in &steps {
+        let state = changes.last().map_or(current, |c| &c.state);
+        changes.push(decide_one(sku, Some(state), step, &step_meta, now)?);
+    }
+    Ok(changes)
+}
+
+fn check_version(sku: &SkuCode, current: &Sku, meta: &WriteMeta) -> Result<(), DomainError> {
+    match &meta.if_match {
+        Some(expected) if !expected.contains(&current.version) => {
+            Err(DomainError::VersionMismatch {
+                sku: sku.clone(),
+                expected: expected.clone(),
+                current: current.version,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// [`decide`] for the commands that make exactly one change.
+fn decide_one(
     sku: &SkuCode,
     current: Option<&Sku>,
     command: &Command,
@@ -313,21 +465,13 @@ pub fn decide(
         (None, _) => return Err(DomainError::NotFound(sku.clone())),
         (Some(current), _) => current,
     };
-    if let Some(expected) = &meta.if_match {
-        if !expected.contains(&current.version) {
-            return Err(DomainError::VersionMismatch {
-                sku: sku.clone(),
-                expected: expected.clone(),
-                current: current.version,
-            });
-        }
-    }
+    check_version(sku, current, meta)?;
     let mut state = current.clone();
     state.version += 1;
     state.updated_at = now;
     let mut price_anomaly = None;
     let (field, old, new, delta) = match command {
-        Command::Create(_) => unreachable!("handled above"),
+        Command::Create(_) | Command::Upsert(_) => unreachable!("handled above"),
         Command::Patch {
             name,
             low_stock_threshold,
@@ -348,12 +492,12 @@ pub fn decide(
                 new.insert("low_stock_threshold".into(), json!(threshold));
                 state.low_stock_threshold = *threshold;
             }
-            if let Some(guard) = price_guard {
+            if let Some(patch) = price_guard {
                 old.insert(
                     "price_guard".into(),
                     current.to_json()["price_guard"].clone(),
                 );
-                state.price_guard = guard.clone();
+                state.price_guard = patch.merge(&current.price_guard, current.currency)?;
                 new.insert("price_guard".into(), state.to_json()["price_guard"].clone());
             }
             (Field::Meta, Value::Object(old), Value::Object(new), None)
@@ -380,11 +524,15 @@ pub fn decide(
         }
         Command::SetStock { stock } => {
             state.stock = *stock;
+            // Both are >= 0, so this cannot overflow; checked all the same.
+            let delta = stock
+                .checked_sub(current.stock)
+                .ok_or_else(|| DomainError::StockOverflow(sku.clone()))?;
             (
                 Field::Stock,
                 json!(current.stock),
                 json!(stock),
-                Some(stock - current.stock),
+                Some(delta),
             )
         }
         Command::Adjust { delta } => {
@@ -397,6 +545,7 @@ pub fn decide(
                     sku: sku.clone(),
                     stock: current.stock,
                     delta: *delta,
+                    line: None,
                 }]));
             }
             state.stock = stock;
@@ -470,13 +619,114 @@ mod tests {
     }
 
     fn adjust(current: &Sku, delta: i64) -> Result<Change, DomainError> {
-        decide(
+        one(decide(
             &code(),
             Some(current),
             &Command::Adjust { delta },
             &WriteMeta::default(),
             Micros(1),
+        ))
+    }
+
+    fn one(decided: Result<Vec<Change>, DomainError>) -> Result<Change, DomainError> {
+        decided.map(|mut changes| {
+            assert_eq!(changes.len(), 1);
+            changes.remove(0)
+        })
+    }
+
+    fn upsert(price: i64, name: &str, stock: Option<i64>) -> Command {
+        Command::Upsert(Box::new(Upsert {
+            new: NewSku {
+                name: name.into(),
+                price: Money {
+                    minor: price,
+                    currency: Currency::parse("GBP").unwrap(),
+                },
+                stock: stock.unwrap_or(0),
+                low_stock_threshold: 10,
+                price_guard: PriceGuard::default(),
+            },
+            stock_given: stock.is_some(),
+            threshold_given: false,
+        }))
+    }
+
+    #[test]
+    fn an_upsert_creates_changes_what_differs_or_nothing() {
+        let meta = WriteMeta::default();
+        let created = decide(&code(), None, &upsert(255, "x", Some(3)), &meta, Micros(1)).unwrap();
+        assert_eq!(created.len(), 1);
+        assert_eq!((created[0].state.version, created[0].state.stock), (1, 3));
+        let current = sku(5);
+        let same = upsert(255, "WHITE HANGING HEART T-LIGHT HOLDER", None);
+        assert!(decide(&code(), Some(&current), &same, &meta, Micros(1))
+            .unwrap()
+            .is_empty());
+        let all = decide(
+            &code(),
+            Some(&current),
+            &upsert(260, "y", Some(9)),
+            &meta,
+            Micros(1),
         )
+        .unwrap();
+        let fields: Vec<_> = all.iter().map(|c| c.field).collect();
+        assert_eq!(fields, [Field::Price, Field::Meta, Field::Stock]);
+        let versions: Vec<_> = all.iter().map(|c| c.state.version).collect();
+        assert_eq!(versions, [8, 9, 10]);
+        assert_eq!(all[2].previous.as_ref().map(|p| p.version), Some(9));
+        // A price outside the guard refuses the whole row.
+        assert!(matches!(
+            decide(
+                &code(),
+                Some(&current),
+                &upsert(9999, "y", Some(9)),
+                &meta,
+                Micros(1)
+            ),
+            Err(DomainError::PriceGuard(_))
+        ));
+    }
+
+    #[test]
+    fn a_guard_patch_merges_into_the_locked_guard_and_names_crossed_bounds() {
+        let mut current = sku(5);
+        current.price_guard.max_price = Some(500);
+        let patch = |p: GuardPatch| {
+            one(decide(
+                &code(),
+                Some(&current),
+                &Command::Patch {
+                    name: None,
+                    low_stock_threshold: None,
+                    price_guard: Some(p),
+                },
+                &WriteMeta::default(),
+                Micros(1),
+            ))
+        };
+        let merged = patch(GuardPatch {
+            min_price: Some(Some(100)),
+            ..GuardPatch::default()
+        })
+        .unwrap();
+        assert_eq!(
+            merged.state.price_guard,
+            PriceGuard {
+                max_change_pct: Some(50),
+                min_price: Some(100),
+                max_price: Some(500)
+            }
+        );
+        let crossed = patch(GuardPatch {
+            min_price: Some(Some(600)),
+            ..GuardPatch::default()
+        });
+        assert!(
+            matches!(&crossed, Err(DomainError::Invalid { field, .. }) if field == "price_guard.min_price"),
+            "{crossed:?}"
+        );
     }
 
     #[test]
@@ -510,13 +760,13 @@ mod tests {
             if_match: Some(vec![6]),
             ..WriteMeta::default()
         };
-        let result = decide(
+        let result = one(decide(
             &code(),
             Some(&sku(5)),
             &Command::SetStock { stock: 1 },
             &meta,
             Micros(1),
-        );
+        ));
         assert!(matches!(
             result,
             Err(DomainError::VersionMismatch { current: 7, .. })
@@ -549,7 +799,7 @@ mod tests {
     #[test]
     fn a_price_in_another_currency_is_refused() {
         let price = Money::parse("2.55", Currency::parse("USD").unwrap()).unwrap();
-        let result = decide(
+        let result = one(decide(
             &code(),
             Some(&sku(5)),
             &Command::SetPrice {
@@ -558,7 +808,7 @@ mod tests {
             },
             &WriteMeta::default(),
             Micros(1),
-        );
+        ));
         assert!(matches!(result, Err(DomainError::CurrencyMismatch { .. })));
     }
 
@@ -583,10 +833,16 @@ mod tests {
             Err(DomainError::AlreadyExists(_))
         ));
         assert_eq!(
-            decide(&code(), None, &Command::Create(new), &meta, Micros(1))
-                .unwrap()
-                .state
-                .version,
+            one(decide(
+                &code(),
+                None,
+                &Command::Create(new),
+                &meta,
+                Micros(1)
+            ))
+            .unwrap()
+            .state
+            .version,
             1
         );
         assert!(matches!(

@@ -22,7 +22,9 @@
 //!
 //! Row locks are taken in SKU code order (as batches do) and the clock last,
 //! so groups, batches and single writes cannot deadlock one another.
-//! Creates keep the single-write path (`INSERT ... ON CONFLICT`).
+//! Creates keep the single-write path (`INSERT ... ON CONFLICT`), and so does
+//! an upsert (CSV import row) whose SKU has no row yet: the group hands it
+//! back, and runs it alone once the group has committed.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -151,7 +153,7 @@ async fn committer(store: Arc<SqlStore>, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
 }
 
 /// Runs a group, then what had to wait for the next one.
-async fn run(store: &SqlStore, mut group: Vec<Job>) {
+async fn run(store: &Arc<SqlStore>, mut group: Vec<Job>) {
     while !group.is_empty() {
         // The same idempotency key twice in one transaction would see its
         // own unfinished claim; the second waits for the next transaction.
@@ -166,7 +168,7 @@ async fn run(store: &SqlStore, mut group: Vec<Job>) {
     }
 }
 
-async fn run_one(store: &SqlStore, jobs: Vec<Job>) {
+async fn run_one(store: &Arc<SqlStore>, jobs: Vec<Job>) {
     let tx = match store.begin().await {
         Ok(tx) => tx,
         Err(e) => {
@@ -180,6 +182,23 @@ async fn run_one(store: &SqlStore, jobs: Vec<Job>) {
         Ok((tx, outcomes)) => {
             let committed = tx.commit().await.map_err(commit_error);
             for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                let Some(outcome) = outcome else {
+                    // An upsert that creates: alone, after the group, beside
+                    // the next group (as a create would be).
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        let outcome = store
+                            .write_single(
+                                &job.sku,
+                                &job.command,
+                                &job.meta,
+                                job.idempotency.as_ref(),
+                            )
+                            .await;
+                        let _ = job.reply.send(outcome);
+                    });
+                    continue;
+                };
                 if let (Ok(()), WriteOutcome::Committed(changes)) = (&committed, &outcome) {
                     crate::metrics::alerts_raised(changes);
                 }
@@ -226,12 +245,13 @@ impl CloneError for StoreError {
     }
 }
 
-/// Everything but COMMIT; one outcome per job, in job order.
+/// Everything but COMMIT; one outcome per job, in job order, `None` for an
+/// upsert whose SKU has no row (it creates, which the single path does).
 async fn prepare(
     store: &SqlStore,
     mut tx: Tx,
     jobs: &[Job],
-) -> Result<(Tx, Vec<WriteOutcome>), StoreError> {
+) -> Result<(Tx, Vec<Option<WriteOutcome>>), StoreError> {
     let now_claim = Micros::now();
     let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; jobs.len()];
     // Keys first, in key order (two instances' groups cannot deadlock on them).
@@ -259,8 +279,13 @@ async fn prepare(
 
     // Decide in arrival order against the state left by earlier changes.
     let mut changes = Vec::new();
+    let mut deferred = Vec::new();
     for &i in &live {
         let job = &jobs[i];
+        if matches!(job.command, Command::Upsert(_)) && !current.contains_key(&job.sku) {
+            deferred.push(i);
+            continue;
+        }
         match decide(
             &job.sku,
             current.get(&job.sku),
@@ -268,9 +293,13 @@ async fn prepare(
             &job.meta,
             now,
         ) {
-            Ok(change) => {
-                current.insert(job.sku.clone(), change.state.clone());
-                changes.push((i, change));
+            Ok(decided) => {
+                if let Some(last) = decided.last() {
+                    current.insert(job.sku.clone(), last.state.clone());
+                }
+                // An upsert equal to the row changes nothing.
+                outcomes[i] = Some(WriteOutcome::Committed(Vec::new()));
+                changes.extend(decided.into_iter().map(|change| (i, change)));
             }
             Err(rejection) => outcomes[i] = Some(WriteOutcome::Rejected(rejection)),
         }
@@ -330,17 +359,20 @@ async fn prepare(
         }
         append_events(store.backend, &mut tx, &mut events).await?;
         for (i, committed) in events {
-            outcomes[i] = Some(WriteOutcome::Committed(vec![committed]));
+            if let Some(WriteOutcome::Committed(changes)) = &mut outcomes[i] {
+                changes.push(committed);
+            }
         }
     }
 
     // Responses of keyed writes, kept for their retries.
-    let outcomes: Vec<WriteOutcome> = outcomes
-        .into_iter()
-        .map(|o| o.ok_or_else(|| corrupt("group outcome")))
-        .collect::<Result<_, _>>()?;
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if outcome.is_none() && !deferred.contains(&i) {
+            return Err(corrupt("group outcome"));
+        }
+    }
     for (job, outcome) in jobs.iter().zip(&outcomes) {
-        let Some(idem) = &job.idempotency else {
+        let (Some(idem), Some(outcome)) = (&job.idempotency, outcome) else {
             continue;
         };
         if matches!(
