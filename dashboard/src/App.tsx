@@ -1,7 +1,7 @@
 import { useCallback, useEffect, useRef, useState } from "react";
 import { api, loadCatalog, setUnauthorizedHandler } from "./api";
 import { Live, type Connection } from "./live";
-import { dispatch, getState } from "./store";
+import { dispatch, getState, useLive } from "./store";
 import type { Session, Summary } from "./types";
 import { Login } from "./components/Login";
 import { Header } from "./components/Header";
@@ -103,6 +103,20 @@ function Dashboard({ session, onLogout }: { session: Session; onLogout: (why: st
     window.addEventListener("popstate", onPop);
     return () => window.removeEventListener("popstate", onPop);
   }, []);
+
+  // The server's history went back (a restore or failover; state.ts drops
+  // what it held): read the whole catalog, the summary and alerts again.
+  const rebases = useLive((s) => s.rebases);
+  useEffect(() => {
+    if (rebases === 0) return;
+    const signal = { cancelled: false };
+    loadCatalog(session.token, (items) => dispatch({ type: "catalog", skus: items }), signal).catch(() => {});
+    refreshAlerts();
+    refreshSummary();
+    return () => {
+      signal.cancelled = true;
+    };
+  }, [rebases, session.token, refreshAlerts, refreshSummary]);
 
   useEffect(() => {
     dispatch({ type: "focus", sku: where.sku });

@@ -205,3 +205,34 @@ describe("catalog rows", () => {
     expect(selectRows(skus, { ...view, query: "item b", sort: "sku", descending: false }).map((s) => s.sku)).toEqual(["B"]);
   });
 });
+
+describe("a server whose history went back", () => {
+  const notice = (code: string, newest: number): ServerMessage => ({
+    type: "notice",
+    code,
+    newest_event_id: newest,
+  });
+
+  it("a cursor_ahead notice drops held states, so the snapshot after it is taken even at lower versions", () => {
+    let s = apply(initialState(), snapshot(10, sku("A", 1, 20), sku("B", 1, 50)));
+    s = apply(s, live("A", 30, 9, 20, 3));
+    expect(s.resumeAfter).toBe(30);
+    s = reduce(s, { type: "messages", messages: [notice("cursor_ahead", 12), snapshot(12, sku("A", 4, 11))], now: 0 });
+    expect(s.skus.get("A")!.stock).toBe(11);
+    expect(s.skus.get("A")!.version).toBe(4);
+    expect(s.skus.has("B")).toBe(false);
+    expect(s.resumeAfter).toBe(12);
+    expect(s.rebases).toBe(1);
+  });
+
+  it("cursor_unknown does the same; other notices change nothing", () => {
+    let s = apply(initialState(), snapshot(10, sku("A", 5, 20)));
+    s = apply(s, notice("bus_down", 0));
+    expect(s.skus.get("A")!.version).toBe(5);
+    expect(s.rebases).toBe(0);
+    s = apply(s, notice("cursor_unknown", 8));
+    s = apply(s, snapshot(8, sku("A", 3, 7)));
+    expect(s.skus.get("A")!.version).toBe(3);
+    expect(s.rebases).toBe(1);
+  });
+});

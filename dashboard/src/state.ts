@@ -15,6 +15,12 @@
 //   and a snapshot's `event_id` may be ahead of live events still queued for
 //   SKUs subscribed earlier. Resuming from too early only replays events the
 //   version rule drops; resuming from too late would lose changes.
+// - A `cursor_ahead` or `cursor_unknown` notice says the server's history is
+//   not the one these versions came from (a restore, a failover to a replica
+//   that lagged: README, "Cursors ahead of the server"). The version rule
+//   would then keep states the server no longer has, so everything held is
+//   dropped; the snapshot that follows the notice and a catalog re-read
+//   (`rebases` tells the page to start one) bring the server's truth.
 
 import type { Alert, HistoryPoint, ServerMessage, Sku, SkuEvent } from "./types";
 
@@ -41,6 +47,8 @@ export interface LiveState {
   /** Events of the SKU in the detail view, to extend its charts. */
   focus: string | null;
   focusEvents: SkuEvent[];
+  /** Times the server's history was found rewound; the page re-reads the catalog when it grows. */
+  rebases: number;
 }
 
 export type Action =
@@ -62,6 +70,7 @@ export function initialState(): LiveState {
     newAlerts: [],
     focus: null,
     focusEvents: [],
+    rebases: 0,
   };
 }
 
@@ -129,6 +138,7 @@ export function reduce(state: LiveState, action: Action): LiveState {
       const newAlerts = [...state.newAlerts];
       let resumeAfter = state.resumeAfter;
       let focusEvents: SkuEvent[] | null = null;
+      let rebases = state.rebases;
       for (const message of action.messages) {
         switch (message.type) {
           case "snapshot": {
@@ -151,6 +161,15 @@ export function reduce(state: LiveState, action: Action): LiveState {
             }
             break;
           }
+          case "notice": {
+            if (message.code !== "cursor_ahead" && message.code !== "cursor_unknown") break;
+            skus = new Map();
+            flashes = new Map();
+            focusEvents = [];
+            resumeAfter = 0;
+            rebases += 1;
+            break;
+          }
           case "alert": {
             alerts ??= new Map(state.alerts);
             if (applyAlert(alerts, message.alert) === "new" && message.alert.status === "open") {
@@ -170,6 +189,7 @@ export function reduce(state: LiveState, action: Action): LiveState {
         newAlerts,
         resumeAfter,
         focusEvents: focusEvents ?? state.focusEvents,
+        rebases,
       };
     }
     case "alerts": {
@@ -189,7 +209,7 @@ export function reduce(state: LiveState, action: Action): LiveState {
     case "focus":
       return { ...state, focus: action.sku, focusEvents: [] };
     case "reset":
-      return initialState();
+      return { ...initialState(), rebases: state.rebases };
   }
 }
 

@@ -70,6 +70,7 @@ export type ServerMessage =
   | { type: "snapshot"; event_id: number; skus: Sku[] }
   | { type: "sku"; event_id: number; sku: Sku; change: SkuEvent; conflated?: boolean }
   | { type: "alert"; alert: Alert }
+  | { type: "notice"; code: string; message?: string; newest_event_id?: number }
   | { type: "error"; code: string; message: string };
 
 export type Role = "admin" | "viewer";
