@@ -326,6 +326,16 @@ struct Session {
     bus_up_told: bool,
 }
 
+/// However a session ends (its task returned, panicked or was aborted), it
+/// leaves the hub and the open-sessions gauge, so neither leaks (issue 13,
+/// fault 7's kind: state that outlives the work that owned it).
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.leave_hub();
+        metrics::gauge!(m::WS_SESSIONS_OPEN).decrement(1.0);
+    }
+}
+
 impl Session {
     fn new(
         app: AppState,
@@ -341,6 +351,9 @@ impl Session {
             queue: app.settings.ws_queue,
             conflated: app.settings.ws_conflate_max,
         };
+        // Balanced in `Drop`, which runs however the session ends (a panic
+        // or an aborted task too), so the gauge cannot leak.
+        metrics::gauge!(m::WS_SESSIONS_OPEN).increment(1.0);
         Self {
             id: app.hub.new_session(),
             app,
@@ -358,13 +371,18 @@ impl Session {
         }
     }
 
-    async fn run(mut self) {
-        metrics::gauge!(m::WS_SESSIONS_OPEN).increment(1.0);
-        let end = self.serve().await;
-        metrics::gauge!(m::WS_SESSIONS_OPEN).decrement(1.0);
+    /// Takes the session out of the hub; safe to repeat.
+    fn leave_hub(&mut self) {
         self.app.hub.unsubscribe_all(self.id);
         self.app.hub.unsubscribe_alerts(self.id);
         self.app.hub.unsubscribe(self.id, &self.skus);
+        self.skus.clear();
+    }
+
+    async fn run(mut self) {
+        let end = self.serve().await;
+        // Stop queueing for this client before the close handshake.
+        self.leave_hub();
         if let End::Close(code, reason) = end {
             if let Some(dropped) = drop_reason(code) {
                 m::ws_session_dropped(dropped);
