@@ -8,7 +8,7 @@ use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::bus::EventBus;
-use crate::domain::{Sku, SkuCode};
+use crate::domain::{DomainError, Sku, SkuCode};
 use crate::messages::{InjectedFaults, SkuMsg};
 use crate::store::{SkuStore, StoreError, WriteOutcome};
 
@@ -180,7 +180,14 @@ impl Actor for SkuActor {
                         state.offer(&last.sku);
                     }
                     state.ctx.bus.publish(&changes);
-                } else {
+                } else if matches!(
+                    outcome,
+                    Ok(WriteOutcome::Rejected(DomainError::NotFound(_)))
+                ) {
+                    // Only a SKU that does not exist: a refusal (409, 412,
+                    // 422) or a busy store says nothing about absence, and
+                    // stopping then would restart a sold-out SKU's actor on
+                    // every refused sale.
                     state.stop_if_absent(&myself);
                 }
                 let _ = reply.send(outcome);

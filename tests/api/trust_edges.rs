@@ -439,3 +439,25 @@ async fn readyz_says_starting_until_redis_first_connects() {
     }
     cleanup(&prefix).await;
 }
+
+// Fault 12's fix must not stop actors of SKUs that exist: a refused write
+// (409 here) says nothing about absence. Stopping on it restarted a
+// sold-out SKU's actor on every refused sale, sending its queued requests
+// round again.
+both_backends!(refused_writes_keep_their_skus_actor, |backend| async move {
+    let app = TestApp::spawn(backend).await;
+    app.create_sku("F12-SOLD-OUT", "EUR", "1.00", 0).await;
+    // No GET first: an actor that only ever ran writes has read no
+    // state, which is when a refusal was taken for absence.
+    let code = skuwatch_actors::domain::SkuCode::parse("F12-SOLD-OUT").expect("code");
+    let registry = &app.app().state().registry;
+    for _ in 0..5 {
+        assert_eq!(app.adjust("F12-SOLD-OUT", -1).await.0, 409);
+        // A stop would be queued right behind the refused write.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            registry.is_active(&code),
+            "a refused write stopped the actor"
+        );
+    }
+});
