@@ -447,6 +447,11 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<Vec<i64>>, ApiError> {
     for field in fields {
         elements.extend(list_elements(field.as_bytes()).ok_or_else(malformed_if_match)?);
     }
+    // An empty field (or only commas) names nothing to compare; refused
+    // rather than read as "no precondition" or as one that never matches.
+    if elements.is_empty() {
+        return Err(malformed_if_match());
+    }
     if elements == [Element::Star] {
         return Ok(None);
     }
@@ -645,6 +650,11 @@ pub async fn refuse_unsupported_preconditions(
     use axum::response::IntoResponse;
     let method = request.method().clone();
     let template = matched.as_ref().map_or("", |m| m.as_str());
+    // A method the route does not serve is the router's to answer (405):
+    // there is nothing to act on, so nothing to refuse.
+    if !declared(&method, template) {
+        return next.run(request).await;
+    }
     let headers = request.headers();
     let safe = method == axum::http::Method::GET || method == axum::http::Method::HEAD;
     // HEAD is GET without the body (RFC 9110 §9.3.2).
@@ -676,6 +686,34 @@ pub async fn refuse_unsupported_preconditions(
         .into_response(),
         None => next.run(request).await,
     }
+}
+
+/// Whether the OpenAPI document declares `method` on `template` (HEAD
+/// wherever GET is, RFC 9110 §9.3.2). Built once from the document, which
+/// `tests/api/openapi.rs` keeps equal to the router.
+fn declared(method: &axum::http::Method, template: &str) -> bool {
+    use std::collections::HashSet;
+    use std::sync::LazyLock;
+    static DECLARED: LazyLock<HashSet<(String, String)>> = LazyLock::new(|| {
+        let mut declared = HashSet::new();
+        for (path, item) in crate::http::openapi::document().paths.paths {
+            let operations = [
+                ("GET", item.get.is_some()),
+                ("HEAD", item.get.is_some() || item.head.is_some()),
+                ("POST", item.post.is_some()),
+                ("PUT", item.put.is_some()),
+                ("PATCH", item.patch.is_some()),
+                ("DELETE", item.delete.is_some()),
+            ];
+            for (name, present) in operations {
+                if present {
+                    declared.insert((name.to_owned(), path.clone()));
+                }
+            }
+        }
+        declared
+    });
+    DECLARED.contains(&(method.as_str().to_owned(), template.to_owned()))
 }
 
 /// `If-None-Match` (RFC 9110 §13.1.2) against a SKU's version: whether it
@@ -786,6 +824,8 @@ mod tests {
         // Leniency: a bare version.
         assert_eq!(if_match_of(&["7"]), Ok(Some(vec![7])));
         for malformed in [
+            "",
+            " , ,",
             "\"7",
             "7\"",
             "W/7",

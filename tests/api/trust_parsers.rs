@@ -649,3 +649,43 @@ both_backends!(
         assert_eq!(status, 200, "+5 is a valid integer");
     }
 );
+
+// Found by schemathesis on the merged work: a method the route does not
+// serve is answered 405 even with a precondition (the refusal above is for
+// routes that act), and an empty `If-Match` is malformed (422), not a
+// precondition that fails (412).
+both_backends!(
+    preconditions_on_undeclared_methods_get_405_and_an_empty_if_match_422,
+    |backend: Backend| async move {
+        let app = TestApp::spawn(backend).await;
+        app.create_sku("PU", "GBP", "1.00", 10).await;
+        for method in ["TRACE", "DELETE", "POST"] {
+            let response = app
+                .client
+                .request(
+                    reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
+                    app.url("/api/v1/skus/PU/stock"),
+                )
+                .header("If-Match", "*")
+                .json(&json!({ "stock": 1 }))
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(response.status(), 405, "{method}");
+        }
+        for value in ["", " , "] {
+            let response = app
+                .client
+                .post(app.url("/api/v1/skus/PU/stock/adjustments"))
+                .header("If-Match", value)
+                .json(&json!({ "delta": -1 }))
+                .send()
+                .await
+                .expect("adjust");
+            assert_eq!(response.status(), 422, "If-Match {value:?}");
+            let body: Value = response.json().await.expect("json");
+            assert_eq!(body["errors"][0]["field"], "If-Match", "{body}");
+        }
+        assert_eq!(app.db_stock("PU").await.0, 10);
+    }
+);
