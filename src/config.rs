@@ -175,6 +175,17 @@ pub struct Settings {
     #[arg(long, env = "SKUWATCH_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_proxy)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
+    /// The one forwarding header the trusted proxies write:
+    /// `x-forwarded-for` or `forwarded` (RFC 7239). The other is ignored,
+    /// as a proxy passes a client's own copy of it through.
+    #[arg(
+        long,
+        env = "SKUWATCH_FORWARDED_HEADER",
+        value_enum,
+        default_value_t = crate::auth::ForwardedHeader::XForwardedFor
+    )]
+    pub forwarded_header: crate::auth::ForwardedHeader,
+
     /// Lets `viewer` tokens watch `/ws` (read-only).
     #[arg(long, env = "SKUWATCH_WS_VIEWERS", default_value_t = false, action = clap::ArgAction::Set)]
     pub ws_viewers: bool,

@@ -286,7 +286,10 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
         store,
         jwt,
         throttle: auth::LoginThrottle::default(),
-        client_addr: auth::ClientAddr::new(settings.trusted_proxies.clone()),
+        client_addr: auth::ClientAddr::new(
+            settings.trusted_proxies.clone(),
+            settings.forwarded_header,
+        ),
         registry,
         hub,
         bus,

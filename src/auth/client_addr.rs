@@ -11,22 +11,39 @@
 //! without brackets and `X-Forwarded-For` entries with a port are accepted;
 //! a hop that is `unknown`, obfuscated (`_hidden`) or unparseable ends the
 //! walk at the proxy that reported it (its address is then the client's).
-//! When both headers are present `Forwarded` wins.
+//!
+//! Only the header the proxy writes is read (`SKUWATCH_FORWARDED_HEADER`):
+//! a proxy that sets `X-Forwarded-For` passes a client's own `Forwarded`
+//! through untouched, so reading both would let a client choose its
+//! address, and with it whose login throttle it fills.
 
 use std::net::IpAddr;
 
 use axum::http::HeaderMap;
 use ipnet::IpNet;
 
-/// Resolves client addresses from the peer and the forwarding headers.
+/// Which forwarding header the trusted proxies write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (nginx, HAProxy, most cloud load balancers).
+    #[default]
+    #[value(name = "x-forwarded-for")]
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239).
+    #[value(name = "forwarded")]
+    Forwarded,
+}
+
+/// Resolves client addresses from the peer and the forwarding header.
 #[derive(Debug, Clone, Default)]
 pub struct ClientAddr {
     trusted: Vec<IpNet>,
+    header: ForwardedHeader,
 }
 
 impl ClientAddr {
-    pub fn new(trusted: Vec<IpNet>) -> Self {
-        Self { trusted }
+    pub fn new(trusted: Vec<IpNet>, header: ForwardedHeader) -> Self {
+        Self { trusted, header }
     }
 
     fn trusts(&self, ip: IpAddr) -> bool {
@@ -41,9 +58,9 @@ impl ClientAddr {
         if !self.trusts(peer) {
             return peer;
         }
-        let chain = match forwarded_chain(headers) {
-            Some(chain) => chain,
-            None => x_forwarded_for_chain(headers),
+        let chain = match self.header {
+            ForwardedHeader::Forwarded => forwarded_chain(headers).unwrap_or_default(),
+            ForwardedHeader::XForwardedFor => x_forwarded_for_chain(headers),
         };
         let mut client = peer;
         for hop in chain.into_iter().rev() {
@@ -210,11 +227,15 @@ mod tests {
         map
     }
 
+    fn resolver_for(header: ForwardedHeader) -> ClientAddr {
+        ClientAddr::new(
+            vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+            header,
+        )
+    }
+
     fn resolver() -> ClientAddr {
-        ClientAddr::new(vec![
-            "10.0.0.0/8".parse().unwrap(),
-            "::1/128".parse().unwrap(),
-        ])
+        resolver_for(ForwardedHeader::XForwardedFor)
     }
 
     #[test]
@@ -262,6 +283,10 @@ mod tests {
         let h = headers(&[("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=1.2.3.4")]);
         let peer: IpAddr = "192.0.2.1".parse().unwrap();
         assert_eq!(resolver().resolve(peer, &h), peer);
+        assert_eq!(
+            resolver_for(ForwardedHeader::Forwarded).resolve(peer, &h),
+            peer
+        );
     }
 
     #[test]
@@ -273,26 +298,33 @@ mod tests {
             resolver().resolve(peer, &h),
             "198.51.100.7".parse::<IpAddr>().unwrap()
         );
+        let forwarded = resolver_for(ForwardedHeader::Forwarded);
         let h = headers(&[
             ("forwarded", r#"for=6.6.6.6, for="[2001:db8::9]:443""#),
             ("forwarded", "for=10.0.0.3;proto=https"),
         ]);
         assert_eq!(
-            resolver().resolve(peer, &h),
+            forwarded.resolve(peer, &h),
             "2001:db8::9".parse::<IpAddr>().unwrap()
         );
-        // Forwarded wins over X-Forwarded-For.
+        // Only the configured header counts: the other one is the client's.
         let h = headers(&[
             ("forwarded", "for=198.51.100.8"),
             ("x-forwarded-for", "198.51.100.9"),
         ]);
         assert_eq!(
-            resolver().resolve(peer, &h),
+            forwarded.resolve(peer, &h),
             "198.51.100.8".parse::<IpAddr>().unwrap()
         );
+        assert_eq!(
+            resolver().resolve(peer, &h),
+            "198.51.100.9".parse::<IpAddr>().unwrap()
+        );
+        let h = headers(&[("forwarded", "for=198.51.100.8")]);
+        assert_eq!(resolver().resolve(peer, &h), peer);
         // An obfuscated hop stops at the proxy that reported it.
         let h = headers(&[("forwarded", "for=_hidden")]);
-        assert_eq!(resolver().resolve(peer, &h), peer);
+        assert_eq!(forwarded.resolve(peer, &h), peer);
         // IPv4-mapped IPv6 peers match IPv4 CIDRs.
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
         let h = headers(&[("x-forwarded-for", "198.51.100.10")]);

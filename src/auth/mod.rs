@@ -12,7 +12,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 
-pub use client_addr::ClientAddr;
+pub use client_addr::{ClientAddr, ForwardedHeader};
 pub use jwt::{Audience, Claims, JwtKeys, TokenError, LEEWAY_SECS};
 pub use password::{hash_password, verify_password, verify_unknown_user};
 pub use throttle::LoginThrottle;

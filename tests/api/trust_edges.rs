@@ -213,8 +213,22 @@ both_backends!(
             "X-Forwarded-For from an untrusted peer is ignored"
         );
 
-        // Trusted: RFC 7239 `Forwarded`, quoted, with ports and IPv6 brackets.
+        // Trusted, X-Forwarded-For configured (the default): a client's own
+        // `Forwarded` is not read, so it cannot pick whose pair it fills.
         let app = TestApp::spawn_with(backend, trusting_localhost).await;
+        for _ in 0..5 {
+            let spoof = Some(("forwarded", "for=203.0.113.77"));
+            assert_eq!(login_as(&app, "wrong password!", spoof).await.0, 401);
+        }
+        let owner = Some(("x-forwarded-for", "203.0.113.77"));
+        assert_eq!(login_as(&app, ADMIN_PASSWORD, owner).await.0, 200);
+
+        // Trusted: RFC 7239 `Forwarded`, quoted, with ports and IPv6 brackets.
+        let app = TestApp::spawn_with(backend, |s| {
+            trusting_localhost(s);
+            s.forwarded_header = skuwatch::auth::ForwardedHeader::Forwarded;
+        })
+        .await;
         for _ in 0..5 {
             let (status, _) = login_as(
                 &app,
@@ -238,8 +252,8 @@ both_backends!(
         }
         let v6 = Some(("forwarded", r#"for="[2001:db8:cafe::17]""#));
         assert_eq!(login_as(&app, ADMIN_PASSWORD, v6).await.0, 429);
-        // Another client of the same proxy is not affected; Forwarded wins
-        // over X-Forwarded-For.
+        // Another client of the same proxy is not affected; only the
+        // configured header counts.
         let other = Some(("forwarded", "for=192.0.2.60;proto=http;by=203.0.113.43"));
         assert_eq!(login_as(&app, ADMIN_PASSWORD, other).await.0, 200);
     }
