@@ -65,7 +65,7 @@ pub struct Settings {
     #[arg(
         long,
         env = "SKUWATCH_ACTOR_QUEUE_TIMEOUT_MS",
-        default_value_t = 20_000
+        default_value_t = 10_000
     )]
     pub actor_queue_timeout_ms: u64,
 
