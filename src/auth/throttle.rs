@@ -94,65 +94,74 @@ fn user_key(username: &str) -> String {
 }
 
 impl LoginThrottle {
-    /// `Some` when an attempt of `username` from `address` must be refused
-    /// (429 with `Retry-After`).
-    pub fn blocked(&self, username: &str, address: IpAddr) -> Option<Blocked> {
+    /// Lets one attempt of `username` from `address` through, or refuses it
+    /// (429 with `Retry-After`). A let-through attempt counts as a failure
+    /// at once, until [`Self::succeeded`] gives it back: the check and the
+    /// count are one step per key (under its map entry's lock), so guesses
+    /// sent in parallel cannot all pass a check made before the slow
+    /// password verification of any of them failed.
+    pub fn attempt(&self, username: &str, address: IpAddr) -> Result<(), Blocked> {
         let user = user_key(username);
         let known = self
             .known
             .get(&(user.clone(), address))
             .is_some_and(|at| at.elapsed() < KNOWN_FOR);
-        let mut checks = vec![(
-            Key::Pair(user.clone(), address),
-            MAX_FAILURES_PER_PAIR,
-            Scope::Pair,
-        )];
-        if !known {
-            checks.push((
+        let keys = [
+            (
+                Key::Pair(user.clone(), address),
+                MAX_FAILURES_PER_PAIR,
+                Scope::Pair,
+                true,
+            ),
+            (
                 Key::Address(address),
                 MAX_FAILURES_PER_ADDRESS,
                 Scope::Address,
-            ));
-            checks.push((Key::User(user), MAX_FAILURES_PER_USER, Scope::User));
-        }
-        checks
-            .into_iter()
-            .filter_map(|(key, max, scope)| {
-                let entry = self.failures.get(&key)?;
-                let (count, since) = *entry;
-                let left = WINDOW.checked_sub(since.elapsed())?;
-                (count >= max).then(|| Blocked {
-                    scope,
-                    retry_after: left.as_secs().max(1),
-                })
-            })
-            .max_by_key(|b| b.retry_after)
-    }
-
-    /// Counts a failed attempt against the pair, the address and the user.
-    pub fn failed(&self, username: &str, address: IpAddr) {
-        let user = user_key(username);
-        for key in [
-            Key::Pair(user.clone(), address),
-            Key::Address(address),
-            Key::User(user),
-        ] {
+                !known,
+            ),
+            (Key::User(user), MAX_FAILURES_PER_USER, Scope::User, !known),
+        ];
+        let mut taken: Vec<Key> = Vec::with_capacity(3);
+        for (key, max, scope, enforced) in keys {
             if !self.failures.contains_key(&key) && !self.room_for_failure() {
                 tracing::warn!("login throttle full; a new key is not counted");
                 continue;
             }
-            let mut entry = self.failures.entry(key).or_insert((0, Instant::now()));
+            let mut entry = self
+                .failures
+                .entry(key.clone())
+                .or_insert((0, Instant::now()));
             if entry.1.elapsed() >= WINDOW {
                 *entry = (0, Instant::now());
             }
+            if enforced && entry.0 >= max {
+                let retry_after = WINDOW.saturating_sub(entry.1.elapsed()).as_secs().max(1);
+                drop(entry);
+                for key in &taken {
+                    self.give_back(key);
+                }
+                return Err(Blocked { scope, retry_after });
+            }
             entry.0 = entry.0.saturating_add(1);
+            taken.push(key);
+        }
+        Ok(())
+    }
+
+    fn give_back(&self, key: &Key) {
+        if let Some(mut entry) = self.failures.get_mut(key) {
+            entry.0 = entry.0.saturating_sub(1);
         }
     }
 
-    /// A successful login: clears the pair's count and makes it known.
+    /// A successful login after [`Self::attempt`]: clears the pair's count,
+    /// gives the attempt back to the address and the user, and makes the
+    /// pair known.
     pub fn succeeded(&self, username: &str, address: IpAddr) {
         let user = user_key(username);
         self.failures.remove(&Key::Pair(user.clone(), address));
+        self.give_back(&Key::Address(address));
+        self.give_back(&Key::User(user.clone()));
         let key = (user, address);
         if !self.known.contains_key(&key) && self.known.len() >= MAX_KNOWN {
             self.known.retain(|_, at| at.elapsed() < KNOWN_FOR);
@@ -190,17 +199,18 @@ mod tests {
     fn failures_from_one_address_do_not_lock_the_user_out_elsewhere() {
         let throttle = LoginThrottle::default();
         for _ in 0..MAX_FAILURES_PER_PAIR {
-            assert_eq!(throttle.blocked("alice", ip("1.2.3.4")), None);
-            throttle.failed("alice", ip("1.2.3.4"));
+            assert_eq!(throttle.attempt("alice", ip("1.2.3.4")), Ok(()));
         }
         assert_eq!(
-            throttle.blocked("alice", ip("1.2.3.4")).map(|b| b.scope),
-            Some(Scope::Pair)
+            throttle
+                .attempt("alice", ip("1.2.3.4"))
+                .map_err(|b| b.scope),
+            Err(Scope::Pair)
         );
-        assert_eq!(throttle.blocked("alice", ip("5.6.7.8")), None);
-        assert_eq!(throttle.blocked("bob", ip("1.2.3.4")), None);
+        assert_eq!(throttle.attempt("alice", ip("5.6.7.8")), Ok(()));
+        assert_eq!(throttle.attempt("bob", ip("1.2.3.4")), Ok(()));
         throttle.succeeded("alice", ip("5.6.7.8"));
-        assert!(throttle.blocked("alice", ip("1.2.3.4")).is_some());
+        assert!(throttle.attempt("alice", ip("1.2.3.4")).is_err());
     }
 
     #[test]
@@ -208,11 +218,13 @@ mod tests {
         let throttle = LoginThrottle::default();
         throttle.succeeded("carol", ip("9.9.9.9"));
         for i in 0..MAX_FAILURES_PER_ADDRESS {
-            throttle.failed(&format!("user{i}"), ip("9.9.9.9"));
+            assert_eq!(throttle.attempt(&format!("user{i}"), ip("9.9.9.9")), Ok(()));
         }
-        let blocked = throttle.blocked("dave", ip("9.9.9.9")).expect("blocked");
+        let blocked = throttle
+            .attempt("dave", ip("9.9.9.9"))
+            .expect_err("blocked");
         assert_eq!(blocked.scope, Scope::Address);
-        assert_eq!(throttle.blocked("carol", ip("9.9.9.9")), None);
+        assert_eq!(throttle.attempt("carol", ip("9.9.9.9")), Ok(()));
     }
 
     #[test]
@@ -220,25 +232,34 @@ mod tests {
         let throttle = LoginThrottle::default();
         throttle.succeeded("admin", ip("10.1.1.1"));
         for i in 0..MAX_FAILURES_PER_USER {
-            throttle.failed(
-                "admin",
-                IpAddr::from([172, 16, (i / 256) as u8, (i % 256) as u8]),
-            );
+            let address = IpAddr::from([172, 16, (i / 256) as u8, (i % 256) as u8]);
+            assert_eq!(throttle.attempt("admin", address), Ok(()));
         }
         assert_eq!(
             throttle
-                .blocked("admin", ip("203.0.113.1"))
-                .map(|b| b.scope),
-            Some(Scope::User)
+                .attempt("admin", ip("203.0.113.1"))
+                .map_err(|b| b.scope),
+            Err(Scope::User)
         );
-        assert_eq!(throttle.blocked("admin", ip("10.1.1.1")), None);
+        assert_eq!(throttle.attempt("admin", ip("10.1.1.1")), Ok(()));
+    }
+
+    #[test]
+    fn a_successful_login_gives_its_attempt_back() {
+        let throttle = LoginThrottle::default();
+        for _ in 0..MAX_FAILURES_PER_ADDRESS * 2 {
+            assert_eq!(throttle.attempt("erin", ip("7.7.7.7")), Ok(()));
+            throttle.succeeded("erin", ip("7.7.7.7"));
+        }
+        throttle.known.clear();
+        assert_eq!(throttle.attempt("frank", ip("7.7.7.7")), Ok(()));
     }
 
     #[test]
     fn long_invalid_usernames_share_one_key() {
         let throttle = LoginThrottle::default();
         for i in 0..50 {
-            throttle.failed(&format!("{}{i}", "x".repeat(100)), ip("1.1.1.1"));
+            let _ = throttle.attempt(&format!("{}{i}", "x".repeat(100)), ip("1.1.1.1"));
         }
         // One pair, one address, one user key.
         assert_eq!(throttle.keys(), 3);

@@ -65,7 +65,7 @@ pub async fn token(
     } else {
         "<invalid>"
     };
-    if let Some(blocked) = app.throttle.blocked(&username, address) {
+    if let Err(blocked) = app.throttle.attempt(&username, address) {
         metrics::counter!(crate::metrics::LOGIN_THROTTLED, "scope" => blocked.scope.as_str())
             .increment(1);
         tracing::warn!(user = ?shown, %address, scope = blocked.scope.as_str(), "login throttled");
@@ -99,7 +99,7 @@ pub async fn token(
         .filter(|u| verified && !u.disabled)
         .and_then(|u| Role::parse(&u.role));
     let Some(role) = role else {
-        app.throttle.failed(&username, address);
+        // Already counted by `attempt`.
         tracing::info!(user = ?shown, %address, "failed login");
         return Err(bad_credentials());
     };

@@ -475,3 +475,28 @@ both_backends!(refused_writes_keep_their_skus_actor, |backend| async move {
         );
     }
 });
+
+// Fault 13, found in review: the throttle was checked before the slow
+// password check and counted after it, so guesses sent at once all passed
+// the check. Each attempt is now counted as it is let through.
+both_backends!(
+    parallel_guesses_get_no_more_tries_than_sequential_ones,
+    |backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let answers = futures_util::future::join_all(
+            (0..30).map(|_| login_as(&app, "wrong password!", None)),
+        )
+        .await;
+        let tried = answers.iter().filter(|(status, _)| *status == 401).count();
+        let refused = answers.iter().filter(|(status, _)| *status == 429).count();
+        assert_eq!(tried + refused, 30, "{answers:?}");
+        assert!(
+            tried <= 5,
+            "{tried} guesses were checked; the pair allows 5"
+        );
+        // The pair is spent, even for the right password: it is the
+        // guesser's own (the owner elsewhere is tested above).
+        let (status, _) = login_as(&app, ADMIN_PASSWORD, None).await;
+        assert_eq!(status, 429);
+    }
+);
