@@ -5,16 +5,9 @@ use std::sync::Arc;
 
 use ractor::{ActorRef, RpcReplyPort, SpawnErr};
 
-use crate::domain::{Command, Committed, Sku, SkuCode, WriteMeta};
-use crate::store::{Idempotency, StoreError, WriteOutcome};
-
-/// One single-SKU write, as the HTTP layer hands it to the SKU's actor.
-#[derive(Debug, Clone)]
-pub struct WriteRequest {
-    pub command: Command,
-    pub meta: WriteMeta,
-    pub idempotency: Option<Idempotency>,
-}
+use crate::domain::{Committed, Sku, SkuCode};
+pub use crate::store::WriteRequest;
+use crate::store::{StoreError, WriteOutcome};
 
 /// Who owns a request sent to a SKU actor: still its sender (queued), or
 /// the actor (started). Exactly one side wins the switch, so the sender

@@ -65,6 +65,29 @@ pub enum WriteOutcome {
     IdempotencyMismatch,
 }
 
+/// One single-SKU write, as the HTTP layer hands it to the SKU's actor.
+#[derive(Debug, Clone)]
+pub struct WriteRequest {
+    pub command: Command,
+    pub meta: WriteMeta,
+    pub idempotency: Option<Idempotency>,
+}
+
+/// One unit of the write path (ARCHITECTURE.md, "The shape to reach"):
+/// what [`SkuStore::commit`] runs. A single write is a job of one command;
+/// a batch is one all-or-nothing job.
+#[derive(Debug, Clone)]
+pub enum WriteJob {
+    /// One command on one SKU, decided against its locked row.
+    Single { sku: SkuCode, request: WriteRequest },
+    /// All adjustments or none (an order's lines).
+    Batch {
+        lines: Vec<AdjustmentLine>,
+        meta: WriteMeta,
+        idempotency: Option<Idempotency>,
+    },
+}
+
 /// One line of an atomic batch adjustment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdjustmentLine {
@@ -132,6 +155,37 @@ pub trait SkuStore: Send + Sync + 'static {
         meta: &WriteMeta,
         idempotency: Option<&Idempotency>,
     ) -> Result<WriteOutcome, StoreError>;
+
+    /// Runs `jobs` in the order given: a later job that touches the same
+    /// SKU is decided against the state the earlier one left. Answers one
+    /// outcome per job, in the same order; a job refused or failed does not
+    /// undo the others (each is all-or-nothing on its own). Every
+    /// `Committed` outcome is durable when this returns.
+    ///
+    /// The default runs each job on its own through [`SkuStore::write`] and
+    /// [`SkuStore::write_batch`]; a store may run them in one transaction.
+    async fn commit(&self, jobs: Vec<WriteJob>) -> Vec<Result<WriteOutcome, StoreError>> {
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            outcomes.push(match job {
+                WriteJob::Single { sku, request } => {
+                    self.write(
+                        &sku,
+                        &request.command,
+                        &request.meta,
+                        request.idempotency.as_ref(),
+                    )
+                    .await
+                }
+                WriteJob::Batch {
+                    lines,
+                    meta,
+                    idempotency,
+                } => self.write_batch(&lines, &meta, idempotency.as_ref()).await,
+            });
+        }
+        outcomes
+    }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Sku>, StoreError>;
 
