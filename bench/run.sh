@@ -14,9 +14,11 @@
 # database and prints its URL, BEFORE_LOADGEN (a command run with $DB_URL
 # and $SERVER_PID set once the server is up, e.g. to seed a large catalog
 # or start an RSS sampler), HOLD_AFTER (seconds the server keeps running
-# after loadgen ends).
+# after loadgen ends), BIN_DIR (where `skuwatch` and `loadgen` are, default
+# target/release; a copy of an older build measures "before" beside "after").
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bin=${BIN_DIR:-target/release}
 backend=${1:?postgres or sqlite}
 shift
 admin=${SKUWATCH_BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432/postgres}
@@ -49,7 +51,7 @@ trap cleanup EXIT
 # shellcheck disable=SC2086
 env DATABASE_URL="$db_url" SKUWATCH_BIND=127.0.0.1:0 SKUWATCH_ADMIN_PASSWORD="$password" \
   SKUWATCH_JWT_SECRET="bench-secret-$RANDOM-0123456789abcdef0123456789abcdef" \
-  SKUWATCH_LOG=warn ${SERVER_ENV:-} target/release/skuwatch serve >"$log" 2>&1 &
+  SKUWATCH_LOG=warn ${SERVER_ENV:-} "$bin/skuwatch" serve >"$log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 600); do
   url=$(sed -n 's/^skuwatch listening on //p' "$log")
@@ -62,7 +64,7 @@ if [[ -n "${BEFORE_LOADGEN:-}" ]]; then
   DB_URL="$db_url" SERVER_PID="$server_pid" bash -c "$BEFORE_LOADGEN" >&2
 fi
 echo "# $(date -u +%FT%TZ) $backend; before: $(uptime)" >&2
-target/release/loadgen --url "$url" --user admin --password "$password" --server-pid "$server_pid" "$@"
+"$bin/loadgen" --url "$url" --user admin --password "$password" --server-pid "$server_pid" "$@"
 echo "# after: $(uptime)" >&2
 # The soak (target 7) watches the server a while after the clients left.
 sleep "${HOLD_AFTER:-0}"
