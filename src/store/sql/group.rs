@@ -78,6 +78,9 @@ impl GroupCommit {
 
     /// Queues one call and waits for its durable outcomes.
     pub(super) async fn commit(&self, jobs: Vec<WriteJob>) -> Outcomes {
+        if jobs.is_empty() {
+            return Vec::new();
+        }
         let count = jobs.len();
         let failed = |e: StoreError| (0..count).map(|_| Err(e.clone())).collect();
         let (reply, answer) = oneshot::channel();

@@ -28,7 +28,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use skuwatch_actors::domain::{Alert, AlertKind, AlertStatus, Committed, Micros, Sku, SkuCode};
+use skuwatch_actors::domain::{Alert, AlertKind, Committed, Micros, Sku, SkuCode};
 use skuwatch_actors::plan::{plan, AlertOp, AlertRef, JobPlan, Plan, RowWrite};
 use skuwatch_actors::store::{StoreError, WriteJob, WriteOutcome};
 use sqlx::Row;
@@ -207,7 +207,6 @@ async fn apply_alerts(tx: &mut Tx, ops: &[AlertOp], now: Micros) -> Result<Vec<A
             }
         };
         let alert = alert_from_row(&row)?;
-        debug_assert!(matches!(op, AlertOp::Raise { .. }) == (alert.status == AlertStatus::Open));
         done.push(alert);
     }
     Ok(done)
