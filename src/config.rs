@@ -56,6 +56,12 @@ pub struct Settings {
     #[arg(long, env = "SKUWATCH_DB_LOCK_TIMEOUT_MS", default_value_t = 10_000)]
     pub db_lock_timeout_ms: u64,
 
+    /// Most write calls (a SKU actor's writes, a batch, a chunk of a CSV
+    /// import) queued for the group committers; one more is refused at once
+    /// with 503 `overloaded` and `Retry-After` (nothing was done).
+    #[arg(long, env = "SKUWATCH_WRITE_QUEUE", default_value_t = 4096)]
+    pub write_queue: usize,
+
     /// Milliseconds a request waits in a SKU actor's queue before it is
     /// withdrawn and refused with 503 `overloaded` (nothing was done). A
     /// write the actor has started is never withdrawn. Below the request

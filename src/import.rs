@@ -1,25 +1,25 @@
 //! CSV catalog import (API.md `POST /import`), shared by the HTTP route and
 //! `skuwatch import`: parse every row, report bad ones by line number, upsert
-//! the good ones through the SKU actors.
+//! the good ones in chunks through the write path (`SkuStore::commit`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
-use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
+use skuwatch_actors::bus::EventBus;
 use skuwatch_actors::domain::{
-    Command, Currency, DomainError, Money, NewSku, PriceGuard, SkuCode, Upsert, WriteMeta,
+    Command, Committed, Currency, DomainError, Money, NewSku, PriceGuard, SkuCode, Upsert,
+    WriteMeta,
 };
-use skuwatch_actors::messages::WriteRequest;
 use skuwatch_actors::registry::{ActorError, Registry};
-use skuwatch_actors::store::WriteOutcome;
+use skuwatch_actors::store::{SkuStore, StoreError, WriteJob, WriteOutcome, WriteRequest};
 
 use crate::http::DEFAULT_LOW_STOCK_THRESHOLD;
 
 /// Columns; the last two are optional (API.md).
 const REQUIRED: [&str; 4] = ["sku", "name", "price", "currency"];
 const OPTIONAL: [&str; 2] = ["stock", "low_stock_threshold"];
-/// SKUs imported at once; rows of one SKU stay in file order.
-const PARALLEL_SKUS: usize = 16;
 
 /// A row that was not imported.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -250,53 +250,50 @@ enum RowResult {
     Unchanged,
 }
 
-/// Creates or updates each row's SKU through its actor. Each row is one
-/// [`Command::Upsert`], decided against the SKU's row as locked in its
-/// transaction: its changes (name/threshold as meta, price, stock) are
-/// separate events of one transaction, and a row equal to the stored SKU
-/// changes nothing. Rows of one SKU keep file order; different SKUs go in
-/// parallel, so other writes interleave between rows (the file as a whole
-/// is not one transaction: that would hold the event clock, and every other
-/// write, for as long as the file takes).
+/// Creates or updates each row's SKU. Each row is one [`Command::Upsert`]
+/// job, decided against the SKU's row as locked in its transaction: its
+/// changes (name/threshold as meta, price, stock) are separate events, and
+/// a row equal to the stored SKU changes nothing. The rows go to
+/// [`SkuStore::commit`] in chunks of [`CHUNK`], in file order (so rows of
+/// one SKU keep it), each chunk one group transaction beside the other
+/// writes; the file as a whole is not one transaction (that would hold the
+/// event clock, and every other write, for as long as the file takes).
+///
+/// Committed changes are published on the bus (other instances, sessions)
+/// and offered to the SKU actors already running; no actor is started, so
+/// a 100,000-row import does not activate 100,000 SKUs.
 pub async fn apply(
     registry: &Registry,
+    store: &dyn SkuStore,
+    bus: &dyn EventBus,
     rows: Vec<ImportRow>,
     mut errors: Vec<RowError>,
     actor: Option<String>,
 ) -> Result<ImportReport, ActorError> {
-    // Rows of one SKU in file order; different SKUs in parallel.
-    let mut groups: Vec<Vec<ImportRow>> = Vec::new();
-    let mut group_of: HashMap<SkuCode, usize> = HashMap::new();
-    for row in rows {
-        let i = *group_of.entry(row.sku.clone()).or_insert_with(|| {
-            groups.push(Vec::new());
-            groups.len() - 1
-        });
-        groups[i].push(row);
-    }
-    let results: Vec<Vec<(u64, Result<RowResult, String>)>> = stream::iter(groups)
-        .map(|group| {
-            let actor = actor.clone();
-            async move {
-                let mut out = Vec::with_capacity(group.len());
-                for row in group {
-                    let line = row.line;
-                    let result = apply_row(registry, row, actor.clone()).await;
-                    out.push((line, result));
-                }
-                out
-            }
-        })
-        .buffer_unordered(PARALLEL_SKUS)
-        .collect()
-        .await;
     let mut report = ImportReport::default();
-    for (line, result) in results.into_iter().flatten() {
-        match result {
-            Ok(RowResult::Created) => report.created += 1,
-            Ok(RowResult::Updated) => report.updated += 1,
-            Ok(RowResult::Unchanged) => report.unchanged += 1,
-            Err(message) => errors.push(RowError { line, message }),
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<ImportRow> = rows.by_ref().take(CHUNK).collect();
+        let lines: Vec<u64> = chunk.iter().map(|row| row.line).collect();
+        let jobs: Vec<WriteJob> = chunk
+            .into_iter()
+            .map(|row| job(row, actor.clone()))
+            .collect();
+        let outcomes = commit_patiently(store, jobs).await;
+        let mut committed = Vec::new();
+        for (line, outcome) in lines.into_iter().zip(outcomes) {
+            match row_result(outcome, &mut committed) {
+                Ok(RowResult::Created) => report.created += 1,
+                Ok(RowResult::Updated) => report.updated += 1,
+                Ok(RowResult::Unchanged) => report.unchanged += 1,
+                Err(message) => errors.push(RowError { line, message }),
+            }
+        }
+        if !committed.is_empty() {
+            bus.publish(&committed);
+            for change in &committed {
+                registry.apply(change);
+            }
         }
     }
     errors.sort_by_key(|e| e.line);
@@ -304,11 +301,34 @@ pub async fn apply(
     Ok(report)
 }
 
-async fn apply_row(
-    registry: &Registry,
-    row: ImportRow,
-    actor: Option<String>,
-) -> Result<RowResult, String> {
+/// Rows in one [`SkuStore::commit`] call: one group transaction of a few
+/// milliseconds, so other writes wait little behind it.
+const CHUNK: usize = 256;
+
+/// Import is server-side bulk work that must run to its end: a chunk
+/// refused as a whole with nothing done (the write queue full, a bounded
+/// wait elapsed: [`StoreError::Busy`]) is sent again after a backoff
+/// (100 ms doubling to 2 s, at most 10 sends); nothing else is.
+async fn commit_patiently(
+    store: &dyn SkuStore,
+    jobs: Vec<WriteJob>,
+) -> Vec<Result<WriteOutcome, StoreError>> {
+    let mut delay = Duration::from_millis(100);
+    for _ in 1..10 {
+        let outcomes = store.commit(jobs.clone()).await;
+        if !outcomes
+            .iter()
+            .all(|o| matches!(o, Err(StoreError::Busy(_))))
+        {
+            return outcomes;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+    store.commit(jobs).await
+}
+
+fn job(row: ImportRow, actor: Option<String>) -> WriteJob {
     let upsert = Upsert {
         new: NewSku {
             name: row.name,
@@ -322,21 +342,36 @@ async fn apply_row(
         stock_given: row.stock.is_some(),
         threshold_given: row.low_stock_threshold.is_some(),
     };
-    let request = WriteRequest {
-        command: Command::Upsert(Box::new(upsert)),
-        meta: WriteMeta {
-            reason: Some("import".into()),
-            actor,
-            if_match: None,
+    WriteJob::Single {
+        sku: row.sku,
+        request: WriteRequest {
+            command: Command::Upsert(Box::new(upsert)),
+            meta: WriteMeta {
+                reason: Some("import".into()),
+                actor,
+                if_match: None,
+            },
+            idempotency: None,
         },
-        idempotency: None,
-    };
-    match registry.write_patiently(&row.sku, request).await {
-        Ok(WriteOutcome::Committed(changes)) => Ok(match changes.first() {
-            None => RowResult::Unchanged,
-            Some(first) if first.event.version == 1 => RowResult::Created,
-            Some(_) => RowResult::Updated,
-        }),
+    }
+}
+
+/// What a row did, or its error message; its committed changes go to
+/// `committed`.
+fn row_result(
+    outcome: Result<WriteOutcome, StoreError>,
+    committed: &mut Vec<Arc<Committed>>,
+) -> Result<RowResult, String> {
+    match outcome {
+        Ok(WriteOutcome::Committed(changes)) => {
+            let result = match changes.first() {
+                None => RowResult::Unchanged,
+                Some(first) if first.event.version == 1 => RowResult::Created,
+                Some(_) => RowResult::Updated,
+            };
+            committed.extend(changes.into_iter().map(Arc::new));
+            Ok(result)
+        }
         Ok(WriteOutcome::Rejected(e)) => Err(match e {
             DomainError::PriceGuard(reason) => format!("price: {reason}"),
             DomainError::CurrencyMismatch { .. } => format!("currency: {e}"),

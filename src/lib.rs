@@ -253,6 +253,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
             max_connections: settings.db_max_connections,
             acquire_timeout: Duration::from_millis(settings.db_acquire_timeout_ms.max(1)),
             lock_timeout: Duration::from_millis(settings.db_lock_timeout_ms.max(1)),
+            write_queue: settings.write_queue.max(1),
         },
     )
     .await?;

@@ -112,6 +112,9 @@ pub const WS_SUBSCRIBED_SKUS: &str = "skuwatch_ws_subscribed_skus";
 pub const IDEMPOTENCY_KEYS_PURGED: &str = "skuwatch_idempotency_keys_purged_total";
 /// Counter `{kind}`: requests refused with 503 because a bounded wait
 /// elapsed (`overloaded`), or whose outcome is unknown (`outcome_unknown`).
+/// Write calls refused because the group-commit queue was full (each one
+/// a 503 `overloaded`; `SKUWATCH_WRITE_QUEUE`).
+pub const WRITE_QUEUE_REFUSED: &str = "skuwatch_write_queue_refused_total";
 pub const REFUSED_503: &str = "skuwatch_http_503_total";
 
 /// Gauge `{version}`: always 1; the running build.
@@ -341,6 +344,11 @@ fn describe() {
         "Idempotency keys deleted after their 24 h window"
     );
     describe_counter!(
+        WRITE_QUEUE_REFUSED,
+        Count,
+        "Write calls refused because the group-commit queue was full (503 overloaded)"
+    );
+    describe_counter!(
         REFUSED_503,
         Count,
         "Requests answered 503 overloaded (nothing done) or outcome_unknown, by kind"
@@ -380,6 +388,7 @@ fn zero_known_series() {
         ACTOR_PASSIVATIONS,
         ACTOR_RESTARTS,
         IDEMPOTENCY_KEYS_PURGED,
+        WRITE_QUEUE_REFUSED,
     ] {
         counter!(name).absolute(0);
     }

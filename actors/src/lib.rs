@@ -8,6 +8,8 @@
 //!   one function that decides every change ([`domain::decide`]).
 //! - [`store`]: the [`store::SkuStore`] trait the actors write through.
 //! - [`bus`]: the [`bus::EventBus`] trait committed changes travel on.
+//! - [`plan`]: the write planner, pure: what a group of writes does to
+//!   the rows, alerts and events (the store only executes it).
 //! - [`sku_actor`]: one actor per active SKU: cached state, serial writer.
 //! - [`registry`]: finds or activates a SKU's actor; the supervisor that
 //!   restarts failed actors; passivation of idle ones.
@@ -18,6 +20,7 @@ pub mod bus;
 pub mod domain;
 pub mod messages;
 pub mod metrics;
+pub mod plan;
 pub mod registry;
 pub mod sku_actor;
 pub mod store;

@@ -7,24 +7,126 @@ use crate::domain::{Command, Committed, DomainError, Field, Micros, Sku, SkuCode
 
 /// A storage failure that is not a domain rule: connection lost, constraint
 /// the domain did not foresee, corrupt row. Shown to clients as a bare 500 or
-/// 503; the text goes to the log only.
-#[derive(Debug, thiserror::Error)]
+/// 503; the text and its source go to the log only.
+///
+/// Each variant carries a [`Cause`]: what happened, the underlying error
+/// (`std::error::Error::source`), and whether running the same work again
+/// may succeed ([`StoreError::is_retryable`]). `StoreError::Busy("...".into())`
+/// builds one from text alone.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
+    /// The database could not be reached or the connection was lost before
+    /// COMMIT: nothing was done (503 `unavailable`). Retryable.
     #[error("database unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// A bounded wait on a shared resource elapsed (pool acquire, a lock,
     /// the group-commit queue) before anything was written: nothing was
-    /// done, retry later (503 `overloaded` with `Retry-After`).
+    /// done, retry later (503 `overloaded` with `Retry-After`). Retryable.
     #[error("database busy: {0}")]
-    Busy(String),
+    Busy(#[source] Cause),
     /// The connection failed while COMMIT was under way: the write may or
-    /// may not have committed (503 `outcome_unknown`).
+    /// may not have committed (503 `outcome_unknown`). Never retryable.
     #[error("outcome unknown: {0}")]
-    OutcomeUnknown(String),
+    OutcomeUnknown(#[source] Cause),
+    /// The database refused a statement (500), or aborted the transaction
+    /// to resolve a conflict (serialisation failure 40001, deadlock 40P01:
+    /// nothing was kept, retryable; see [`Cause::retryable`]).
     #[error("database error: {0}")]
-    Database(String),
+    Database(#[source] Cause),
+    /// A stored row the code cannot read (500).
     #[error("corrupt row: {0}")]
-    Corrupt(String),
+    Corrupt(#[source] Cause),
+}
+
+impl StoreError {
+    /// Whether the same work may succeed if run again: nothing was kept
+    /// (a bounded wait elapsed, the connection was lost before COMMIT, the
+    /// database aborted the transaction to resolve a conflict). A failure
+    /// during COMMIT, a refused statement and a corrupt row are not.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Busy(_) | StoreError::Unavailable(_) => true,
+            StoreError::Database(cause) => cause.retryable,
+            StoreError::OutcomeUnknown(_) | StoreError::Corrupt(_) => false,
+        }
+    }
+
+    /// The cause, whatever the variant.
+    pub fn cause(&self) -> &Cause {
+        match self {
+            StoreError::Unavailable(c)
+            | StoreError::Busy(c)
+            | StoreError::OutcomeUnknown(c)
+            | StoreError::Database(c)
+            | StoreError::Corrupt(c) => c,
+        }
+    }
+}
+
+/// What a [`StoreError`] is about: a message for the log, the error that
+/// caused it (kept as the `source`, shared so the same failure can answer
+/// every write of a group), and whether retrying may help.
+#[derive(Debug, Clone)]
+pub struct Cause {
+    message: String,
+    source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
+    /// Set for a database conflict that aborted the transaction (40001,
+    /// 40P01); the `Busy` and `Unavailable` variants are retryable anyway.
+    pub retryable: bool,
+}
+
+impl Cause {
+    /// A cause with its underlying error.
+    pub fn new(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            message: message.into(),
+            source: Some(std::sync::Arc::new(source)),
+            retryable: false,
+        }
+    }
+
+    /// Marks the cause as a conflict worth retrying.
+    pub fn retryable(mut self) -> Self {
+        self.retryable = true;
+        self
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<String> for Cause {
+    fn from(message: String) -> Self {
+        Self {
+            message,
+            source: None,
+            retryable: false,
+        }
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(message: &str) -> Self {
+        message.to_owned().into()
+    }
 }
 
 /// An HTTP response kept for an idempotency key, returned verbatim on a retry.
@@ -86,6 +188,25 @@ pub enum WriteJob {
         meta: WriteMeta,
         idempotency: Option<Idempotency>,
     },
+}
+
+impl WriteJob {
+    /// The job's idempotency key, if any.
+    pub fn idempotency(&self) -> Option<&Idempotency> {
+        match self {
+            WriteJob::Single { request, .. } => request.idempotency.as_ref(),
+            WriteJob::Batch { idempotency, .. } => idempotency.as_ref(),
+        }
+    }
+
+    /// The SKUs the job writes (a batch may name one several times).
+    pub fn skus(&self) -> impl Iterator<Item = &SkuCode> {
+        let (one, lines) = match self {
+            WriteJob::Single { sku, .. } => (Some(sku), &[][..]),
+            WriteJob::Batch { lines, .. } => (None, &lines[..]),
+        };
+        one.into_iter().chain(lines.iter().map(|line| &line.sku))
+    }
 }
 
 /// One line of an atomic batch adjustment.

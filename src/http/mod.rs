@@ -127,6 +127,8 @@ async fn import(
     // task is tracked, so a graceful shutdown waits for it.
     let max_rows = app.settings.import_max_rows;
     let registry = app.registry.clone();
+    let store = app.store.clone();
+    let bus = app.bus.clone();
     let task = app.tasks.spawn(async move {
         let started = std::time::Instant::now();
         let (rows, errors) =
@@ -140,9 +142,10 @@ async fn import(
             })?;
         let rows_in_file = rows.len() + errors.len();
         let user = caller.username;
-        let report = crate::import::apply(&registry, rows, errors, Some(user.clone()))
-            .await
-            .inspect_err(|error| tracing::warn!(%error, by = %user, "import failed"))?;
+        let report =
+            crate::import::apply(&registry, &*store, &*bus, rows, errors, Some(user.clone()))
+                .await
+                .inspect_err(|error| tracing::warn!(%error, by = %user, "import failed"))?;
         tracing::info!(
             by = %user,
             rows = rows_in_file,

@@ -53,6 +53,9 @@ pub struct PoolSettings {
     /// `lock_timeout`), or for another process's write lock (SQLite
     /// `busy_timeout`) (`SKUWATCH_DB_LOCK_TIMEOUT_MS`).
     pub lock_timeout: Duration,
+    /// Most `commit` calls waiting for a group committer; one more is
+    /// refused at once, 503 `overloaded` (`SKUWATCH_WRITE_QUEUE`).
+    pub write_queue: usize,
 }
 
 impl Default for PoolSettings {
@@ -61,6 +64,7 @@ impl Default for PoolSettings {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
             lock_timeout: Duration::from_secs(10),
+            write_queue: sql::DEFAULT_WRITE_QUEUE,
         }
     }
 }

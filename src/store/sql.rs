@@ -1,17 +1,16 @@
 //! One SQL implementation of [`SkuStore`] for both backends.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 use serde_json::Value;
 use skuwatch_actors::domain::{
-    decide, evaluate_alerts, Alert, AlertAction, AlertKind, AlertStatus, Change, Command,
-    Committed, Currency, DomainError, Event, Field, Micros, PriceGuard, Shortfall, Sku, SkuCode,
-    WriteMeta,
+    Alert, AlertKind, AlertStatus, Command, Committed, Currency, Event, Field, Micros, PriceGuard,
+    Sku, SkuCode, WriteMeta,
 };
 use skuwatch_actors::store::{
-    AdjustmentLine, HistoryPoint, HistoryQuery, Idempotency, ListQuery, SkuStore, StoreError,
-    StoredResponse, WriteOutcome,
+    AdjustmentLine, Cause, HistoryPoint, HistoryQuery, Idempotency, ListQuery, SkuStore,
+    StoreError, StoredResponse, WriteJob, WriteOutcome,
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Connection, Row, Transaction};
@@ -20,6 +19,9 @@ use super::Backend;
 
 mod group;
 mod upkeep;
+mod write;
+
+pub use group::DEFAULT_QUEUE as DEFAULT_WRITE_QUEUE;
 
 /// Keys older than this are forgotten (API.md: retries within 24 h).
 const IDEMPOTENCY_WINDOW_US: i64 = 24 * 3600 * 1_000_000;
@@ -88,8 +90,8 @@ pub struct SqlStore {
     write: AnyPool,
     /// Reads. SQLite in WAL mode lets these run beside the writer.
     read: AnyPool,
-    /// Single-SKU writes other than creates go through group commit
-    /// ([`group`]); `None` in the committers' own copy of the store.
+    /// Every write goes through group commit ([`group`]); `None` in the
+    /// committers' own copy of the store.
     group: Option<group::GroupCommit>,
     /// One lazily opened connection of its own for `/readyz`, so readiness
     /// answers while the shared pools are exhausted.
@@ -101,14 +103,23 @@ pub struct SqlStore {
 type Tx = Transaction<'static, sqlx::Any>;
 
 pub(super) fn db_error(e: sqlx::Error) -> StoreError {
+    let message = e.to_string();
     match e {
         // Bounded waits that elapsed before anything was written.
-        sqlx::Error::PoolTimedOut => StoreError::Busy(e.to_string()),
+        sqlx::Error::PoolTimedOut => StoreError::Busy(Cause::new(message, e)),
         sqlx::Error::Database(ref db) if is_lock_timeout(db.code().as_deref()) => {
-            StoreError::Busy(e.to_string())
+            StoreError::Busy(Cause::new(message, e))
         }
-        sqlx::Error::Io(_) | sqlx::Error::PoolClosed => StoreError::Unavailable(e.to_string()),
-        other => StoreError::Database(other.to_string()),
+        // The database aborted the transaction to resolve a conflict:
+        // nothing was kept, the same work may succeed when run again.
+        sqlx::Error::Database(ref db) if is_conflict(db.code().as_deref()) => {
+            StoreError::Database(Cause::new(message, e).retryable())
+        }
+        // The connection was lost before COMMIT: nothing was kept.
+        sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            StoreError::Unavailable(Cause::new(message, e))
+        }
+        other => StoreError::Database(Cause::new(message, other)),
     }
 }
 
@@ -120,18 +131,28 @@ fn is_lock_timeout(code: Option<&str>) -> bool {
     matches!(code, Some("55P03" | "57014" | "5" | "261" | "517" | "773"))
 }
 
+/// PostgreSQL `serialization_failure` (40001) and `deadlock_detected`
+/// (40P01): the transaction was rolled back and may be run again.
+fn is_conflict(code: Option<&str>) -> bool {
+    matches!(code, Some("40001" | "40P01"))
+}
+
 /// An error from COMMIT. A refusal by the database (a deferred constraint,
 /// a serialization failure) means nothing was kept; a lost connection or a
 /// protocol failure leaves the outcome unknown (issue 13, fault 3).
 pub(super) fn commit_error(e: sqlx::Error) -> StoreError {
     match e {
         sqlx::Error::Database(_) => db_error(e),
-        other => StoreError::OutcomeUnknown(other.to_string()),
+        other => StoreError::OutcomeUnknown(Cause::new(other.to_string(), other)),
     }
 }
 
 fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(what.to_owned())
+    StoreError::Corrupt(what.into())
+}
+
+fn migration_error(e: sqlx::migrate::MigrateError) -> StoreError {
+    StoreError::Database(Cause::new(e.to_string(), e))
 }
 
 impl SqlStore {
@@ -171,7 +192,7 @@ impl SqlStore {
                 POSTGRES_MIGRATIONS
                     .run(&mut conn)
                     .await
-                    .map_err(|e| StoreError::Database(e.to_string()))?;
+                    .map_err(migration_error)?;
                 let _ = conn.close().await;
                 let pool = AnyPoolOptions::new()
                     .max_connections(max_connections)
@@ -211,7 +232,7 @@ impl SqlStore {
                 SQLITE_MIGRATIONS
                     .run(&write)
                     .await
-                    .map_err(|e| StoreError::Database(e.to_string()))?;
+                    .map_err(migration_error)?;
                 let read = sqlite_pool(&url, max_connections.clamp(1, 8), &settings).await?;
                 Self {
                     backend,
@@ -237,8 +258,12 @@ impl SqlStore {
                 Backend::Postgres => (max_connections as usize / 2).clamp(1, 4),
                 Backend::Sqlite => 1,
             });
-        let group =
-            group::GroupCommit::start(store.plain(), committers, store.pool.acquire_timeout);
+        let group = group::GroupCommit::start(
+            store.plain(),
+            committers,
+            store.pool.write_queue,
+            store.pool.acquire_timeout,
+        );
         Ok(Self {
             group: Some(group),
             ..store
@@ -259,47 +284,6 @@ impl SqlStore {
             probe: self.probe.clone(),
             pool: self.pool,
         }
-    }
-
-    /// One write in its own transaction: lock the row, decide, write the row
-    /// and the event, take the event id, commit.
-    ///
-    /// A creation inserts with `ON CONFLICT DO NOTHING`, so when another
-    /// instance creates the same SKU at the same moment one insert finds the
-    /// other's row (PostgreSQL waits for it to commit). A create is then
-    /// refused `already_exists`; an upsert (CSV import) runs again, now
-    /// against the existing row, locked, so it never reports a false error.
-    pub(super) async fn write_single(
-        &self,
-        sku: &SkuCode,
-        command: &Command,
-        meta: &WriteMeta,
-        idempotency: Option<&Idempotency>,
-    ) -> Result<WriteOutcome, StoreError> {
-        let upsert = matches!(command, Command::Upsert(_));
-        // The second attempt finds the row the first lost to; more is a
-        // safety margin, not an expected path.
-        for _ in 0..3 {
-            let mut tx = match self.begin_keyed(idempotency).await? {
-                Ok(tx) => tx,
-                Err(seen) => return Ok(seen),
-            };
-            let rows = self.lock_rows(&mut tx, &BTreeSet::from([sku])).await?;
-            // Read the clock once the row is ours: the previous change of
-            // this SKU has committed, so its time is earlier (per SKU, `at`
-            // follows `version`).
-            let now = Micros::now();
-            let decided = decide(sku, rows.get(sku), command, meta, now);
-            if let Some(outcome) = self
-                .finish(tx, decided, meta, idempotency, now, upsert)
-                .await?
-            {
-                return Ok(outcome);
-            }
-        }
-        Err(StoreError::Database(format!(
-            "the row of {sku} neither could be created nor was found"
-        )))
     }
 
     /// Closes both pools (graceful shutdown).
@@ -355,46 +339,6 @@ impl SqlStore {
             Backend::Postgres => vec![stats("main", &self.write)],
             Backend::Sqlite => vec![stats("write", &self.write), stats("read", &self.read)],
         }
-    }
-
-    /// Begins a write transaction and claims the idempotency key, if any;
-    /// `Err(outcome)` when the key was used before (nothing else to do).
-    async fn begin_keyed(
-        &self,
-        idempotency: Option<&Idempotency>,
-    ) -> Result<Result<Tx, WriteOutcome>, StoreError> {
-        let mut tx = self.begin().await?;
-        if let Some(idem) = idempotency {
-            if let Some(seen) = self.claim_key(&mut tx, idem, Micros::now()).await? {
-                tx.rollback().await.map_err(db_error)?;
-                return Ok(Err(seen));
-            }
-        }
-        Ok(Ok(tx))
-    }
-
-    /// Reads and locks the SKU rows of a write, in code order so that two
-    /// batches touching the same SKUs cannot deadlock.
-    async fn lock_rows(
-        &self,
-        tx: &mut Tx,
-        skus: &BTreeSet<&SkuCode>,
-    ) -> Result<BTreeMap<SkuCode, Sku>, StoreError> {
-        let mut rows = BTreeMap::new();
-        for sku in skus {
-            let row = sqlx::query(&format!(
-                "SELECT {SKU_COLUMNS} FROM skus WHERE sku = $1{}",
-                self.for_update()
-            ))
-            .bind(sku.as_str())
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(db_error)?;
-            if let Some(row) = row {
-                rows.insert((*sku).clone(), sku_from_row(&row)?);
-            }
-        }
-        Ok(rows)
     }
 
     /// Records the key, or finds it was used before.
@@ -455,243 +399,6 @@ impl SqlStore {
             status: u16::try_from(status.unwrap_or(500)).unwrap_or(500),
             body: body.unwrap_or_default(),
         })))
-    }
-
-    /// Writes the changed rows and appends the events, then ends the
-    /// transaction: commit when something is to be kept, else roll back.
-    /// A decision of no change (an upsert equal to the row) commits nothing.
-    /// `None` when a creation lost a race with another instance creating the
-    /// same SKU and `retry_lost_create` is set: rolled back, nothing kept.
-    async fn finish(
-        &self,
-        mut tx: Tx,
-        decided: Result<Vec<Change>, DomainError>,
-        meta: &WriteMeta,
-        idem: Option<&Idempotency>,
-        now: Micros,
-        retry_lost_create: bool,
-    ) -> Result<Option<WriteOutcome>, StoreError> {
-        let outcome = match decided {
-            Err(rejection) => WriteOutcome::Rejected(rejection),
-            Ok(changes) if changes.is_empty() => WriteOutcome::Committed(Vec::new()),
-            Ok(changes) => match self.append(&mut tx, &changes, meta, now).await? {
-                Some(committed) => WriteOutcome::Committed(committed),
-                None if retry_lost_create => {
-                    tx.rollback().await.map_err(db_error)?;
-                    return Ok(None);
-                }
-                None => {
-                    WriteOutcome::Rejected(DomainError::AlreadyExists(changes[0].state.sku.clone()))
-                }
-            },
-        };
-        let keep = match (&outcome, idem) {
-            (_, Some(idem)) => {
-                keep_answer(&mut tx, idem, &outcome).await?;
-                true
-            }
-            (WriteOutcome::Committed(changes), None) => !changes.is_empty(),
-            _ => false,
-        };
-        if keep {
-            tx.commit().await.map_err(commit_error)?;
-            if let WriteOutcome::Committed(changes) = &outcome {
-                crate::metrics::alerts_raised(changes);
-            }
-        } else {
-            tx.rollback().await.map_err(db_error)?;
-        }
-        Ok(Some(outcome))
-    }
-
-    /// Writes each change's row and event. `None` when a create lost a race
-    /// with another instance creating the same SKU.
-    async fn append(
-        &self,
-        tx: &mut Tx,
-        changes: &[Change],
-        meta: &WriteMeta,
-        now: Micros,
-    ) -> Result<Option<Vec<Committed>>, StoreError> {
-        // Final state per SKU (a batch may touch one SKU twice), and whether
-        // its first change creates it.
-        let mut finals: BTreeMap<&SkuCode, (&Sku, bool)> = BTreeMap::new();
-        for change in changes {
-            let created = change.previous.is_none();
-            finals
-                .entry(&change.state.sku)
-                .and_modify(|f| f.0 = &change.state)
-                .or_insert((&change.state, created));
-        }
-        for (state, creating) in finals.values() {
-            let query = if *creating {
-                format!(
-                    "INSERT INTO skus ({SKU_COLUMNS}, search_text) VALUES ($1, $2, $3, $4, $5, $6, \
-                     $7, $8, $9, $10, $11, $12) ON CONFLICT (sku) DO NOTHING"
-                )
-            } else {
-                "UPDATE skus SET name = $2, currency = $3, price_minor = $4, stock = $5, \
-                 low_stock_threshold = $6, guard_max_change_pct = $7, guard_min_price = $8, \
-                 guard_max_price = $9, version = $10, updated_us = $11, search_text = $12 \
-                 WHERE sku = $1"
-                    .to_owned()
-            };
-            let done = bind_sku_row(sqlx::query(&query), state)
-                .execute(&mut **tx)
-                .await
-                .map_err(db_error)?;
-            if done.rows_affected() != 1 {
-                return Ok(None);
-            }
-        }
-        let mut alerts = Vec::with_capacity(changes.len());
-        let mut active: BTreeMap<&SkuCode, Vec<(i64, AlertKind)>> = BTreeMap::new();
-        for change in changes {
-            let sku = &change.state.sku;
-            if !active.contains_key(sku) {
-                active.insert(sku, self.active_alerts(tx, sku).await?);
-            }
-            let current = active.get_mut(sku).map(std::mem::take).unwrap_or_default();
-            let actions = evaluate_alerts(
-                change.previous.as_ref(),
-                &change.state,
-                &current,
-                change.price_anomaly.clone(),
-            );
-            let (changed, still_active) = self.apply_alerts(tx, sku, actions, current, now).await?;
-            active.insert(sku, still_active);
-            alerts.push(changed);
-        }
-        // Last: the event ids. The clock row stays locked until commit.
-        let count = i64::try_from(changes.len()).map_err(|_| corrupt("batch size"))?;
-        let last: i64 = sqlx::query(
-            "UPDATE event_clock SET last_event_id = last_event_id + $1 WHERE id = 1 \
-             RETURNING last_event_id",
-        )
-        .bind(count)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(db_error)?
-        .try_get(0)
-        .map_err(db_error)?;
-        let mut committed = Vec::with_capacity(changes.len());
-        for ((change, alerts), event_id) in changes.iter().zip(alerts).zip(last - count + 1..) {
-            let event = Event {
-                event_id,
-                sku: change.state.sku.clone(),
-                version: change.state.version,
-                at: now,
-                field: change.field,
-                old: change.old.clone(),
-                new: change.new.clone(),
-                delta: change.delta,
-                reason: meta.reason.clone(),
-                actor: meta.actor.clone(),
-            };
-            sqlx::query(&format!(
-                "INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-                 $10, $11, $12, $13, $14)"
-            ))
-            .bind(event.event_id)
-            .bind(event.sku.as_str())
-            .bind(event.version)
-            .bind(event.at.0)
-            .bind(event.field.as_str())
-            .bind((!event.old.is_null()).then(|| event.old.to_string()))
-            .bind(event.new.to_string())
-            .bind(event.delta)
-            .bind(event.reason.as_deref())
-            .bind(event.actor.as_deref())
-            .bind(change.state.to_json().to_string())
-            .bind(change.state.stock)
-            .bind(change.state.price_minor)
-            .bind(alerts_json(&alerts))
-            .execute(&mut **tx)
-            .await
-            .map_err(db_error)?;
-            committed.push(Committed {
-                event,
-                sku: change.state.clone(),
-                alerts,
-            });
-        }
-        Ok(Some(committed))
-    }
-}
-
-impl SqlStore {
-    /// Open or acknowledged alerts of a SKU whose row this transaction locked.
-    async fn active_alerts(
-        &self,
-        tx: &mut Tx,
-        sku: &SkuCode,
-    ) -> Result<Vec<(i64, AlertKind)>, StoreError> {
-        let rows =
-            sqlx::query("SELECT id, kind FROM alerts WHERE sku = $1 AND status <> 'resolved'")
-                .bind(sku.as_str())
-                .fetch_all(&mut **tx)
-                .await
-                .map_err(db_error)?;
-        rows.iter()
-            .map(|row| {
-                let kind: String = row.try_get("kind").map_err(db_error)?;
-                Ok((
-                    row.try_get("id").map_err(db_error)?,
-                    AlertKind::parse(&kind).ok_or_else(|| corrupt("alert kind"))?,
-                ))
-            })
-            .collect()
-    }
-
-    /// Raises and resolves alerts; returns the alerts changed and the SKU's
-    /// active alerts afterwards.
-    async fn apply_alerts(
-        &self,
-        tx: &mut Tx,
-        sku: &SkuCode,
-        actions: Vec<AlertAction>,
-        mut active: Vec<(i64, AlertKind)>,
-        now: Micros,
-    ) -> Result<(Vec<Alert>, Vec<(i64, AlertKind)>), StoreError> {
-        let mut changed = Vec::with_capacity(actions.len());
-        for action in actions {
-            let row = match action {
-                AlertAction::Raise {
-                    kind,
-                    message,
-                    value,
-                    threshold,
-                } => sqlx::query(&format!(
-                    "INSERT INTO alerts (sku, kind, status, message, value, threshold, raised_us) \
-                     VALUES ($1, $2, 'open', $3, $4, $5, $6) RETURNING {ALERT_COLUMNS}"
-                ))
-                .bind(sku.as_str())
-                .bind(kind.as_str())
-                .bind(message)
-                .bind(value.to_string())
-                .bind(threshold.to_string())
-                .bind(now.0)
-                .fetch_one(&mut **tx)
-                .await
-                .map_err(db_error)?,
-                AlertAction::Resolve { id } => sqlx::query(&format!(
-                    "UPDATE alerts SET status = 'resolved', resolved_us = $2 WHERE id = $1 \
-                     RETURNING {ALERT_COLUMNS}"
-                ))
-                .bind(id)
-                .bind(now.0)
-                .fetch_one(&mut **tx)
-                .await
-                .map_err(db_error)?,
-            };
-            let alert = alert_from_row(&row)?;
-            active.retain(|(id, _)| *id != alert.id);
-            if alert.status != AlertStatus::Resolved {
-                active.push((alert.id, alert.kind));
-            }
-            changed.push(alert);
-        }
-        Ok((changed, active))
     }
 
     /// Alerts, newest first, optionally by status and SKU.
@@ -953,87 +660,11 @@ impl SqlStore {
     }
 }
 
-/// Decides a batch's lines in order against the locked rows (`current`,
-/// updated as lines apply): all the changes, or the refusal that names every
-/// SKU the batch takes below 0, each with the first line where it does and
-/// the lowest sum its lines reach (a SKU may appear on several lines, and a
-/// later line putting stock back does not undo an earlier one going below
-/// 0). Sums are checked: past the 64-bit range is a refusal naming the line.
-fn decide_batch(
-    lines: &[AdjustmentLine],
-    current: &mut BTreeMap<SkuCode, Sku>,
-    meta: &WriteMeta,
-    now: Micros,
-) -> Result<Vec<Change>, DomainError> {
-    // If-Match makes no sense across several SKUs; it is not applied.
-    let line_meta = WriteMeta {
-        if_match: None,
-        ..meta.clone()
-    };
-    let mut changes = Vec::with_capacity(lines.len());
-    let mut shortfalls: Vec<Shortfall> = Vec::new();
-    let mut rejection = None;
-    // Per SKU: the sum of its lines so far, and the lowest such sum.
-    let mut sums: BTreeMap<&SkuCode, (i64, i64)> = BTreeMap::new();
-    let mut stock_before: BTreeMap<&SkuCode, i64> = BTreeMap::new();
-    for (i, line) in lines.iter().enumerate() {
-        let field = || format!("adjustments[{i}].delta");
-        let (sum, lowest) = sums.entry(&line.sku).or_insert((0, 0));
-        let Some(next) = sum.checked_add(line.delta) else {
-            rejection.get_or_insert(DomainError::Invalid {
-                field: field(),
-                message: format!(
-                    "with the lines before it for {}, the total passes the 64-bit range",
-                    line.sku
-                ),
-            });
-            continue;
-        };
-        *sum = next;
-        *lowest = (*lowest).min(next);
-        if shortfalls.iter().any(|s| s.sku == line.sku) {
-            // Already short: only its lowest sum still matters.
-            continue;
-        }
-        if let Some(row) = current.get(&line.sku) {
-            stock_before.entry(&line.sku).or_insert(row.stock);
-        }
-        let command = Command::Adjust { delta: line.delta };
-        match decide(&line.sku, current.get(&line.sku), &command, &line_meta, now) {
-            Ok(decided) => {
-                if let Some(last) = decided.last() {
-                    current.insert(line.sku.clone(), last.state.clone());
-                }
-                changes.extend(decided);
-            }
-            Err(DomainError::InsufficientStock(_)) => shortfalls.push(Shortfall {
-                sku: line.sku.clone(),
-                stock: stock_before.get(&line.sku).copied().unwrap_or(0),
-                delta: next,
-                line: Some(i),
-            }),
-            Err(DomainError::StockOverflow(sku)) => {
-                rejection.get_or_insert(DomainError::Invalid {
-                    field: field(),
-                    message: format!(
-                        "would take the stock of {sku} past the largest number this server counts (9223372036854775807)"
-                    ),
-                });
-            }
-            Err(other) => {
-                rejection.get_or_insert(other);
-            }
-        }
-    }
-    for shortfall in &mut shortfalls {
-        if let Some((_, lowest)) = sums.get(&shortfall.sku) {
-            shortfall.delta = *lowest;
-        }
-    }
-    match (rejection, shortfalls.is_empty()) {
-        (Some(rejection), _) => Err(rejection),
-        (None, false) => Err(DomainError::InsufficientStock(shortfalls)),
-        (None, true) => Ok(changes),
+/// The outcome of a call of one job.
+fn only(mut outcomes: Vec<Result<WriteOutcome, StoreError>>) -> Result<WriteOutcome, StoreError> {
+    match outcomes.pop() {
+        Some(outcome) if outcomes.is_empty() => outcome,
+        _ => Err(corrupt("one outcome per job")),
     }
 }
 
@@ -1107,14 +738,15 @@ impl SkuStore for SqlStore {
         meta: &WriteMeta,
         idempotency: Option<&Idempotency>,
     ) -> Result<WriteOutcome, StoreError> {
-        match &self.group {
-            // Creates insert (group commit only updates); an upsert goes to
-            // the group, which hands a creating one back to the single path.
-            Some(group) if !matches!(command, Command::Create(_)) => {
-                group.write(sku, command, meta, idempotency).await
-            }
-            _ => self.write_single(sku, command, meta, idempotency).await,
-        }
+        let job = WriteJob::Single {
+            sku: sku.clone(),
+            request: skuwatch_actors::store::WriteRequest {
+                command: command.clone(),
+                meta: meta.clone(),
+                idempotency: idempotency.cloned(),
+            },
+        };
+        only(self.commit(vec![job]).await)
     }
 
     async fn write_batch(
@@ -1123,17 +755,24 @@ impl SkuStore for SqlStore {
         meta: &WriteMeta,
         idempotency: Option<&Idempotency>,
     ) -> Result<WriteOutcome, StoreError> {
-        let mut tx = match self.begin_keyed(idempotency).await? {
-            Ok(tx) => tx,
-            Err(seen) => return Ok(seen),
+        let job = WriteJob::Batch {
+            lines: lines.to_vec(),
+            meta: meta.clone(),
+            idempotency: idempotency.cloned(),
         };
-        let codes: BTreeSet<&SkuCode> = lines.iter().map(|l| &l.sku).collect();
-        let mut current = self.lock_rows(&mut tx, &codes).await?;
-        let now = Micros::now();
-        let decided = decide_batch(lines, &mut current, meta, now);
-        self.finish(tx, decided, meta, idempotency, now, false)
-            .await?
-            .ok_or_else(|| corrupt("a batch creates nothing"))
+        only(self.commit(vec![job]).await)
+    }
+
+    /// Through group commit: the jobs share a transaction with the other
+    /// calls queued at the same time ([`group`], [`write`]).
+    async fn commit(&self, jobs: Vec<WriteJob>) -> Vec<Result<WriteOutcome, StoreError>> {
+        match &self.group {
+            Some(group) => group.commit(jobs).await,
+            None => {
+                let jobs: Vec<&WriteJob> = jobs.iter().collect();
+                group::run(self, &jobs).await
+            }
+        }
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Sku>, StoreError> {

@@ -106,3 +106,77 @@ both_backends!(
         );
     }
 );
+
+both_backends!(
+    a_full_write_queue_refuses_with_overloaded_and_keeps_nothing_of_a_refused_write,
+    |backend: Backend| async move {
+        // One write call may wait for the committers; any more are refused.
+        let app = Arc::new(TestApp::spawn_with(backend, |s| s.write_queue = 1).await);
+        let skus: Vec<String> = (0..48).map(|i| format!("Q{i:02}")).collect();
+        for sku in &skus {
+            app.create_sku(sku, "GBP", "1.00", 1000).await;
+        }
+        let created = app.all_events().await.len();
+        let tasks: Vec<_> = skus
+            .iter()
+            .flat_map(|sku| std::iter::repeat_n(sku.clone(), 4))
+            .map(|sku| {
+                let app = app.clone();
+                tokio::spawn(async move {
+                    let response = app
+                        .client
+                        .post(app.url(&format!("/api/v1/skus/{sku}/stock/adjustments")))
+                        .json(&json!({ "delta": -1, "reason": "sale" }))
+                        .send()
+                        .await
+                        .expect("adjust");
+                    let status = response.status().as_u16();
+                    let retry_after = response.headers().get("retry-after").cloned();
+                    let body: Value = response.json().await.unwrap_or(Value::Null);
+                    (status, retry_after, body)
+                })
+            })
+            .collect();
+        let (mut accepted, mut refused) = (0i64, 0i64);
+        for task in join_all(tasks).await {
+            let (status, retry_after, body) = task.expect("task");
+            match status {
+                200 => accepted += 1,
+                503 => {
+                    assert_eq!(body["type"], "overloaded", "{body}");
+                    assert!(retry_after.is_some(), "Retry-After on {body}");
+                    refused += 1;
+                }
+                other => panic!("unexpected {other}: {body}"),
+            }
+        }
+        assert!(
+            refused > 0,
+            "a queue of one refuses some of 192 writes at once"
+        );
+        assert!(accepted > 0, "and commits the others");
+        // Exactly the accepted writes are in the database and the feed.
+        let events = app.all_events().await;
+        assert_eq!(events.len() as i64, created as i64 + accepted);
+        let mut taken = 0;
+        for sku in &skus {
+            taken += 1000 - app.db_stock(sku).await.0;
+        }
+        assert_eq!(taken, accepted, "nothing of a refused write was kept");
+        let metrics = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("skuwatch_write_queue_refused_total ") && !l.ends_with(" 0")),
+            "refusals are counted"
+        );
+    }
+);

@@ -582,3 +582,31 @@ both_backends!(
         assert_eq!(logged, Ok(true), "the import's report is logged");
     }
 );
+
+// Issue 14: an import commits in chunks beside the SKU actors and starts
+// none of them (a 100,000-row file must not activate 100,000 SKUs); the
+// actors already running see its changes.
+both_backends!(
+    an_import_starts_no_sku_actor_and_running_ones_see_its_changes,
+    |backend: Backend| async move {
+        let app = TestApp::spawn(backend).await;
+        app.create_sku("I00000", "GBP", "1.00", 1).await;
+        assert_eq!(app.get_sku("I00000").await.1["stock"], 1);
+        let registry = &app.app().state().registry;
+        let before = registry.active();
+        assert!(
+            registry.is_active(&skuwatch_actors::domain::SkuCode::parse("I00000").expect("code"))
+        );
+        // I00000 is in the catalog with stock 50; 1,199 other rows create.
+        let report = import(&app, catalog("I", 1200)).await;
+        assert_eq!(report["created"], 1199, "{report}");
+        assert_eq!(report["updated"], 1, "{report}");
+        assert_eq!(registry.active(), before, "no actor was started");
+        let (_, sku) = app.get_sku("I00000").await;
+        assert_eq!(
+            sku["stock"], 50,
+            "the running actor has the import's change"
+        );
+        assert_eq!(creations(&app).await, 1200);
+    }
+);

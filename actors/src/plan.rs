@@ -1,0 +1,527 @@
+//! The write planner: what a group of [`WriteJob`]s does, decided in memory
+//! against the rows a store has locked. Pure (no I/O, no clock): the store
+//! reads, calls [`plan`], and only executes what it returns.
+//!
+//! The rules stay in [`decide`] and [`evaluate_alerts`]; the planner only
+//! sequences them:
+//! - jobs run in the order given; a SKU touched twice is decided against
+//!   its state after the earlier change (versions stay consecutive);
+//! - a batch job is all-or-nothing: its lines are decided on a scratch copy
+//!   that is kept only if every line is accepted (API.md: a refusal names
+//!   every SKU the batch takes below 0);
+//! - `If-Match` applies per single job (a batch spans SKUs and ignores it);
+//! - alerts are evaluated per change, against the alerts active after the
+//!   changes before it, so an alert raised by one change of the group can be
+//!   resolved by a later one ([`AlertRef::New`]).
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use crate::domain::{
+    decide, evaluate_alerts, AlertAction, AlertKind, Change, Command, DomainError, Event, Micros,
+    Shortfall, Sku, SkuCode, WriteMeta,
+};
+use crate::store::{AdjustmentLine, WriteJob};
+
+/// What one job does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobPlan {
+    /// Refused by a domain rule; nothing of the job is written.
+    Rejected(DomainError),
+    /// Accepted with no change (an upsert equal to the stored row).
+    Unchanged,
+    /// Accepted: its events are `Plan::events[range]`, in order.
+    Changed(Range<usize>),
+}
+
+/// The row of a SKU after the whole plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowWrite {
+    pub state: Sku,
+    /// The SKU had no row when locked: the store inserts it (and must find
+    /// out whether another writer created it meanwhile).
+    pub insert: bool,
+}
+
+/// An alert an action refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertRef {
+    /// Stored before this plan, with its id.
+    Existing(i64),
+    /// Raised by this plan: the index of its raise in `Plan::alerts`.
+    New(usize),
+}
+
+/// One alert statement, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlertOp {
+    Raise {
+        sku: SkuCode,
+        kind: AlertKind,
+        message: String,
+        value: serde_json::Value,
+        threshold: serde_json::Value,
+    },
+    Resolve(AlertRef),
+}
+
+/// An event to append; its `event_id` is 0 until the store takes ids from
+/// the clock (in this order, so ids follow the plan).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedEvent {
+    /// Index of the job (in the slice given to [`plan`]).
+    pub job: usize,
+    pub event: Event,
+    /// The SKU right after this event.
+    pub state: Sku,
+    /// The alert ops this change caused: `Plan::alerts[range]`.
+    pub alerts: Range<usize>,
+}
+
+/// Everything a group of jobs writes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// One per job, in job order.
+    pub jobs: Vec<JobPlan>,
+    /// The final row of every SKU changed, by code (the order rows are
+    /// written in, which is also the lock order).
+    pub rows: BTreeMap<SkuCode, RowWrite>,
+    pub alerts: Vec<AlertOp>,
+    pub events: Vec<PlannedEvent>,
+}
+
+impl Plan {
+    /// Whether anything is to be written (rows, alerts, events).
+    pub fn changes_anything(&self) -> bool {
+        !self.events.is_empty()
+    }
+}
+
+/// Plans `jobs` in order against `rows` (the locked rows, by code; a SKU
+/// absent here has no row) and `active` (the open or acknowledged alerts of
+/// those SKUs as `(id, kind)`), at `now` (read after the rows were locked,
+/// so per SKU `at` follows `version`).
+pub fn plan(
+    rows: &BTreeMap<SkuCode, Sku>,
+    active: &BTreeMap<SkuCode, Vec<(i64, AlertKind)>>,
+    jobs: &[&WriteJob],
+    now: Micros,
+) -> Plan {
+    let mut planner = Planner {
+        current: rows.clone(),
+        existed: rows.keys().cloned().collect(),
+        // Raised-in-plan alerts are carried as negative ids (-(k + 1)) so
+        // that `evaluate_alerts` sees them like stored ones.
+        active: active.clone(),
+        plan: Plan::default(),
+    };
+    for (index, job) in jobs.iter().enumerate() {
+        let decided = match job {
+            WriteJob::Single { sku, request } => decide(
+                sku,
+                planner.current.get(sku),
+                &request.command,
+                &request.meta,
+                now,
+            )
+            .map(|changes| (changes, &request.meta)),
+            WriteJob::Batch { lines, meta, .. } => {
+                let mut scratch = planner.current.clone();
+                decide_batch(lines, &mut scratch, meta, now).map(|changes| (changes, meta))
+            }
+        };
+        let job_plan = match decided {
+            Err(rejection) => JobPlan::Rejected(rejection),
+            Ok((changes, _)) if changes.is_empty() => JobPlan::Unchanged,
+            Ok((changes, meta)) => {
+                let start = planner.plan.events.len();
+                for change in changes {
+                    planner.push(index, change, meta, now);
+                }
+                JobPlan::Changed(start..planner.plan.events.len())
+            }
+        };
+        planner.plan.jobs.push(job_plan);
+    }
+    planner.finish()
+}
+
+struct Planner {
+    /// Each SKU's state after the changes planned so far.
+    current: BTreeMap<SkuCode, Sku>,
+    /// The SKUs that had a row when locked.
+    existed: std::collections::BTreeSet<SkuCode>,
+    active: BTreeMap<SkuCode, Vec<(i64, AlertKind)>>,
+    plan: Plan,
+}
+
+impl Planner {
+    fn push(&mut self, job: usize, change: Change, meta: &WriteMeta, now: Micros) {
+        let sku = change.state.sku.clone();
+        let held = self.active.remove(&sku).unwrap_or_default();
+        let actions = evaluate_alerts(
+            change.previous.as_ref(),
+            &change.state,
+            &held,
+            change.price_anomaly.clone(),
+        );
+        let first_alert = self.plan.alerts.len();
+        let mut still = held;
+        for action in actions {
+            match action {
+                AlertAction::Raise {
+                    kind,
+                    message,
+                    value,
+                    threshold,
+                } => {
+                    let k = self.plan.alerts.len();
+                    still.push((-(k as i64) - 1, kind));
+                    self.plan.alerts.push(AlertOp::Raise {
+                        sku: sku.clone(),
+                        kind,
+                        message,
+                        value,
+                        threshold,
+                    });
+                }
+                AlertAction::Resolve { id } => {
+                    still.retain(|(held, _)| *held != id);
+                    let alert = if id < 0 {
+                        AlertRef::New((-id - 1) as usize)
+                    } else {
+                        AlertRef::Existing(id)
+                    };
+                    self.plan.alerts.push(AlertOp::Resolve(alert));
+                }
+            }
+        }
+        self.active.insert(sku.clone(), still);
+        self.current.insert(sku.clone(), change.state.clone());
+        self.plan.events.push(PlannedEvent {
+            job,
+            event: Event {
+                event_id: 0,
+                sku,
+                version: change.state.version,
+                at: now,
+                field: change.field,
+                old: change.old,
+                new: change.new,
+                delta: change.delta,
+                reason: meta.reason.clone(),
+                actor: meta.actor.clone(),
+            },
+            state: change.state,
+            alerts: first_alert..self.plan.alerts.len(),
+        });
+    }
+
+    fn finish(mut self) -> Plan {
+        for planned in &self.plan.events {
+            let sku = &planned.state.sku;
+            if let Some(state) = self.current.get(sku) {
+                self.plan.rows.insert(
+                    sku.clone(),
+                    RowWrite {
+                        state: state.clone(),
+                        insert: !self.existed.contains(sku),
+                    },
+                );
+            }
+        }
+        self.plan
+    }
+}
+
+/// Decides a batch's lines in order against `current` (updated as lines
+/// apply): all the changes, or the refusal that names every SKU the batch
+/// takes below 0, each with the first line where it does and the lowest sum
+/// its lines reach (a SKU may appear on several lines, and a later line
+/// putting stock back does not undo an earlier one going below 0). Sums are
+/// checked: past the 64-bit range is a refusal naming the line.
+pub fn decide_batch(
+    lines: &[AdjustmentLine],
+    current: &mut BTreeMap<SkuCode, Sku>,
+    meta: &WriteMeta,
+    now: Micros,
+) -> Result<Vec<Change>, DomainError> {
+    // If-Match makes no sense across several SKUs; it is not applied.
+    let line_meta = WriteMeta {
+        if_match: None,
+        ..meta.clone()
+    };
+    let mut changes = Vec::with_capacity(lines.len());
+    let mut shortfalls: Vec<Shortfall> = Vec::new();
+    let mut rejection = None;
+    // Per SKU: the sum of its lines so far, and the lowest such sum.
+    let mut sums: BTreeMap<&SkuCode, (i64, i64)> = BTreeMap::new();
+    let mut stock_before: BTreeMap<&SkuCode, i64> = BTreeMap::new();
+    for (i, line) in lines.iter().enumerate() {
+        let field = || format!("adjustments[{i}].delta");
+        let (sum, lowest) = sums.entry(&line.sku).or_insert((0, 0));
+        let Some(next) = sum.checked_add(line.delta) else {
+            rejection.get_or_insert(DomainError::Invalid {
+                field: field(),
+                message: format!(
+                    "with the lines before it for {}, the total passes the 64-bit range",
+                    line.sku
+                ),
+            });
+            continue;
+        };
+        *sum = next;
+        *lowest = (*lowest).min(next);
+        if shortfalls.iter().any(|s| s.sku == line.sku) {
+            // Already short: only its lowest sum still matters.
+            continue;
+        }
+        if let Some(row) = current.get(&line.sku) {
+            stock_before.entry(&line.sku).or_insert(row.stock);
+        }
+        let command = Command::Adjust { delta: line.delta };
+        match decide(&line.sku, current.get(&line.sku), &command, &line_meta, now) {
+            Ok(decided) => {
+                if let Some(last) = decided.last() {
+                    current.insert(line.sku.clone(), last.state.clone());
+                }
+                changes.extend(decided);
+            }
+            Err(DomainError::InsufficientStock(_)) => shortfalls.push(Shortfall {
+                sku: line.sku.clone(),
+                stock: stock_before.get(&line.sku).copied().unwrap_or(0),
+                delta: next,
+                line: Some(i),
+            }),
+            Err(DomainError::StockOverflow(sku)) => {
+                rejection.get_or_insert(DomainError::Invalid {
+                    field: field(),
+                    message: format!(
+                        "would take the stock of {sku} past the largest number this server counts (9223372036854775807)"
+                    ),
+                });
+            }
+            Err(other) => {
+                rejection.get_or_insert(other);
+            }
+        }
+    }
+    for shortfall in &mut shortfalls {
+        if let Some((_, lowest)) = sums.get(&shortfall.sku) {
+            shortfall.delta = *lowest;
+        }
+    }
+    match (rejection, shortfalls.is_empty()) {
+        (Some(rejection), _) => Err(rejection),
+        (None, false) => Err(DomainError::InsufficientStock(shortfalls)),
+        (None, true) => Ok(changes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Currency, Money, NewSku, PriceGuard, Upsert};
+    use crate::store::WriteRequest;
+
+    fn code(raw: &str) -> SkuCode {
+        SkuCode::parse(raw).unwrap()
+    }
+
+    fn row(raw: &str, stock: i64) -> Sku {
+        Sku {
+            sku: code(raw),
+            name: "HEART".into(),
+            currency: Currency::parse("GBP").unwrap(),
+            price_minor: 255,
+            stock,
+            low_stock_threshold: 10,
+            price_guard: PriceGuard::default(),
+            version: 3,
+            updated_at: Micros(0),
+        }
+    }
+
+    fn rows(list: &[Sku]) -> BTreeMap<SkuCode, Sku> {
+        list.iter().map(|s| (s.sku.clone(), s.clone())).collect()
+    }
+
+    fn single(raw: &str, command: Command, if_match: Option<Vec<i64>>) -> WriteJob {
+        WriteJob::Single {
+            sku: code(raw),
+            request: WriteRequest {
+                command,
+                meta: WriteMeta {
+                    reason: Some("sale".into()),
+                    actor: None,
+                    if_match,
+                },
+                idempotency: None,
+            },
+        }
+    }
+
+    fn adjust(raw: &str, delta: i64) -> WriteJob {
+        single(raw, Command::Adjust { delta }, None)
+    }
+
+    fn batch(lines: &[(&str, i64)]) -> WriteJob {
+        WriteJob::Batch {
+            lines: lines
+                .iter()
+                .map(|(sku, delta)| AdjustmentLine {
+                    sku: code(sku),
+                    delta: *delta,
+                })
+                .collect(),
+            meta: WriteMeta::default(),
+            idempotency: None,
+        }
+    }
+
+    fn run(rows: &BTreeMap<SkuCode, Sku>, jobs: &[WriteJob]) -> Plan {
+        let refs: Vec<&WriteJob> = jobs.iter().collect();
+        plan(rows, &BTreeMap::new(), &refs, Micros(7))
+    }
+
+    #[test]
+    fn a_sku_touched_twice_is_decided_against_its_state_after_the_first_change() {
+        let locked = rows(&[row("A", 5)]);
+        let plan = run(
+            &locked,
+            &[adjust("A", -3), adjust("A", -3), adjust("A", -2)],
+        );
+        assert_eq!(plan.jobs[0], JobPlan::Changed(0..1));
+        assert!(matches!(
+            plan.jobs[1],
+            JobPlan::Rejected(DomainError::InsufficientStock(_))
+        ));
+        assert_eq!(plan.jobs[2], JobPlan::Changed(1..2));
+        let versions: Vec<i64> = plan.events.iter().map(|e| e.event.version).collect();
+        assert_eq!(versions, [4, 5]);
+        assert_eq!(plan.rows[&code("A")].state.stock, 0);
+        assert_eq!(plan.rows[&code("A")].state.version, 5);
+        assert!(!plan.rows[&code("A")].insert);
+        assert!(plan.events.iter().all(|e| e.event.at == Micros(7)));
+    }
+
+    #[test]
+    fn a_refused_batch_changes_nothing_and_a_later_job_sees_the_state_before_it() {
+        let locked = rows(&[row("A", 5), row("B", 1)]);
+        let plan = run(
+            &locked,
+            &[
+                batch(&[("A", -2), ("B", -2)]),
+                batch(&[("A", -2), ("B", -1)]),
+            ],
+        );
+        let JobPlan::Rejected(DomainError::InsufficientStock(short)) = &plan.jobs[0] else {
+            panic!("{:?}", plan.jobs[0]);
+        };
+        assert_eq!(short.len(), 1);
+        assert_eq!(short[0].sku, code("B"));
+        assert_eq!(short[0].line, Some(1));
+        // The second batch is decided against A = 5, not 3.
+        assert_eq!(plan.jobs[1], JobPlan::Changed(0..2));
+        assert_eq!(plan.rows[&code("A")].state.stock, 3);
+        assert_eq!(plan.rows[&code("B")].state.stock, 0);
+    }
+
+    #[test]
+    fn if_match_is_checked_per_job_against_the_version_the_group_reached() {
+        let locked = rows(&[row("A", 50)]);
+        let plan = run(
+            &locked,
+            &[
+                single("A", Command::Adjust { delta: -1 }, Some(vec![3])),
+                // Sent for version 3 too: the first job moved it to 4.
+                single("A", Command::Adjust { delta: -1 }, Some(vec![3])),
+                single("A", Command::Adjust { delta: -1 }, Some(vec![4])),
+            ],
+        );
+        assert_eq!(plan.jobs[0], JobPlan::Changed(0..1));
+        assert!(matches!(
+            plan.jobs[1],
+            JobPlan::Rejected(DomainError::VersionMismatch { current: 4, .. })
+        ));
+        assert_eq!(plan.jobs[2], JobPlan::Changed(1..2));
+    }
+
+    #[test]
+    fn an_alert_raised_in_the_group_is_resolved_by_a_later_change_of_it() {
+        let locked = rows(&[row("A", 12)]);
+        let mut active = BTreeMap::new();
+        active.insert(code("A"), Vec::new());
+        let jobs = [adjust("A", -12), adjust("A", 20)];
+        let refs: Vec<&WriteJob> = jobs.iter().collect();
+        let plan = plan(&locked, &active, &refs, Micros(7));
+        // The sale to 0 raises out_of_stock and low_stock; the restock to 20
+        // resolves both, referring to the raises by position.
+        assert_eq!(plan.events[0].alerts, 0..2);
+        assert_eq!(plan.events[1].alerts, 2..4);
+        let resolved: Vec<&AlertOp> = plan.alerts[2..].iter().collect();
+        assert!(resolved.contains(&&AlertOp::Resolve(AlertRef::New(0))));
+        assert!(resolved.contains(&&AlertOp::Resolve(AlertRef::New(1))));
+    }
+
+    #[test]
+    fn a_stored_alert_is_resolved_by_its_id() {
+        let locked = rows(&[row("A", 0)]);
+        let mut active = BTreeMap::new();
+        active.insert(
+            code("A"),
+            vec![(41, AlertKind::OutOfStock), (42, AlertKind::LowStock)],
+        );
+        let jobs = [adjust("A", 1)];
+        let refs: Vec<&WriteJob> = jobs.iter().collect();
+        let plan = plan(&locked, &active, &refs, Micros(7));
+        assert_eq!(plan.alerts, [AlertOp::Resolve(AlertRef::Existing(41))]);
+    }
+
+    #[test]
+    fn a_create_is_an_insert_and_a_second_create_of_it_is_refused() {
+        let new = NewSku {
+            name: "CAKESTAND".into(),
+            price: Money::parse("12.75", Currency::parse("GBP").unwrap()).unwrap(),
+            stock: 4,
+            low_stock_threshold: 2,
+            price_guard: PriceGuard::default(),
+        };
+        let plan = run(
+            &BTreeMap::new(),
+            &[
+                single("N", Command::Create(new.clone()), None),
+                single("N", Command::Create(new.clone()), None),
+                single(
+                    "N",
+                    Command::Upsert(Box::new(Upsert {
+                        new,
+                        stock_given: true,
+                        threshold_given: false,
+                    })),
+                    None,
+                ),
+            ],
+        );
+        assert_eq!(plan.jobs[0], JobPlan::Changed(0..1));
+        assert!(matches!(
+            plan.jobs[1],
+            JobPlan::Rejected(DomainError::AlreadyExists(_))
+        ));
+        // The same values again: no change.
+        assert_eq!(plan.jobs[2], JobPlan::Unchanged);
+        assert!(plan.rows[&code("N")].insert);
+        assert_eq!(plan.rows[&code("N")].state.version, 1);
+    }
+
+    #[test]
+    fn a_write_to_an_unknown_sku_is_refused_and_plans_no_row() {
+        let plan = run(&BTreeMap::new(), &[adjust("Z", 1)]);
+        assert!(matches!(
+            plan.jobs[0],
+            JobPlan::Rejected(DomainError::NotFound(_))
+        ));
+        assert!(plan.rows.is_empty());
+        assert!(!plan.changes_anything());
+    }
+}
