@@ -8,7 +8,7 @@
 //!   one function that decides every change ([`domain::decide`]).
 //! - [`store`]: the [`store::SkuStore`] trait the actors write through.
 //! - [`bus`]: the [`bus::EventBus`] trait committed changes travel on.
-//! - [`sku_actor`]: one actor per active SKU: cached state, serial writer.
+//! - [`sku_actor`]: one actor per active SKU: cached state, pipelined writer.
 //! - [`registry`]: finds or activates a SKU's actor; the supervisor that
 //!   restarts failed actors; passivation of idle ones.
 //! - [`messages`]: what the actors understand.
