@@ -75,6 +75,14 @@ pub struct Settings {
     )]
     pub actor_queue_timeout_ms: u64,
 
+    /// Most writes one SKU may hold at once (sent to its actor and not yet
+    /// answered: queued, pending, or committing). One more is refused at
+    /// once with 503 `overloaded` and counted
+    /// (`skuwatch_actor_mailbox_refused_total`), instead of waiting in an
+    /// unbounded mailbox.
+    #[arg(long, env = "SKUWATCH_ACTOR_MAILBOX", default_value_t = 1024)]
+    pub actor_mailbox: usize,
+
     /// Seconds a SKU actor may stay unused before it is passivated.
     #[arg(long, env = "SKUWATCH_ACTOR_IDLE_SECS", default_value_t = 300)]
     pub actor_idle_secs: u64,

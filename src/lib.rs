@@ -266,6 +266,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
         RegistryConfig {
             idle: Duration::from_secs(settings.actor_idle_secs.max(1)),
             call_timeout: Duration::from_millis(settings.actor_queue_timeout_ms.max(1)),
+            mailbox: settings.actor_mailbox.max(1),
             faults: settings.inject_faults.clone(),
             ..RegistryConfig::default()
         },

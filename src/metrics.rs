@@ -22,7 +22,8 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use skuwatch_actors::domain::{AlertKind, AlertStatus, Committed};
 pub use skuwatch_actors::metrics::{
-    ACTORS_ACTIVE, ACTOR_ACTIVATIONS, ACTOR_PASSIVATIONS, ACTOR_RESTARTS,
+    ACTORS_ACTIVE, ACTOR_ACTIVATIONS, ACTOR_COMMIT_WRITES, ACTOR_MAILBOX_REFUSED,
+    ACTOR_PASSIVATIONS, ACTOR_RESTARTS,
 };
 
 // --- HTTP --------------------------------------------------------------
@@ -129,6 +130,9 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 /// Buckets for push and bus latency: 100 µs (in-process) to 10 s (a slow
 /// client or a lagging Redis).
+/// Jobs per commit call of a SKU actor: 1 (no contention) to the group
+/// size, 256.
+const COMMIT_WRITES_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 const PUSH_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
@@ -198,6 +202,12 @@ pub fn install() -> PrometheusHandle {
                     b.set_buckets_for_metric(Matcher::Full(WS_PUSH_LATENCY.into()), PUSH_BUCKETS)
                 })
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BUS_LAG.into()), PUSH_BUCKETS))
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(ACTOR_COMMIT_WRITES.into()),
+                        COMMIT_WRITES_BUCKETS,
+                    )
+                })
                 .expect("bucket lists are non-empty")
                 .build_recorder();
             let handle = recorder.handle();
@@ -298,6 +308,16 @@ fn describe() {
         Count,
         "SKU actors restarted by the supervisor after a failure"
     );
+    describe_histogram!(
+        ACTOR_COMMIT_WRITES,
+        Count,
+        "Writes (single or batch jobs) in one commit call of a SKU actor: those that arrived while its previous call was in flight"
+    );
+    describe_counter!(
+        ACTOR_MAILBOX_REFUSED,
+        Count,
+        "Writes refused with 503 overloaded because their SKU already held SKUWATCH_ACTOR_MAILBOX writes not yet answered"
+    );
     describe_gauge!(
         DB_POOL_CONNECTIONS,
         Count,
@@ -387,6 +407,7 @@ fn zero_known_series() {
         ACTOR_ACTIVATIONS,
         ACTOR_PASSIVATIONS,
         ACTOR_RESTARTS,
+        ACTOR_MAILBOX_REFUSED,
         IDEMPOTENCY_KEYS_PURGED,
         WRITE_QUEUE_REFUSED,
     ] {

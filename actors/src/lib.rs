@@ -10,7 +10,7 @@
 //! - [`bus`]: the [`bus::EventBus`] trait committed changes travel on.
 //! - [`plan`]: the write planner, pure: what a group of writes does to
 //!   the rows, alerts and events (the store only executes it).
-//! - [`sku_actor`]: one actor per active SKU: cached state, serial writer.
+//! - [`sku_actor`]: one actor per active SKU: cached state, pipelined writer.
 //! - [`registry`]: finds or activates a SKU's actor; the supervisor that
 //!   restarts failed actors; passivation of idle ones.
 //! - [`messages`]: what the actors understand.

@@ -7,7 +7,10 @@ use ractor::{ActorRef, RpcReplyPort, SpawnErr};
 
 use crate::domain::{Committed, Sku, SkuCode};
 pub use crate::store::WriteRequest;
-use crate::store::{StoreError, WriteOutcome};
+use crate::store::{StoreError, WriteJob, WriteOutcome};
+
+/// Where a SKU actor answers a write.
+pub type WriteReply = RpcReplyPort<Result<WriteOutcome, StoreError>>;
 
 /// Who owns a request sent to a SKU actor: still its sender (queued), or
 /// the actor (started). Exactly one side wins the switch, so the sender
@@ -57,12 +60,17 @@ impl Claim {
 pub enum SkuMsg {
     /// The cached state (loaded from the database on first use).
     Get(Claim, RpcReplyPort<Result<Option<Sku>, StoreError>>),
-    /// Runs one write transaction, then caches and publishes the result.
-    Write(
-        Box<WriteRequest>,
-        Claim,
-        RpcReplyPort<Result<WriteOutcome, StoreError>>,
-    ),
+    /// A write to run in the actor's next commit call, in the order
+    /// received: a single write on the actor's SKU, or an atomic batch
+    /// whose lowest SKU is the actor's (the actor coordinates it; see
+    /// [`crate::registry::Registry::write_batch`]). Answered once committed,
+    /// cached and published.
+    Write(Box<WriteJob>, Claim, WriteReply),
+    /// Sent by the task running the actor's commit call: one outcome per
+    /// job, in order, or `None` when the task ended without outcomes (it
+    /// panicked or was cancelled: the jobs may or may not have committed).
+    /// The changes were published on the bus already.
+    Committed(Option<Vec<Result<WriteOutcome, StoreError>>>),
     /// A change committed elsewhere (batch path, another instance): cached
     /// if newer than what the actor holds.
     Apply(Arc<Committed>),

@@ -14,6 +14,12 @@ pub const ACTOR_ACTIVATIONS: &str = "skuwatch_actor_activations_total";
 pub const ACTOR_PASSIVATIONS: &str = "skuwatch_actor_passivations_total";
 /// Counter: SKU actors restarted by the supervisor after a failure.
 pub const ACTOR_RESTARTS: &str = "skuwatch_actor_restarts_total";
+/// Histogram: jobs (single writes, batches) in one commit call of a SKU
+/// actor: the writes that arrived while its previous call was in flight.
+pub const ACTOR_COMMIT_WRITES: &str = "skuwatch_actor_commit_writes";
+/// Counter: writes refused at once (503 `overloaded`) because their SKU
+/// already held `SKUWATCH_ACTOR_MAILBOX` writes not yet answered.
+pub const ACTOR_MAILBOX_REFUSED: &str = "skuwatch_actor_mailbox_refused_total";
 
 /// Sets [`ACTORS_ACTIVE`] from the registry's map, the one source of truth
 /// (incrementing and decrementing separately could drift on races).

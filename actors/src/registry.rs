@@ -1,5 +1,11 @@
 //! Finds the actor of a SKU, activating it on first use, and supervises all
 //! SKU actors of an instance.
+//!
+//! Every write goes through a SKU actor: a single write through its SKU's,
+//! an atomic batch through the actor of its lowest SKU
+//! ([`Registry::write_batch`]). Each SKU holds at most
+//! [`RegistryConfig::mailbox`] writes not yet answered; one more is refused
+//! at once ([`ActorError::Overloaded`]), before it is queued anywhere.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,9 +20,9 @@ use crate::domain::WriteMeta;
 use crate::domain::{Committed, Sku, SkuCode};
 use crate::messages::{Claim, InjectedFaults, SkuMsg, SupervisorMsg, WriteRequest};
 use crate::metrics;
-use crate::sku_actor::{SkuActor, SkuContext};
+use crate::sku_actor::{CommitStats, SkuActor, SkuContext};
 use crate::store::Idempotency;
-use crate::store::{AdjustmentLine, SkuStore, StoreError, WriteOutcome};
+use crate::store::{AdjustmentLine, SkuStore, StoreError, WriteJob, WriteOutcome};
 
 /// Why the registry could not serve a request. Each variant says whether
 /// the request can have reached the store (API.md v1 additions).
@@ -28,6 +34,10 @@ pub enum ActorError {
     /// mailbox and was withdrawn: nothing was done (503 `overloaded`).
     #[error("the SKU actor did not take the request in time; nothing was done")]
     Timeout,
+    /// The SKU already held [`RegistryConfig::mailbox`] writes not yet
+    /// answered: refused at once, nothing was done (503 `overloaded`).
+    #[error("the SKU has too many writes waiting; nothing was done")]
+    Overloaded,
     /// No actor could take the request: nothing was done.
     #[error("the SKU actor is unavailable: {0}")]
     Unavailable(String),
@@ -52,6 +62,11 @@ pub struct RegistryConfig {
     /// SKU is left inactive until its next use.
     pub max_restarts: u32,
     pub restart_window: Duration,
+    /// Most writes one SKU may hold at once: sent to its actor and not yet
+    /// answered (queued in the mailbox, pending, or committing). ractor's
+    /// mailboxes are unbounded; this bound stands in front of them
+    /// (`SKUWATCH_ACTOR_MAILBOX`).
+    pub mailbox: usize,
     /// Test-only fault injection; never read from the environment.
     #[doc(hidden)]
     pub faults: InjectedFaults,
@@ -64,6 +79,7 @@ impl Default for RegistryConfig {
             call_timeout: Duration::from_secs(20),
             max_restarts: 5,
             restart_window: Duration::from_secs(60),
+            mailbox: 1024,
             faults: InjectedFaults::default(),
         }
     }
@@ -73,6 +89,10 @@ impl Default for RegistryConfig {
 #[derive(Clone)]
 pub struct Registry {
     actors: Arc<DashMap<SkuCode, ActorRef<SkuMsg>>>,
+    /// Writes each SKU holds (sent, not yet answered); a SKU holding none
+    /// has no entry. Counted per SKU, not per actor, so a restart does not
+    /// reset it while the old actor's callers still wait.
+    held: Arc<DashMap<SkuCode, usize>>,
     supervisor: ActorRef<SupervisorMsg>,
     ctx: SkuContext,
     config: RegistryConfig,
@@ -96,6 +116,22 @@ impl Drop for WithdrawOnDrop {
     }
 }
 
+/// One write a SKU holds, from before it is sent until its caller has the
+/// answer or stops waiting.
+struct WriteSlot {
+    held: Arc<DashMap<SkuCode, usize>>,
+    sku: SkuCode,
+}
+
+impl Drop for WriteSlot {
+    fn drop(&mut self) {
+        self.held.remove_if_mut(&self.sku, |_, n| {
+            *n -= 1;
+            *n == 0
+        });
+    }
+}
+
 impl Registry {
     /// Starts the supervisor. A SKU actor activates from the database.
     pub async fn start(
@@ -109,6 +145,7 @@ impl Registry {
             bus,
             actors: actors.clone(),
             idle: config.idle,
+            stats: Arc::new(CommitStats::default()),
             faults: config.faults.clone(),
         };
         let (supervisor, _) = Actor::spawn(None, SkuSupervisor, (ctx.clone(), config.clone()))
@@ -116,6 +153,7 @@ impl Registry {
             .map_err(|e| ActorError::Unavailable(e.to_string()))?;
         Ok(Self {
             actors,
+            held: Arc::new(DashMap::new()),
             supervisor,
             ctx,
             config,
@@ -130,6 +168,35 @@ impl Registry {
     /// Whether the SKU has an active actor right now.
     pub fn is_active(&self, sku: &SkuCode) -> bool {
         self.actors.contains_key(sku)
+    }
+
+    /// The SKU actors' commit calls and the writes they carried so far
+    /// (`(calls, writes)`): writes per commit, for tests and benchmarks.
+    pub fn commit_stats(&self) -> (u64, u64) {
+        self.ctx.stats.snapshot()
+    }
+
+    /// Writes the SKU holds now: sent to its actor and not yet answered.
+    pub fn held(&self, sku: &SkuCode) -> usize {
+        self.held.get(sku).map_or(0, |n| *n)
+    }
+
+    /// Takes one of the SKU's [`RegistryConfig::mailbox`] write slots, or
+    /// refuses at once when all are held. The check and the count are one
+    /// step under the map's shard lock, so concurrent writers cannot pass
+    /// the bound together.
+    fn hold_write(&self, sku: &SkuCode) -> Result<WriteSlot, ActorError> {
+        let mut held = self.held.entry(sku.clone()).or_insert(0);
+        if *held >= self.config.mailbox.max(1) {
+            drop(held);
+            ::metrics::counter!(metrics::ACTOR_MAILBOX_REFUSED).increment(1);
+            return Err(ActorError::Overloaded);
+        }
+        *held += 1;
+        Ok(WriteSlot {
+            held: self.held.clone(),
+            sku: sku.clone(),
+        })
     }
 
     async fn actor(&self, sku: &SkuCode) -> Result<ActorRef<SkuMsg>, ActorError> {
@@ -200,20 +267,29 @@ impl Registry {
         Err(ActorError::Unavailable(last))
     }
 
-    /// The SKU as its actor caches it (API.md: served from the actor). An
+    /// The SKU as its actor caches it (API.md: served from the actor),
+    /// answered at once, never behind the SKU's writes in flight. An
     /// unknown code is answered `None` and keeps no actor.
+    #[tracing::instrument(level = "debug", skip_all, fields(sku = %sku))]
     pub async fn get(&self, sku: &SkuCode) -> Result<Option<Sku>, ActorError> {
         self.ask(sku, false, SkuMsg::Get).await
     }
 
-    /// Runs a single-SKU write through the SKU's actor.
+    /// Runs a single-SKU write through the SKU's actor, in its next commit
+    /// call.
+    #[tracing::instrument(level = "debug", skip_all, fields(sku = %sku))]
     pub async fn write(
         &self,
         sku: &SkuCode,
         request: WriteRequest,
     ) -> Result<WriteOutcome, ActorError> {
+        let _slot = self.hold_write(sku)?;
+        let job = WriteJob::Single {
+            sku: sku.clone(),
+            request,
+        };
         self.ask(sku, true, |claim, port| {
-            SkuMsg::Write(Box::new(request.clone()), claim, port)
+            SkuMsg::Write(Box::new(job.clone()), claim, port)
         })
         .await
     }
@@ -231,7 +307,11 @@ impl Registry {
         let mut delay = Duration::from_millis(100);
         for _ in 1..PATIENT_ATTEMPTS {
             match self.write(sku, request.clone()).await {
-                Err(ActorError::Timeout | ActorError::Store(StoreError::Busy(_))) => {
+                Err(
+                    ActorError::Timeout
+                    | ActorError::Overloaded
+                    | ActorError::Store(StoreError::Busy(_)),
+                ) => {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
@@ -241,37 +321,46 @@ impl Registry {
         self.write(sku, request).await
     }
 
-    /// Runs an atomic multi-SKU adjustment. It spans several actors, so the
-    /// transaction runs here; the result is then offered to each active
-    /// actor before returning, so a following GET reads it.
+    /// Runs an atomic multi-SKU adjustment through the actor of its lowest
+    /// SKU code, which commits it as one job of its pipeline, in order
+    /// with that SKU's single writes, then offers the result to the actors
+    /// of the other lines before answering (so a GET after the answer reads
+    /// it, on every line).
+    ///
+    /// Why one coordinating actor and not a hold on every line's actor:
+    /// the order of one SKU's changes is the order their transactions lock
+    /// its row, whichever actor sent them, and every actor's cache only
+    /// takes a newer version (reloading on a version gap). A batch and a
+    /// single write on one of its other lines that race are not ordered
+    /// by anyone but the database either way, and each is acknowledged
+    /// only after its commit, so an acknowledged write always precedes the
+    /// writes sent after it. Holding several pipelines instead would make
+    /// one order's lines wait for every other SKU's commits (and risk
+    /// waits in a cycle between two batches); routing through one actor
+    /// costs one mailbox and keeps the lowest SKU's writes in order with
+    /// the batch. The batch counts against that SKU's mailbox bound.
+    #[tracing::instrument(level = "debug", skip_all, fields(sku = tracing::field::Empty, lines = lines.len()))]
     pub async fn write_batch(
         &self,
         lines: Vec<AdjustmentLine>,
         meta: WriteMeta,
         idempotency: Option<Idempotency>,
     ) -> Result<WriteOutcome, ActorError> {
-        let this = self.clone();
-        // A task of its own: a client hanging up must not cancel the work
-        // between commit and publish.
-        tokio::spawn(async move {
-            let outcome = this
-                .ctx
-                .store
-                .write_batch(&lines, &meta, idempotency.as_ref())
-                .await?;
-            if let WriteOutcome::Committed(changes) = &outcome {
-                let changes: Vec<_> = changes.iter().cloned().map(Arc::new).collect();
-                this.ctx.bus.publish(&changes);
-                for change in &changes {
-                    this.apply(change);
-                }
-            }
-            Ok(outcome)
+        let Some(lead) = lines.iter().map(|l| &l.sku).min().cloned() else {
+            // Nothing to adjust (the HTTP layer refuses empty batches).
+            return Ok(WriteOutcome::Committed(Vec::new()));
+        };
+        tracing::Span::current().record("sku", tracing::field::display(&lead));
+        let _slot = self.hold_write(&lead)?;
+        let job = WriteJob::Batch {
+            lines,
+            meta,
+            idempotency,
+        };
+        self.ask(&lead, true, |claim, port| {
+            SkuMsg::Write(Box::new(job.clone()), claim, port)
         })
         .await
-        // The task failed somewhere between BEGIN and publish: the batch
-        // may have committed.
-        .map_err(|e| ActorError::OutcomeUnknown(e.to_string()))?
     }
 
     /// Offers a committed change to the SKU's actor if it is active; an

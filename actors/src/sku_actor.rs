@@ -1,43 +1,109 @@
-//! The SKU actor: the cached state of one SKU and the serial writer for it
-//! on this instance.
+//! The SKU actor: the cached state of one SKU and the pipelined writer for
+//! it on this instance.
+//!
+//! # The write pipeline
+//! A write received joins the actor's pending list. When no commit call is
+//! in flight, the actor takes every pending write (at most
+//! [`MAX_COMMIT_JOBS`], in the order received) into ONE
+//! [`SkuStore::commit`] call, run by a task of its own, and goes back to
+//! its mailbox: writes arriving meanwhile wait in the pending list for the
+//! NEXT call, and reads are answered at once from the cached committed
+//! state. When the task reports the outcomes ([`SkuMsg::Committed`]), the
+//! actor caches the last committed state, answers every caller in order,
+//! then starts the next call. So a hot SKU commits as many writes per cycle
+//! as arrived during the previous one, instead of one, and the order of
+//! its writes is the order of its mailbox (the store decides each job
+//! against the state the one before it left).
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::Instrument;
 
 use crate::bus::EventBus;
-use crate::domain::{DomainError, Sku, SkuCode};
-use crate::messages::{InjectedFaults, SkuMsg};
-use crate::store::{SkuStore, StoreError, WriteOutcome};
+use crate::domain::{Committed, DomainError, Sku, SkuCode, WriteMeta};
+use crate::messages::{Claim, InjectedFaults, SkuMsg, WriteReply};
+use crate::store::{SkuStore, StoreError, WriteJob, WriteOutcome};
+
+/// Most jobs in one commit call of a SKU actor (the store's group size):
+/// a longer pending list is committed over several calls, in order.
+pub const MAX_COMMIT_JOBS: usize = 256;
 
 /// Everything a SKU actor needs; shared by all actors of an instance.
 #[derive(Clone)]
 pub struct SkuContext {
     pub store: Arc<dyn SkuStore>,
     pub bus: Arc<dyn EventBus>,
-    /// The registry's map, so a passivating actor can take itself out.
+    /// The registry's map, so a passivating actor can take itself out, and
+    /// a batch's coordinator can offer its result to the other lines' actors.
     pub actors: Arc<DashMap<SkuCode, ActorRef<SkuMsg>>>,
     /// Unused this long, the actor stops (passivation).
     pub idle: Duration,
+    /// Commit calls and the writes they carried, for all actors of the
+    /// instance (tests and benchmarks read writes per commit here; the
+    /// histogram [`crate::metrics::ACTOR_COMMIT_WRITES`] is process-wide).
+    pub stats: Arc<CommitStats>,
     /// Test-only faults (none in production).
     #[doc(hidden)]
     pub faults: InjectedFaults,
 }
 
+/// Counts of the SKU actors' commit calls.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    /// Commit calls started.
+    pub commits: AtomicU64,
+    /// Jobs (single writes and batches) in those calls.
+    pub writes: AtomicU64,
+}
+
+impl CommitStats {
+    /// `(commit calls, jobs)` so far.
+    pub fn snapshot(&self) -> (u64, u64) {
+        (
+            self.commits.load(Ordering::Relaxed),
+            self.writes.load(Ordering::Relaxed),
+        )
+    }
+}
+
 pub struct SkuActor;
+
+/// A write waiting for the next commit call.
+struct PendingWrite {
+    job: WriteJob,
+    claim: Claim,
+    reply: WriteReply,
+}
+
+/// The callers of the commit call in flight, in job order.
+struct InFlight {
+    replies: Vec<WriteReply>,
+    /// Each job's `reason`, kept only while a `panic_after_commit` fault is
+    /// set (tests), which fires on it.
+    reasons: Option<Vec<Option<String>>>,
+}
 
 pub struct SkuActorState {
     sku: SkuCode,
     ctx: SkuContext,
-    /// `None` until the first message: the state is read from the database
+    /// `None` until the first read: the state is read from the database
     /// only once the actor is registered, so no change committed before that
     /// read can be missed (later ones arrive as `Apply` or via writes).
     cached: Option<Option<Sku>>,
     last_used: Instant,
-    /// A [`SkuMsg::StopIfAbsent`] is queued.
+    /// A [`SkuMsg::StopIfAbsent`] is queued, or waits for the commit in
+    /// flight to end.
     stop_pending: bool,
+    /// Writes received, not yet in a commit call (their claims not started).
+    pending: VecDeque<PendingWrite>,
+    /// The commit call running, if any: at most one at a time, so commits
+    /// of this SKU's writes never overtake one another.
+    in_flight: Option<InFlight>,
 }
 
 impl SkuActorState {
@@ -80,6 +146,13 @@ impl SkuActorState {
         }
         self.offer(sku);
     }
+
+    /// Whether writes are waiting or committing: such an actor is never
+    /// idle, and never stops on its own (a caller whose write is committing
+    /// would be told `outcome_unknown`).
+    fn busy(&self) -> bool {
+        self.in_flight.is_some() || !self.pending.is_empty()
+    }
 }
 
 impl SkuActorState {
@@ -93,8 +166,8 @@ impl SkuActorState {
     }
 
     /// Takes the actor out of the registry, then stops it. Requests still
-    /// in its mailbox are dropped unstarted; the registry sends them to a
-    /// fresh actor.
+    /// in its mailbox or pending list are dropped unstarted; the registry
+    /// sends them to a fresh actor.
     fn leave(&self, myself: &ActorRef<SkuMsg>, why: &str) {
         let id = myself.get_id();
         self.ctx
@@ -102,6 +175,168 @@ impl SkuActorState {
             .remove_if(&self.sku, |_, a| a.get_id() == id);
         ::metrics::counter!(crate::metrics::ACTOR_PASSIVATIONS).increment(1);
         myself.stop(Some(why.into()));
+    }
+
+    /// Starts the next commit call if none is in flight: every pending
+    /// write not withdrawn, up to [`MAX_COMMIT_JOBS`], in order. Claims are
+    /// started here, when a write goes into a call, not when it arrives: a
+    /// write still pending when the actor stops never reached the store and
+    /// is sent again by the registry.
+    fn start_commit(&mut self, myself: &ActorRef<SkuMsg>) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        let keep_reasons = self.ctx.faults.panic_after_commit.is_some();
+        let mut jobs = Vec::new();
+        let mut replies = Vec::new();
+        let mut reasons = keep_reasons.then(Vec::new);
+        while jobs.len() < MAX_COMMIT_JOBS {
+            let Some(write) = self.pending.pop_front() else {
+                break;
+            };
+            // Withdrawn: the caller stopped waiting and was told nothing
+            // was done.
+            if !write.claim.start() {
+                continue;
+            }
+            if let Some(reasons) = &mut reasons {
+                reasons.push(job_meta(&write.job).reason.clone());
+            }
+            jobs.push(write.job);
+            replies.push(write.reply);
+        }
+        if jobs.is_empty() {
+            return;
+        }
+        ::metrics::histogram!(crate::metrics::ACTOR_COMMIT_WRITES).record(jobs.len() as f64);
+        self.ctx.stats.commits.fetch_add(1, Ordering::Relaxed);
+        self.ctx
+            .stats
+            .writes
+            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        let span = tracing::debug_span!("sku_commit", sku = %self.sku, jobs = jobs.len());
+        let store = self.ctx.store.clone();
+        let bus = self.ctx.bus.clone();
+        let report = CommitReport(Some(myself.clone()));
+        // A task of its own: the actor keeps answering reads and queueing
+        // writes meanwhile, and a caller hanging up cannot cancel the work
+        // between commit and publish.
+        tokio::spawn(
+            async move {
+                let outcomes = store.commit(jobs).await;
+                // Published by the task, not the actor: a change committed
+                // reaches the bus even if the actor fails before it reads
+                // the outcomes.
+                let changes: Vec<Arc<Committed>> = outcomes
+                    .iter()
+                    .filter_map(|o| match o {
+                        Ok(WriteOutcome::Committed(changes)) => Some(changes),
+                        _ => None,
+                    })
+                    .flatten()
+                    .cloned()
+                    .map(Arc::new)
+                    .collect();
+                if !changes.is_empty() {
+                    bus.publish(&changes);
+                }
+                report.send(outcomes);
+            }
+            .instrument(span),
+        );
+        self.in_flight = Some(InFlight { replies, reasons });
+    }
+
+    /// The outcomes of the commit call in flight: cache, offer batch lines
+    /// to their actors, answer each caller in order, start the next call.
+    fn committed(
+        &mut self,
+        myself: &ActorRef<SkuMsg>,
+        outcomes: Option<Vec<Result<WriteOutcome, StoreError>>>,
+    ) {
+        let Some(in_flight) = self.in_flight.take() else {
+            return;
+        };
+        self.last_used = Instant::now();
+        let Some(outcomes) = outcomes else {
+            // The commit task ended without outcomes: dropping the replies
+            // tells each caller its write's outcome is unknown.
+            tracing::error!(sku = %self.sku, "a commit task ended without outcomes");
+            self.start_commit(myself);
+            return;
+        };
+        if let (Some(fault), Some(reasons)) =
+            (&self.ctx.faults.panic_after_commit, &in_flight.reasons)
+        {
+            for (outcome, reason) in outcomes.iter().zip(reasons) {
+                if matches!(outcome, Ok(WriteOutcome::Committed(_)))
+                    && fault.fires(reason.as_deref())
+                {
+                    panic!("fault injected after commit");
+                }
+            }
+        }
+        let mut absent = false;
+        for (outcome, reply) in outcomes.into_iter().zip(in_flight.replies) {
+            match &outcome {
+                Ok(WriteOutcome::Committed(changes)) => {
+                    for change in changes {
+                        if change.sku.sku == self.sku {
+                            self.offer(&change.sku);
+                        } else if let Some(actor) = self.ctx.actors.get(&change.sku.sku) {
+                            // A batch's other lines, offered before the
+                            // answer: a GET after it reads the result.
+                            let _ = actor.cast(SkuMsg::Apply(Arc::new(change.clone())));
+                        }
+                    }
+                }
+                // Only this SKU missing: a refusal (409, 412, 422), a busy
+                // store, or a batch's other line missing says nothing about
+                // this SKU, and stopping then would restart a sold-out SKU's
+                // actor on every refused sale.
+                Ok(WriteOutcome::Rejected(DomainError::NotFound(code))) if *code == self.sku => {
+                    absent = true;
+                }
+                _ => {}
+            }
+            let _ = reply.send(outcome);
+        }
+        if absent || self.stop_pending {
+            // A stop check waiting for this commit to end is queued again.
+            self.stop_pending = false;
+            self.stop_if_absent(myself);
+        }
+        self.start_commit(myself);
+    }
+}
+
+/// The meta data of a job (the faults match on its `reason`).
+fn job_meta(job: &WriteJob) -> &WriteMeta {
+    match job {
+        WriteJob::Single { request, .. } => &request.meta,
+        WriteJob::Batch { meta, .. } => meta,
+    }
+}
+
+/// Reports a commit call's outcomes to its actor exactly once: with them,
+/// or, when the task is dropped first (a panic in the store, the runtime
+/// shutting down), with `None`, so the actor never waits forever for a
+/// call that ended.
+struct CommitReport(Option<ActorRef<SkuMsg>>);
+
+impl CommitReport {
+    fn send(mut self, outcomes: Vec<Result<WriteOutcome, StoreError>>) {
+        if let Some(actor) = self.0.take() {
+            let _ = actor.cast(SkuMsg::Committed(Some(outcomes)));
+        }
+    }
+}
+
+impl Drop for CommitReport {
+    fn drop(&mut self) {
+        if let Some(actor) = self.0.take() {
+            let _ = actor.cast(SkuMsg::Committed(None));
+        }
     }
 }
 
@@ -123,6 +358,8 @@ impl Actor for SkuActor {
             cached: None,
             last_used: Instant::now(),
             stop_pending: false,
+            pending: VecDeque::new(),
+            in_flight: None,
         })
     }
 
@@ -138,75 +375,343 @@ impl Actor for SkuActor {
                     return Ok(());
                 }
                 state.last_used = Instant::now();
+                // The committed state; writes in flight are not waited for
+                // (only the first load reads the database).
                 let _ = reply.send(state.loaded().await.map(Option::<&Sku>::cloned));
                 state.stop_if_absent(&myself);
             }
-            SkuMsg::Write(request, claim, reply) => {
+            SkuMsg::Write(job, claim, reply) => {
                 let faults = &state.ctx.faults;
-                let reason = request.meta.reason.as_deref();
                 if faults
                     .fail_before_start
                     .as_ref()
-                    .is_some_and(|f| f.fires(reason))
+                    .is_some_and(|f| f.fires(job_meta(&job).reason.as_deref()))
                 {
                     return Err("fault injected before the write started".into());
                 }
-                // Past this point the write may reach the store: the
-                // registry never sends it again (see `Claim`).
-                if !claim.start() {
-                    return Ok(());
-                }
                 state.last_used = Instant::now();
-                let outcome = state
-                    .ctx
-                    .store
-                    .write(
-                        &state.sku,
-                        &request.command,
-                        &request.meta,
-                        request.idempotency.as_ref(),
-                    )
-                    .await;
-                if let Ok(WriteOutcome::Committed(changes)) = &outcome {
-                    if faults
-                        .panic_after_commit
-                        .as_ref()
-                        .is_some_and(|f| f.fires(reason))
-                    {
-                        panic!("fault injected after commit");
-                    }
-                    let changes: Vec<_> = changes.iter().cloned().map(Arc::new).collect();
-                    if let Some(last) = changes.last() {
-                        state.offer(&last.sku);
-                    }
-                    state.ctx.bus.publish(&changes);
-                } else if matches!(
-                    outcome,
-                    Ok(WriteOutcome::Rejected(DomainError::NotFound(_)))
-                ) {
-                    // Only a SKU that does not exist: a refusal (409, 412,
-                    // 422) or a busy store says nothing about absence, and
-                    // stopping then would restart a sold-out SKU's actor on
-                    // every refused sale.
-                    state.stop_if_absent(&myself);
-                }
-                let _ = reply.send(outcome);
+                state.pending.push_back(PendingWrite {
+                    job: *job,
+                    claim,
+                    reply,
+                });
+                state.start_commit(&myself);
             }
+            SkuMsg::Committed(outcomes) => state.committed(&myself, outcomes),
             SkuMsg::Apply(change) => state.apply(&change.sku).await,
             SkuMsg::Offer(sku) => state.offer(&sku),
             SkuMsg::IdleCheck => {
-                if state.last_used.elapsed() >= state.ctx.idle {
+                if !state.busy() && state.last_used.elapsed() >= state.ctx.idle {
                     state.leave(&myself, "passivated");
                 }
             }
             SkuMsg::StopIfAbsent => {
-                state.stop_pending = false;
-                if !matches!(state.cached, Some(Some(_))) {
-                    state.leave(&myself, "absent");
+                // With a commit in flight the check waits for its outcomes
+                // (`stop_pending` stays set; `committed` queues it again).
+                if state.in_flight.is_none() {
+                    state.stop_pending = false;
+                    if !matches!(state.cached, Some(Some(_))) {
+                        state.leave(&myself, "absent");
+                    }
                 }
             }
             SkuMsg::Fail => return Err("fault injected".into()),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The pipeline against a store whose commit calls wait for a permit,
+    //! so a test decides when a call in flight ends.
+
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use tokio::sync::{broadcast, watch, Semaphore};
+
+    use crate::domain::{
+        decide, Command, Currency, Event, Micros, PriceGuard, Sku, SkuCode, WriteMeta,
+    };
+    use crate::registry::{ActorError, Registry, RegistryConfig};
+    use crate::store::{
+        AdjustmentLine, HistoryPoint, HistoryQuery, Idempotency, ListQuery, WriteRequest,
+    };
+
+    use super::*;
+
+    /// SKUs in memory; each commit call waits for one permit of `gate`
+    /// and records how many jobs it carried.
+    struct GatedStore {
+        skus: Mutex<HashMap<SkuCode, Sku>>,
+        next_event: Mutex<i64>,
+        gate: Semaphore,
+        calls: Mutex<Vec<Vec<i64>>>,
+    }
+
+    impl GatedStore {
+        fn new(stock: i64) -> Arc<Self> {
+            let sku = Sku {
+                sku: code(),
+                name: "HOT".into(),
+                currency: Currency::parse("GBP").unwrap(),
+                price_minor: 100,
+                stock,
+                low_stock_threshold: 0,
+                price_guard: PriceGuard::default(),
+                version: 1,
+                updated_at: Micros(0),
+            };
+            Arc::new(Self {
+                skus: Mutex::new(HashMap::from([(code(), sku)])),
+                next_event: Mutex::new(1),
+                gate: Semaphore::new(0),
+                calls: Mutex::new(Vec::new()),
+            })
+        }
+
+        fn stock(&self) -> i64 {
+            self.skus.lock().unwrap()[&code()].stock
+        }
+    }
+
+    fn code() -> SkuCode {
+        SkuCode::parse("HOT").unwrap()
+    }
+
+    fn adjust(delta: i64) -> WriteRequest {
+        WriteRequest {
+            command: Command::Adjust { delta },
+            meta: WriteMeta::default(),
+            idempotency: None,
+        }
+    }
+
+    #[async_trait]
+    impl SkuStore for GatedStore {
+        async fn load(&self, sku: &SkuCode) -> Result<Option<Sku>, StoreError> {
+            Ok(self.skus.lock().unwrap().get(sku).cloned())
+        }
+        async fn load_many(&self, _: &[SkuCode]) -> Result<Vec<Sku>, StoreError> {
+            unimplemented!()
+        }
+        async fn write(
+            &self,
+            sku: &SkuCode,
+            command: &Command,
+            meta: &WriteMeta,
+            _: Option<&Idempotency>,
+        ) -> Result<WriteOutcome, StoreError> {
+            let mut skus = self.skus.lock().unwrap();
+            let changes = match decide(sku, skus.get(sku), command, meta, Micros::now()) {
+                Ok(changes) => changes,
+                Err(e) => return Ok(WriteOutcome::Rejected(e)),
+            };
+            let mut next = self.next_event.lock().unwrap();
+            let mut committed = Vec::new();
+            for change in changes {
+                skus.insert(sku.clone(), change.state.clone());
+                committed.push(Committed {
+                    event: Event {
+                        event_id: *next,
+                        sku: sku.clone(),
+                        version: change.state.version,
+                        at: change.state.updated_at,
+                        field: change.field,
+                        old: change.old,
+                        new: change.new,
+                        delta: change.delta,
+                        reason: meta.reason.clone(),
+                        actor: None,
+                    },
+                    sku: change.state,
+                    alerts: Vec::new(),
+                });
+                *next += 1;
+            }
+            Ok(WriteOutcome::Committed(committed))
+        }
+        async fn write_batch(
+            &self,
+            _: &[AdjustmentLine],
+            _: &WriteMeta,
+            _: Option<&Idempotency>,
+        ) -> Result<WriteOutcome, StoreError> {
+            unimplemented!()
+        }
+        async fn commit(&self, jobs: Vec<WriteJob>) -> Vec<Result<WriteOutcome, StoreError>> {
+            self.gate.acquire().await.unwrap().forget();
+            let mut deltas = Vec::new();
+            let mut outcomes = Vec::new();
+            for job in jobs {
+                let WriteJob::Single { sku, request } = job else {
+                    unimplemented!()
+                };
+                if let Command::Adjust { delta } = request.command {
+                    deltas.push(delta);
+                }
+                outcomes.push(
+                    self.write(&sku, &request.command, &request.meta, None)
+                        .await,
+                );
+            }
+            self.calls.lock().unwrap().push(deltas);
+            outcomes
+        }
+        async fn list(&self, _: &ListQuery) -> Result<Vec<Sku>, StoreError> {
+            unimplemented!()
+        }
+        async fn events_after(
+            &self,
+            _: i64,
+            _: i64,
+            _: Option<&[SkuCode]>,
+        ) -> Result<Vec<Committed>, StoreError> {
+            unimplemented!()
+        }
+        async fn history(&self, _: &HistoryQuery) -> Result<Vec<HistoryPoint>, StoreError> {
+            unimplemented!()
+        }
+        async fn last_event_id(&self) -> Result<i64, StoreError> {
+            Ok(*self.next_event.lock().unwrap() - 1)
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    struct NoBus(broadcast::Sender<Arc<Committed>>, watch::Sender<bool>);
+
+    impl EventBus for NoBus {
+        fn publish(&self, _: &[Arc<Committed>]) {}
+        fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
+            self.0.subscribe()
+        }
+        fn connected(&self) -> watch::Receiver<bool> {
+            self.1.subscribe()
+        }
+    }
+
+    async fn registry(store: &Arc<GatedStore>, config: RegistryConfig) -> Registry {
+        let bus = NoBus(broadcast::channel(16).0, watch::channel(true).0);
+        let registry = Registry::start(store.clone(), Arc::new(bus), config)
+            .await
+            .unwrap();
+        // Active before the first write, so writes reach the actor in the
+        // order they are sent (no activation in between).
+        assert!(registry.get(&code()).await.unwrap().is_some());
+        registry
+    }
+
+    /// Waits until the SKU holds `n` writes (each is sent right after).
+    async fn until_held(registry: &Registry, n: usize) {
+        while registry.held(&code()) < n {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn spawn_write(registry: &Registry, delta: i64) -> tokio::task::JoinHandle<i64> {
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            match registry.write(&code(), adjust(delta)).await {
+                Ok(WriteOutcome::Committed(changes)) => changes.last().unwrap().sku.stock,
+                other => panic!("{other:?}"),
+            }
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_arriving_during_a_commit_share_the_next_call_and_reads_do_not_wait() {
+        let store = GatedStore::new(100);
+        let registry = registry(&store, RegistryConfig::default()).await;
+        let first = spawn_write(&registry, -1);
+        until_held(&registry, 1).await;
+        let more: Vec<_> = (0..5).map(|_| spawn_write(&registry, -2)).collect();
+        until_held(&registry, 6).await;
+
+        // The first call is still in flight: a read answers at once, with
+        // the committed state (nothing committed yet).
+        let read = tokio::time::timeout(Duration::from_secs(5), registry.get(&code()))
+            .await
+            .expect("a read waited behind the commit in flight")
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.stock, 100);
+
+        store.gate.add_permits(100);
+        assert_eq!(first.await.unwrap(), 99);
+        let mut answers: Vec<i64> = Vec::new();
+        for write in more {
+            answers.push(write.await.unwrap());
+        }
+        answers.sort_unstable();
+        assert_eq!(answers, vec![89, 91, 93, 95, 97], "each its own state");
+        assert_eq!(store.stock(), 89);
+        let calls = store.calls.lock().unwrap().clone();
+        assert_eq!(calls[0], vec![-1]);
+        assert!(calls[1].len() > 1, "one write per call: {calls:?}");
+        assert_eq!(calls.iter().map(Vec::len).sum::<usize>(), 6);
+        assert_eq!(registry.commit_stats(), (calls.len() as u64, 6));
+        // The cache took the last committed state.
+        assert_eq!(registry.get(&code()).await.unwrap().unwrap().stock, 89);
+        assert_eq!(registry.held(&code()), 0, "every slot released");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_past_the_mailbox_bound_is_refused_at_once_and_nothing_runs() {
+        let store = GatedStore::new(10);
+        let config = RegistryConfig {
+            mailbox: 2,
+            ..RegistryConfig::default()
+        };
+        let registry = registry(&store, config).await;
+        let held: Vec<_> = (0..2).map(|_| spawn_write(&registry, -1)).collect();
+        until_held(&registry, 2).await;
+        let refused = registry.write(&code(), adjust(-5)).await;
+        assert!(
+            matches!(refused, Err(ActorError::Overloaded)),
+            "{refused:?}"
+        );
+        store.gate.add_permits(100);
+        for write in held {
+            write.await.unwrap();
+        }
+        assert_eq!(store.stock(), 8, "the refused write never ran");
+        // Slots are released with the answers.
+        assert!(matches!(
+            registry.write(&code(), adjust(-1)).await,
+            Ok(WriteOutcome::Committed(_))
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pending_write_withdrawn_by_its_caller_never_runs() {
+        let store = GatedStore::new(10);
+        let config = RegistryConfig {
+            call_timeout: Duration::from_millis(200),
+            ..RegistryConfig::default()
+        };
+        let registry = registry(&store, config).await;
+        // Started (in the blocked call): awaited past the timeout.
+        let started = spawn_write(&registry, -1);
+        until_held(&registry, 1).await;
+        // Pending behind it: withdrawn when the wait elapses.
+        let withdrawn = registry.write(&code(), adjust(-3)).await;
+        assert!(
+            matches!(withdrawn, Err(ActorError::Timeout)),
+            "{withdrawn:?}"
+        );
+        store.gate.add_permits(100);
+        assert_eq!(started.await.unwrap(), 9);
+        // The next call carries only what was not withdrawn.
+        assert!(matches!(
+            registry.write(&code(), adjust(-1)).await,
+            Ok(WriteOutcome::Committed(_))
+        ));
+        assert_eq!(store.stock(), 8);
+        let calls = store.calls.lock().unwrap().clone();
+        assert_eq!(calls, vec![vec![-1], vec![-1]]);
     }
 }

@@ -313,6 +313,10 @@ impl From<ActorError> for ApiError {
                 tracing::warn!(%error, "SKU actor busy; request withdrawn");
                 Self::overloaded("the SKU is busy; nothing was changed, retry later")
             }
+            // Counted as `skuwatch_actor_mailbox_refused_total` where refused.
+            ActorError::Overloaded => Self::overloaded(
+                "the SKU has too many writes waiting; nothing was changed, retry later",
+            ),
             ActorError::Unavailable(_) => {
                 tracing::warn!(%error, "SKU actor unavailable");
                 Self::new(
