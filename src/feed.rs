@@ -191,3 +191,146 @@ impl Feed {
         self.drain_ready();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The feed against the in-memory store and a bus that drops, holds
+    //! back and reorders, observed through what reaches the SKU actors
+    //! (their cache, and whether they had to read the store) and what the
+    //! feed reported as read from the database (`EventBus::missed`).
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use skuwatch_actors::bus::EventBus;
+    use skuwatch_actors::registry::{Registry, RegistryConfig};
+    use skuwatch_actors::store::SkuStore;
+    use skuwatch_actors::testing::{code_of, BusMode, FakeBus, MemoryStore};
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    struct Rig {
+        store: Arc<MemoryStore>,
+        bus: Arc<FakeBus>,
+        registry: Registry,
+        shutdown: CancellationToken,
+    }
+
+    /// A feed over SKU `A-1` (stock 10, version 1), whose actor is active
+    /// and has loaded it.
+    async fn rig() -> Rig {
+        let (store, bus) = (MemoryStore::new(), FakeBus::new());
+        store.seed("A-1", 10).await;
+        let dyn_store: Arc<dyn SkuStore> = store.clone();
+        let dyn_bus: Arc<dyn EventBus> = bus.clone();
+        let registry = Registry::start(
+            dyn_store.clone(),
+            dyn_bus.clone(),
+            RegistryConfig::default(),
+        )
+        .await
+        .unwrap();
+        let shutdown = CancellationToken::new();
+        Feed::start(
+            dyn_store,
+            dyn_bus,
+            registry.clone(),
+            Arc::new(Hub::default()),
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
+        registry.get(&code_of("A-1")).await.unwrap();
+        Rig {
+            store,
+            bus,
+            registry,
+            shutdown,
+        }
+    }
+
+    /// Three changes of `A-1` committed and published (versions 2 to 4).
+    async fn publish_three(rig: &Rig) -> Vec<Arc<Committed>> {
+        let mut changes = Vec::new();
+        for _ in 0..3 {
+            changes.push(rig.store.adjust_behind_the_back("A-1", 1).await);
+        }
+        rig.bus.publish(&changes);
+        changes
+    }
+
+    /// Waits (bounded) until the actor of `A-1` caches `version`.
+    async fn cached_version_reaches(rig: &Rig, version: i64) -> i64 {
+        let sku = code_of("A-1");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let cached = rig.registry.get(&sku).await.unwrap().unwrap().version;
+            if cached >= version || tokio::time::Instant::now() > deadline {
+                return cached;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn changes_the_bus_reorders_reach_the_actors_in_event_id_order() {
+        let rig = rig().await;
+        let loads = rig.store.load_calls();
+        rig.bus.set_mode(BusMode::Hold);
+        publish_three(&rig).await;
+        rig.bus.release_reversed();
+
+        assert_eq!(cached_version_reaches(&rig, 4).await, 4);
+        // Out of order, the actor would have seen a version gap and read
+        // the store; nothing had to be read from the database either.
+        assert_eq!(
+            rig.store.load_calls(),
+            loads,
+            "a change reached the actor out of order"
+        );
+        assert!(rig.bus.missed_changes().is_empty());
+        rig.shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn changes_the_bus_loses_are_read_from_the_database_in_order() {
+        let rig = rig().await;
+        let loads = rig.store.load_calls();
+        rig.bus.set_mode(BusMode::Hold);
+        let changes = publish_three(&rig).await;
+        // The middle one is lost; the others arrive reversed.
+        rig.bus.release_in(&[2, 0]);
+
+        assert_eq!(cached_version_reaches(&rig, 4).await, 4);
+        assert_eq!(
+            rig.store.load_calls(),
+            loads,
+            "a change reached the actor out of order"
+        );
+        let missed: Vec<i64> = rig
+            .bus
+            .missed_changes()
+            .iter()
+            .map(|c| c.event.event_id)
+            .collect();
+        assert_eq!(
+            missed,
+            vec![changes[1].event.event_id, changes[2].event.event_id]
+        );
+        rig.shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn duplicates_from_the_bus_are_dispatched_once() {
+        let rig = rig().await;
+        let loads = rig.store.load_calls();
+        rig.bus.set_mode(BusMode::Duplicate);
+        publish_three(&rig).await;
+
+        assert_eq!(cached_version_reaches(&rig, 4).await, 4);
+        assert_eq!(rig.store.load_calls(), loads);
+        assert!(rig.bus.missed_changes().is_empty());
+        rig.shutdown.cancel();
+    }
+}

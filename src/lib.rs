@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use skuwatch_actors::bus::EventBus;
 use skuwatch_actors::registry::{ActorError, Registry, RegistryConfig};
-use skuwatch_actors::store::StoreError;
+use skuwatch_actors::store::{SkuStore, StoreError};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -104,7 +104,7 @@ fn jwt_keys(settings: &Settings) -> Result<auth::JwtKeys, StartError> {
 }
 
 /// With no users yet and `SKUWATCH_ADMIN_PASSWORD` set, creates `admin`.
-async fn bootstrap_admin(store: &store::SqlStore, settings: &Settings) -> Result<(), StartError> {
+async fn bootstrap_admin(store: &dyn SkuStore, settings: &Settings) -> Result<(), StartError> {
     let Some(password) = &settings.admin_password else {
         return Ok(());
     };
@@ -257,11 +257,12 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
         },
     )
     .await?;
-    bootstrap_admin(&store, &settings).await?;
+    let store = store::as_dyn(&store);
+    bootstrap_admin(store.as_ref(), &settings).await?;
     let shutdown = CancellationToken::new();
     let bus = event_bus(&settings, &shutdown)?;
     let registry = Registry::start(
-        store::as_dyn(&store),
+        store.clone(),
         bus.clone(),
         RegistryConfig {
             idle: Duration::from_secs(settings.actor_idle_secs.max(1)),
@@ -274,7 +275,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
     .await?;
     let hub = Arc::new(hub::Hub::default());
     let feed = feed::Feed::start(
-        store::as_dyn(&store),
+        store.clone(),
         bus.clone(),
         registry.clone(),
         hub.clone(),

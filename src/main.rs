@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use skuwatch::auth::{self, Role};
 use skuwatch::replay::{self, ReplayOptions};
 use skuwatch::Settings;
+use skuwatch_actors::store::SkuStore;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]

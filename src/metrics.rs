@@ -457,26 +457,18 @@ pub fn alerts_raised(changes: &[Committed]) {
 
 /// Sets the stock-health gauges from the store's summary
 /// (`GET /api/v1/summary` shape).
-pub fn set_stock_health(summary: &serde_json::Value) {
-    let number = |v: &serde_json::Value| v.as_i64().unwrap_or(0) as f64;
-    gauge!(SKUS).set(number(&summary["skus"]));
-    gauge!(SKUS_BELOW_THRESHOLD).set(number(&summary["below_threshold"]));
-    gauge!(SKUS_OUT_OF_STOCK).set(number(&summary["out_of_stock"]));
+pub fn set_stock_health(summary: &skuwatch_actors::store::Summary) {
+    gauge!(SKUS).set(summary.skus as f64);
+    gauge!(SKUS_BELOW_THRESHOLD).set(summary.below_threshold as f64);
+    gauge!(SKUS_OUT_OF_STOCK).set(summary.out_of_stock as f64);
     for kind in ALERT_KINDS {
-        let open = number(&summary["open_alerts"][kind.as_str()]);
-        gauge!(ALERTS_OPEN, "kind" => kind.as_str()).set(open);
+        let open = summary.open_alerts.get(kind.as_str()).copied().unwrap_or(0);
+        gauge!(ALERTS_OPEN, "kind" => kind.as_str()).set(open as f64);
     }
 }
 
-/// One database pool's occupancy.
-#[derive(Debug, Clone, Copy)]
-pub struct PoolStats {
-    /// `main` (PostgreSQL: one pool), or `write`/`read` (SQLite).
-    pub pool: &'static str,
-    pub size: u32,
-    pub idle: usize,
-    pub max: u32,
-}
+/// One database pool's occupancy (defined with the storage trait).
+pub use skuwatch_actors::store::PoolStats;
 
 pub fn set_pool_stats(stats: &[PoolStats]) {
     for s in stats {

@@ -20,12 +20,11 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use skuwatch_actors::domain::SkuCode;
-use skuwatch_actors::store::SkuStore;
 use tracing::Instrument;
 
 use crate::auth::{Claims, Role};
 use crate::cursor::{Cursor, Refused};
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ProblemKind};
 use crate::http::AppState;
 use crate::hub::SessionId;
 use crate::metrics::{self as m, DropReason};
@@ -152,8 +151,7 @@ pub async fn upgrade(
         name.eq_ignore_ascii_case("token") || name.eq_ignore_ascii_case("access_token")
     }) {
         return ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
+            ProblemKind::BadRequest,
             "tokens in the URL are refused; send Authorization: Bearer or an auth message",
         )
         .into_response();
@@ -163,8 +161,7 @@ pub async fn upgrade(
         let origin = origin.to_str().unwrap_or("");
         if !origin_allowed(origin, host, &app.settings.allowed_origins) {
             return ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+                ProblemKind::Forbidden,
                 "this Origin may not open the live view",
             )
             .into_response();
@@ -175,11 +172,11 @@ pub async fn upgrade(
             Ok(claims) => Some(claims),
             Err((status, _, detail)) => {
                 let kind = if status == StatusCode::FORBIDDEN {
-                    "forbidden"
+                    ProblemKind::Forbidden
                 } else {
-                    "unauthorized"
+                    ProblemKind::Unauthorized
                 };
-                return ApiError::new(status, kind, detail).into_response();
+                return ApiError::new(kind, detail).into_response();
             }
         },
         None => None,
@@ -187,8 +184,11 @@ pub async fn upgrade(
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => {
-            return ApiError::new(rejection.status(), "bad_request", rejection.body_text())
-                .into_response()
+            return ApiError::new(
+                ProblemKind::UpgradeRefused(rejection.status()),
+                rejection.body_text(),
+            )
+            .into_response()
         }
     };
     let slot = match &claims {
@@ -199,8 +199,7 @@ pub async fn upgrade(
             Some(slot) => Some(slot),
             None => {
                 return ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_requests",
+                    ProblemKind::TooManyRequests,
                     "this user has too many live sessions open",
                 )
                 .into_response()

@@ -15,6 +15,8 @@
 //!   restarts failed actors; passivation of idle ones.
 //! - [`messages`]: what the actors understand.
 //! - [`metrics`]: names of the actor metrics (no per-SKU labels).
+//! - `testing` (tests, or the `testing` feature): an in-memory store and a
+//!   bus that misbehaves on demand, for unit tests without a database.
 
 pub mod bus;
 pub mod domain;
@@ -24,3 +26,8 @@ pub mod plan;
 pub mod registry;
 pub mod sku_actor;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+#[cfg(test)]
+mod core_tests;

@@ -541,6 +541,46 @@ mod tests {
         ) -> Result<WriteOutcome, StoreError> {
             unimplemented!()
         }
+        // Not used by these tests: only loads and commit calls are.
+        async fn list_alerts(
+            &self,
+            _: Option<crate::domain::AlertStatus>,
+            _: Option<&SkuCode>,
+            _: i64,
+        ) -> Result<Vec<crate::domain::Alert>, StoreError> {
+            unimplemented!()
+        }
+        async fn acknowledge_alert(
+            &self,
+            _: i64,
+            _: &str,
+        ) -> Result<Option<crate::domain::Alert>, StoreError> {
+            unimplemented!()
+        }
+        async fn summary(&self) -> Result<crate::store::Summary, StoreError> {
+            unimplemented!()
+        }
+        async fn create_user(&self, _: &crate::store::UserRecord) -> Result<bool, StoreError> {
+            unimplemented!()
+        }
+        async fn set_password(&self, _: &str, _: &str) -> Result<bool, StoreError> {
+            unimplemented!()
+        }
+        async fn find_user(&self, _: &str) -> Result<Option<crate::store::UserRecord>, StoreError> {
+            unimplemented!()
+        }
+        async fn list_users(&self) -> Result<Vec<crate::store::UserRecord>, StoreError> {
+            unimplemented!()
+        }
+        async fn disable_user(&self, _: &str) -> Result<bool, StoreError> {
+            unimplemented!()
+        }
+        async fn count_users(&self) -> Result<i64, StoreError> {
+            unimplemented!()
+        }
+        async fn purge_idempotency_keys(&self) -> Result<u64, StoreError> {
+            unimplemented!()
+        }
         async fn commit(&self, jobs: Vec<WriteJob>) -> Vec<Result<WriteOutcome, StoreError>> {
             self.gate.acquire().await.unwrap().forget();
             let mut deltas = Vec::new();

@@ -3,7 +3,12 @@
 
 use async_trait::async_trait;
 
-use crate::domain::{Command, Committed, DomainError, Field, Micros, Sku, SkuCode, WriteMeta};
+use std::collections::BTreeMap;
+
+use crate::domain::{
+    Alert, AlertKind, AlertStatus, Command, Committed, DomainError, Field, Micros, Sku, SkuCode,
+    WriteMeta,
+};
 
 /// A storage failure that is not a domain rule: connection lost, constraint
 /// the domain did not foresee, corrupt row. Shown to clients as a bare 500 or
@@ -248,7 +253,71 @@ pub struct HistoryPoint {
     pub reason: Option<String>,
 }
 
-/// Storage of SKUs, their events and idempotency keys. The database is the
+/// A stored user (the rows behind login). The hash never leaves the server,
+/// and `Debug` does not print it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub username: String,
+    pub password_hash: String,
+    pub role: String,
+    pub created_at: Micros,
+    pub disabled: bool,
+}
+
+impl std::fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("username", &self.username)
+            .field("password_hash", &"<redacted>")
+            .field("role", &self.role)
+            .field("created_at", &self.created_at)
+            .field("disabled", &self.disabled)
+            .finish()
+    }
+}
+
+/// Counts for dashboards and the stock-health gauges (API.md
+/// `GET /alerts/summary`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub skus: i64,
+    /// SKUs whose stock is below their low-stock threshold.
+    pub below_threshold: i64,
+    pub out_of_stock: i64,
+    /// Open (not acknowledged, not resolved) alerts per kind; every kind is
+    /// present, 0 when none is open.
+    pub open_alerts: BTreeMap<&'static str, i64>,
+}
+
+impl Summary {
+    /// No SKUs, and every kind of alert at 0.
+    pub fn empty() -> Self {
+        Self {
+            skus: 0,
+            below_threshold: 0,
+            out_of_stock: 0,
+            open_alerts: AlertKind::ALL.iter().map(|k| (k.as_str(), 0)).collect(),
+        }
+    }
+}
+
+/// One database pool's occupancy (the `skuwatch_db_pool_*` gauges).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// `main` (PostgreSQL: one pool), or `write`/`read` (SQLite).
+    pub pool: &'static str,
+    pub size: u32,
+    pub idle: usize,
+    pub max: u32,
+}
+
+/// How long an idempotency key is remembered (API.md: retries within 24 h).
+pub const IDEMPOTENCY_WINDOW_US: i64 = 24 * 3600 * 1_000_000;
+
+/// Storage of SKUs, their events and idempotency keys, alerts and users:
+/// everything the HTTP layer, the actors and the background tasks use, so
+/// that all of them run against an in-memory store in unit tests
+/// ([`crate::testing::MemoryStore`]). The database is the
 /// source of truth: every write is one transaction that locks the SKU row,
 /// applies [`crate::domain::decide`], writes the row and appends the event
 /// with the next global `event_id`.
@@ -331,4 +400,56 @@ pub trait SkuStore: Send + Sync + 'static {
 
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    // --- Alerts (API.md `/alerts`). Raised and resolved only by writes.
+
+    /// Alerts, newest first, optionally by status and SKU.
+    async fn list_alerts(
+        &self,
+        status: Option<AlertStatus>,
+        sku: Option<&SkuCode>,
+        limit: i64,
+    ) -> Result<Vec<Alert>, StoreError>;
+
+    /// Acknowledges an open alert (idempotent: an acknowledged or resolved
+    /// one is returned unchanged); `None` if it does not exist.
+    async fn acknowledge_alert(&self, id: i64, by: &str) -> Result<Option<Alert>, StoreError>;
+
+    /// Counts for dashboards: SKUs, below threshold, out of stock, open
+    /// alerts by kind.
+    async fn summary(&self) -> Result<Summary, StoreError>;
+
+    // --- Users (login).
+
+    /// Inserts a user; `false` when the name is taken.
+    async fn create_user(&self, user: &UserRecord) -> Result<bool, StoreError>;
+
+    /// Replaces a user's password hash and enables it; `false` if unknown.
+    async fn set_password(&self, username: &str, hash: &str) -> Result<bool, StoreError>;
+
+    async fn find_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
+
+    /// All users, by name.
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;
+
+    /// `false` when the user does not exist.
+    async fn disable_user(&self, username: &str) -> Result<bool, StoreError>;
+
+    async fn count_users(&self) -> Result<i64, StoreError>;
+
+    // --- Upkeep and lifecycle.
+
+    /// Deletes idempotency keys past their window
+    /// ([`IDEMPOTENCY_WINDOW_US`]), so the table a client grows with fresh
+    /// keys is bounded by one window of writes; returns how many.
+    async fn purge_idempotency_keys(&self) -> Result<u64, StoreError>;
+
+    /// Occupancy of the connection pools, for the gauges; empty for a store
+    /// without pools.
+    fn pool_stats(&self) -> Vec<PoolStats> {
+        Vec::new()
+    }
+
+    /// Closes the connections (graceful shutdown).
+    async fn close(&self) {}
 }

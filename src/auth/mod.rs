@@ -10,14 +10,14 @@ use std::fmt;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 
 pub use client_addr::{ClientAddr, ForwardedHeader};
 pub use jwt::{Audience, Claims, JwtKeys, TokenError, LEEWAY_SECS};
 pub use password::{hash_password, verify_password, verify_unknown_user};
 pub use throttle::LoginThrottle;
 
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ProblemKind};
 use crate::http::AppState;
 
 /// What a user may do: `admin` everything, `viewer` read-only REST.
@@ -78,7 +78,7 @@ pub struct Caller {
 pub struct Admin(pub Caller);
 
 pub fn unauthorized(detail: &str) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+    ApiError::new(ProblemKind::Unauthorized, detail)
 }
 
 /// The token of an `Authorization: Bearer <token>` header, if any:
@@ -119,8 +119,7 @@ impl FromRequestParts<AppState> for Admin {
         let caller = Caller::from_request_parts(parts, app).await?;
         if caller.role != Role::Admin {
             return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+                ProblemKind::Forbidden,
                 "this needs the admin role",
             ));
         }

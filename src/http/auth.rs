@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 use skuwatch_actors::domain::Micros;
 
-use super::error::ApiError;
+use super::error::{ApiError, ProblemKind};
 use super::extract::ApiJson;
 use super::validate::Checks;
 use super::AppState;
@@ -74,9 +74,7 @@ pub async fn token(
             auth::throttle::Scope::Address => "too many failed logins from this address; retry later",
             auth::throttle::Scope::User => "too many failed logins for this username; retry later (or from an address it logged in from before)",
         };
-        let mut response =
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", detail)
-                .into_response();
+        let mut response = ApiError::new(ProblemKind::TooManyRequests, detail).into_response();
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(blocked.retry_after));
@@ -187,8 +185,7 @@ pub async fn create_user(
     let user = new_user(username, password, role.unwrap_or(Role::Viewer)).await?;
     if !app.store.create_user(&user).await? {
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "already_exists",
+            ProblemKind::AlreadyExists,
             format!("user {} already exists", user.username),
         ));
     }

@@ -7,11 +7,11 @@
 //! document so a mistyped API path never answers with HTML.
 
 use axum::body::Body;
-use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use rust_embed::Embed;
 
-use super::error::ApiError;
+use super::error::{ApiError, ProblemKind};
 
 #[derive(Embed)]
 #[folder = "dashboard/dist"]
@@ -59,8 +59,7 @@ pub async fn serve(method: Method, uri: Uri) -> Response {
     }
     if method != Method::GET && method != Method::HEAD {
         return ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+            ProblemKind::MethodNotAllowed,
             "the dashboard only answers GET",
         )
         .into_response();

@@ -30,15 +30,171 @@ impl FieldError {
 /// overflowed are bounded at a few seconds, so a second or two frees them.
 pub const OVERLOADED_RETRY_AFTER_SECS: u64 = 1;
 
+/// Every kind of problem a client can see. Its `type` (a stable machine
+/// code, API.md Conventions), its status and its title come from the one
+/// exhaustive `match` in [`ProblemKind::describe`], so a kind cannot be
+/// sent with another status or spelled two ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// 400: a request that is not HTTP this API takes (see also
+    /// [`ProblemKind::UpgradeRefused`]).
+    BadRequest,
+    /// 400: the body is not JSON, or not the JSON shape of the route.
+    MalformedJson,
+    /// 401, with `WWW-Authenticate`.
+    Unauthorized,
+    /// 403.
+    Forbidden,
+    /// 404.
+    NotFound,
+    /// 405.
+    MethodNotAllowed,
+    /// 409.
+    AlreadyExists,
+    /// 409, with `skus`.
+    InsufficientStock,
+    /// 409, with `newest_event_id`.
+    CursorAhead,
+    /// 409, with `newest_event_id`.
+    CursorUnknown,
+    /// 412, with `current_version`.
+    VersionMismatch,
+    /// 413.
+    PayloadTooLarge,
+    /// 415.
+    UnsupportedMediaType,
+    /// 422, with `errors`.
+    Validation,
+    /// 422: a price outside the guard without `confirm`.
+    PriceGuard,
+    /// 422: an `Idempotency-Key` reused with another request.
+    IdempotencyMismatch,
+    /// 429, with `Retry-After`.
+    TooManyRequests,
+    /// 500; the error is logged, never sent.
+    Internal,
+    /// 503: the database or the SKU's actor cannot be reached; nothing done.
+    Unavailable,
+    /// 503 with `Retry-After`: a bounded queue or wait was full; nothing done.
+    Overloaded,
+    /// 503: the write may or may not have happened.
+    OutcomeUnknown,
+    /// 503: the request took longer than the request timeout.
+    Timeout,
+    /// A WebSocket upgrade refused by axum: `bad_request` at the status
+    /// the refusal names (400, 405 for a method other than GET, 426 when
+    /// the connection cannot be upgraded).
+    UpgradeRefused(StatusCode),
+}
+
+impl ProblemKind {
+    /// Status, `type` and `title`: the one mapping.
+    fn describe(self) -> (StatusCode, &'static str, &'static str) {
+        use ProblemKind as K;
+        match self {
+            K::BadRequest => (StatusCode::BAD_REQUEST, "bad_request", "Bad request"),
+            K::MalformedJson => (StatusCode::BAD_REQUEST, "malformed_json", "Malformed JSON"),
+            K::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            K::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            K::NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
+            K::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+            ),
+            K::AlreadyExists => (StatusCode::CONFLICT, "already_exists", "Already exists"),
+            K::InsufficientStock => (
+                StatusCode::CONFLICT,
+                "insufficient_stock",
+                "Insufficient stock",
+            ),
+            K::CursorAhead => (
+                StatusCode::CONFLICT,
+                "cursor_ahead",
+                "Cursor ahead of the server",
+            ),
+            K::CursorUnknown => (StatusCode::CONFLICT, "cursor_unknown", "Cursor unknown"),
+            K::VersionMismatch => (
+                StatusCode::PRECONDITION_FAILED,
+                "version_mismatch",
+                "Version mismatch",
+            ),
+            K::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "Payload too large",
+            ),
+            K::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Unsupported media type",
+            ),
+            K::Validation => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+                "Invalid request",
+            ),
+            K::PriceGuard => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "price_guard",
+                "Price outside the guard",
+            ),
+            K::IdempotencyMismatch => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_mismatch",
+                "Idempotency key reused with another request",
+            ),
+            K::TooManyRequests => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "Too many requests",
+            ),
+            K::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal server error",
+            ),
+            K::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+            ),
+            K::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Overloaded"),
+            K::OutcomeUnknown => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "outcome_unknown",
+                "Outcome unknown",
+            ),
+            K::Timeout => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "Request timed out",
+            ),
+            K::UpgradeRefused(status) => (status, "bad_request", "Bad request"),
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        self.describe().0
+    }
+
+    /// The `type` member: a stable machine code such as `insufficient_stock`.
+    pub fn code(self) -> &'static str {
+        self.describe().1
+    }
+
+    pub fn title(self) -> &'static str {
+        self.describe().2
+    }
+}
+
 /// A problem document (boxed: errors travel through many `Result`s).
 #[derive(Debug)]
 pub struct ApiError(Box<Problem>);
 
 #[derive(Debug)]
 struct Problem {
-    status: StatusCode,
-    /// Stable machine code (API.md), e.g. `insufficient_stock`.
-    kind: &'static str,
+    kind: ProblemKind,
     detail: String,
     errors: Vec<FieldError>,
     /// Extension members, e.g. the SKUs that lacked stock.
@@ -49,9 +205,8 @@ struct Problem {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(kind: ProblemKind, detail: impl Into<String>) -> Self {
         Self(Box::new(Problem {
-            status,
             kind,
             detail: detail.into(),
             errors: Vec::new(),
@@ -70,8 +225,7 @@ impl ApiError {
     /// full; nothing was done; retry after `Retry-After` seconds.
     pub fn overloaded(detail: impl Into<String>) -> Self {
         metrics::counter!(crate::metrics::REFUSED_503, "kind" => "overloaded").increment(1);
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", detail)
-            .retry_after(OVERLOADED_RETRY_AFTER_SECS)
+        Self::new(ProblemKind::Overloaded, detail).retry_after(OVERLOADED_RETRY_AFTER_SECS)
     }
 
     /// 503 `outcome_unknown` (API.md v1 additions): the write may or may
@@ -79,8 +233,7 @@ impl ApiError {
     pub fn outcome_unknown(why: &str) -> Self {
         metrics::counter!(crate::metrics::REFUSED_503, "kind" => "outcome_unknown").increment(1);
         Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "outcome_unknown",
+            ProblemKind::OutcomeUnknown,
             format!(
                 "{why}; the write may or may not have happened: read the resource again, \
                  then retry with If-Match or the same Idempotency-Key"
@@ -105,7 +258,7 @@ impl ApiError {
             .map(|e| format!("{}: {}", e.field, e.message))
             .collect::<Vec<_>>()
             .join("; ");
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", detail).with_errors(errors)
+        Self::new(ProblemKind::Validation, detail).with_errors(errors)
     }
 
     pub fn field(field: &str, message: impl ToString) -> Self {
@@ -116,8 +269,7 @@ impl ApiError {
     /// beyond the newest event, as after a restore or a failover.
     pub fn cursor_ahead(newest_event_id: i64) -> Self {
         Self::new(
-            StatusCode::CONFLICT,
-            "cursor_ahead",
+            ProblemKind::CursorAhead,
             format!(
                 "the position is beyond the newest event ({newest_event_id}); the server was \
                  restored or failed over: reset and take a snapshot"
@@ -130,8 +282,7 @@ impl ApiError {
     /// this server has as another one (restored, then written past it).
     pub fn cursor_unknown(newest_event_id: i64) -> Self {
         Self::new(
-            StatusCode::CONFLICT,
-            "cursor_unknown",
+            ProblemKind::CursorUnknown,
             "the cursor names an event this server does not have as you saw it; it was \
              restored or failed over: reset and take a snapshot",
         )
@@ -139,54 +290,30 @@ impl ApiError {
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+        Self::new(ProblemKind::NotFound, detail)
     }
 
     pub fn internal() -> Self {
         Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ProblemKind::Internal,
             "the server failed; the error is logged",
         )
     }
 
     pub fn status(&self) -> StatusCode {
-        self.0.status
+        self.0.kind.status()
     }
 
-    fn title(&self) -> &'static str {
-        match self.0.kind {
-            "validation" => "Invalid request",
-            "not_found" => "Not found",
-            "already_exists" => "Already exists",
-            "insufficient_stock" => "Insufficient stock",
-            "version_mismatch" => "Version mismatch",
-            "idempotency_mismatch" => "Idempotency key reused with another request",
-            "malformed_json" => "Malformed JSON",
-            "payload_too_large" => "Payload too large",
-            "unsupported_media_type" => "Unsupported media type",
-            "method_not_allowed" => "Method not allowed",
-            "price_guard" => "Price outside the guard",
-            "forbidden" => "Forbidden",
-            "unauthorized" => "Unauthorized",
-            "too_many_requests" => "Too many requests",
-            "unavailable" => "Service unavailable",
-            "overloaded" => "Overloaded",
-            "outcome_unknown" => "Outcome unknown",
-            "timeout" => "Request timed out",
-            "bad_request" => "Bad request",
-            "cursor_ahead" => "Cursor ahead of the server",
-            "cursor_unknown" => "Cursor unknown",
-            _ => "Internal server error",
-        }
+    pub fn kind(&self) -> ProblemKind {
+        self.0.kind
     }
 
     pub fn to_json(&self) -> Value {
         let problem = &self.0;
         let mut body = json!({
-            "type": problem.kind,
-            "title": self.title(),
-            "status": problem.status.as_u16(),
+            "type": problem.kind.code(),
+            "title": problem.kind.title(),
+            "status": problem.kind.status().as_u16(),
             "detail": problem.detail,
         });
         if !problem.errors.is_empty() {
@@ -201,8 +328,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let status = self.status();
         let mut response = (
-            self.0.status,
+            status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             self.to_json().to_string(),
         )
@@ -212,7 +340,7 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
         }
-        if self.0.status == StatusCode::UNAUTHORIZED {
+        if self.0.kind == ProblemKind::Unauthorized {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static(crate::auth::BEARER_CHALLENGE),
@@ -227,12 +355,10 @@ impl From<DomainError> for ApiError {
         let detail = error.to_string();
         match error {
             DomainError::NotFound(_) => Self::not_found(detail),
-            DomainError::AlreadyExists(_) => {
-                Self::new(StatusCode::CONFLICT, "already_exists", detail.clone())
-                    .with_errors(vec![FieldError::new("sku", detail)])
-            }
+            DomainError::AlreadyExists(_) => Self::new(ProblemKind::AlreadyExists, detail.clone())
+                .with_errors(vec![FieldError::new("sku", detail)]),
             DomainError::VersionMismatch { current, .. } => {
-                Self::new(StatusCode::PRECONDITION_FAILED, "version_mismatch", detail)
+                Self::new(ProblemKind::VersionMismatch, detail)
                     .with_extra("current_version", json!(current))
             }
             DomainError::InsufficientStock(lacking) => {
@@ -257,22 +383,18 @@ impl From<DomainError> for ApiError {
                 } else {
                     format!("not enough stock for {}", skus.join(", "))
                 };
-                Self::new(StatusCode::CONFLICT, "insufficient_stock", detail)
+                Self::new(ProblemKind::InsufficientStock, detail)
                     .with_errors(errors)
                     .with_extra("skus", json!(skus))
             }
             DomainError::CurrencyMismatch { .. } => Self::field("currency", detail),
             DomainError::StockOverflow(_) => Self::field("delta", detail),
             DomainError::Invalid { field, message } => Self::field(&field, message),
-            DomainError::PriceGuard(_) => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "price_guard",
-                detail.clone(),
-            )
-            .with_errors(vec![FieldError::new(
-                "price",
-                format!("{detail}; send \"confirm\": true to set it anyway"),
-            )]),
+            DomainError::PriceGuard(_) => Self::new(ProblemKind::PriceGuard, detail.clone())
+                .with_errors(vec![FieldError::new(
+                    "price",
+                    format!("{detail}; send \"confirm\": true to set it anyway"),
+                )]),
         }
     }
 }
@@ -283,8 +405,7 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(reason) => {
                 tracing::warn!(%reason, "database unavailable");
                 Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
+                    ProblemKind::Unavailable,
                     "the database is unavailable; nothing was changed, retry later",
                 )
                 .retry_after(OVERLOADED_RETRY_AFTER_SECS)
@@ -320,8 +441,7 @@ impl From<ActorError> for ApiError {
             ActorError::Unavailable(_) => {
                 tracing::warn!(%error, "SKU actor unavailable");
                 Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
+                    ProblemKind::Unavailable,
                     "the SKU is unavailable; nothing was changed, retry later",
                 )
                 .retry_after(OVERLOADED_RETRY_AFTER_SECS)
@@ -358,8 +478,7 @@ pub fn committed_or_error(
         WriteOutcome::Committed(changes) => Ok(changes),
         WriteOutcome::Rejected(error) => Err(error.into()),
         WriteOutcome::IdempotencyMismatch => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_mismatch",
+            ProblemKind::IdempotencyMismatch,
             "this Idempotency-Key was used with a different request",
         )
         .with_errors(vec![FieldError::new(
@@ -404,4 +523,64 @@ pub fn stored_rejection(outcome: &WriteOutcome) -> Option<StoredResponse> {
         status: error.status().as_u16(),
         body: error.to_json().to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(response: Response) -> (StatusCode, axum::http::HeaderMap) {
+        (response.status(), response.headers().clone())
+    }
+
+    #[test]
+    fn a_problem_document_carries_its_kinds_type_title_and_status() {
+        let error = ApiError::from(DomainError::VersionMismatch {
+            sku: skuwatch_actors::domain::SkuCode::parse("A-1").unwrap(),
+            expected: vec![3],
+            current: 4,
+        });
+        let json = error.to_json();
+        assert_eq!(json["type"], "version_mismatch");
+        assert_eq!(json["title"], "Version mismatch");
+        assert_eq!(json["status"], 412);
+        assert_eq!(json["current_version"], 4);
+        assert_eq!(error.status(), StatusCode::PRECONDITION_FAILED);
+    }
+
+    #[test]
+    fn an_upgrade_refusal_is_a_bad_request_at_the_status_axum_chose() {
+        let kind = ProblemKind::UpgradeRefused(StatusCode::UPGRADE_REQUIRED);
+        let json = ApiError::new(kind, "cannot upgrade").to_json();
+        assert_eq!(
+            (json["type"].as_str(), json["status"].as_u64()),
+            (Some("bad_request"), Some(426))
+        );
+        assert_eq!(json["title"], ProblemKind::BadRequest.title());
+    }
+
+    #[test]
+    fn unauthorized_challenges_for_a_bearer_token_and_overloaded_says_when_to_retry() {
+        let (status, headers) =
+            body(ApiError::new(ProblemKind::Unauthorized, "no").into_response());
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(headers.contains_key(header::WWW_AUTHENTICATE));
+        let (status, headers) = body(ApiError::overloaded("full").into_response());
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers[header::RETRY_AFTER], "1");
+        assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json");
+    }
+
+    #[test]
+    fn a_busy_store_is_overloaded_and_a_lost_commit_outcome_unknown() {
+        let busy = ApiError::from(StoreError::Busy("pool".into()));
+        assert_eq!(busy.kind(), ProblemKind::Overloaded);
+        let lost = ApiError::from(StoreError::OutcomeUnknown("reset".into()));
+        assert_eq!(lost.kind(), ProblemKind::OutcomeUnknown);
+        let broken = ApiError::from(StoreError::Corrupt("row".into()));
+        assert_eq!(
+            broken.to_json()["detail"],
+            "the server failed; the error is logged"
+        );
+    }
 }

@@ -6,7 +6,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 use skuwatch_actors::domain::{Field, Money};
-use skuwatch_actors::store::{HistoryQuery, SkuStore};
+use skuwatch_actors::store::HistoryQuery;
 
 use super::error::ApiError;
 use super::extract::{query_time, ApiQuery, Round, SkuPath};

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use skuwatch_actors::domain::{Micros, SkuCode};
 
-use super::error::{ApiError, FieldError};
+use super::error::{ApiError, FieldError, ProblemKind};
 
 /// A JSON body: `Content-Type: application/json`, unknown fields refused
 /// (422), syntax errors 400, over the body limit 413.
@@ -20,16 +20,11 @@ pub struct ApiJson<T> {
 fn read_body_error(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ProblemKind::PayloadTooLarge,
             "the request body is larger than the configured limit",
         )
     } else {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            rejection.body_text(),
-        )
+        ApiError::new(ProblemKind::BadRequest, rejection.body_text())
     }
 }
 
@@ -178,8 +173,7 @@ pub async fn body_of_type<S: Send + Sync>(
             "text/csv (or application/csv)"
         };
         return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ProblemKind::UnsupportedMediaType,
             format!(
                 "expected Content-Type {accepted} in UTF-8; got '{}': {why}",
                 content_type.unwrap_or_default()
@@ -252,8 +246,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if result.is_ok() {
         deserializer.end().map_err(|e| {
             ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
+                ProblemKind::MalformedJson,
                 format!("the body is not valid JSON: {e}"),
             )
         })?;
@@ -278,8 +271,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 ApiError::validation(vec![FieldError::new(field, message)])
             }
             _ => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
+                ProblemKind::MalformedJson,
                 format!("the body is not valid JSON: {inner}"),
             ),
         }

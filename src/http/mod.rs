@@ -31,9 +31,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::hub::Hub;
-use crate::store::SqlStore;
 pub use auth::new_user;
-use error::{committed_or_error, ApiError, ErrorResponse};
+use error::{committed_or_error, ApiError, ErrorResponse, ProblemKind};
 pub use skus::DEFAULT_LOW_STOCK_THRESHOLD;
 
 /// Shared by every handler and WebSocket session.
@@ -41,7 +40,9 @@ pub use skus::DEFAULT_LOW_STOCK_THRESHOLD;
 pub struct AppState(Arc<AppInner>);
 
 pub struct AppInner {
-    pub store: Arc<SqlStore>,
+    /// Everything HTTP reads and writes outside the actors goes through the
+    /// one storage trait (PostgreSQL, SQLite, or in memory in unit tests).
+    pub store: Arc<dyn SkuStore>,
     pub jwt: crate::auth::JwtKeys,
     pub throttle: crate::auth::LoginThrottle,
     /// The client's address: the peer, or what a trusted proxy says.
@@ -134,11 +135,9 @@ async fn import(
         let (rows, errors) =
             crate::import::parse_limited(&body, max_rows).map_err(|e| match e {
                 crate::import::FileError::Header(e) => ApiError::field("header", e),
-                crate::import::FileError::TooManyRows(e) => ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    e.to_string(),
-                ),
+                crate::import::FileError::TooManyRows(e) => {
+                    ApiError::new(ProblemKind::PayloadTooLarge, e.to_string())
+                }
             })?;
         let rows_in_file = rows.len() + errors.len();
         let user = caller.username;
@@ -226,8 +225,7 @@ async fn no_route() -> ApiError {
 /// matched (a route layer does not see method fallbacks).
 async fn wrong_method(matched: Option<axum::extract::MatchedPath>) -> Response {
     let response = ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ProblemKind::MethodNotAllowed,
         "this route does not take that method",
     )
     .into_response();
@@ -261,8 +259,7 @@ async fn request_timeout(
         ))
         .into_response(),
         Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
+            ProblemKind::Timeout,
             format!(
                 "the request took longer than {} ms; nothing was changed, retry later",
                 limit.as_millis()

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 use skuwatch_actors::domain::{Command, Currency, NewSku, PriceGuard, Sku, SkuCode, WriteMeta};
-use skuwatch_actors::store::{ListQuery, SkuStore};
+use skuwatch_actors::store::ListQuery;
 
 use super::error::{ApiError, ErrorResponse};
 use super::extract::{if_match, ApiJson, ApiQuery, SkuPath};

@@ -10,9 +10,9 @@ mod users;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use skuwatch_actors::store::UserRecord;
 use skuwatch_actors::store::{SkuStore, StoreError};
 pub use sql::SqlStore;
-pub use users::UserRecord;
 
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +80,8 @@ pub async fn connect_with(url: &str, pool: PoolSettings) -> Result<Arc<SqlStore>
     Ok(Arc::new(SqlStore::connect_with(url, pool).await?))
 }
 
-/// The store as the actors see it.
+/// The store as everything else sees it (HTTP, actors, feed, background
+/// tasks): [`SkuStore`] is the one storage trait.
 pub fn as_dyn(store: &Arc<SqlStore>) -> Arc<dyn SkuStore> {
     store.clone()
 }

@@ -9,14 +9,15 @@ use skuwatch_actors::domain::{
     Sku, SkuCode, WriteMeta,
 };
 use skuwatch_actors::store::{
-    AdjustmentLine, Cause, HistoryPoint, HistoryQuery, Idempotency, ListQuery, SkuStore,
-    StoreError, StoredResponse, WriteJob, WriteOutcome,
+    AdjustmentLine, Cause, HistoryPoint, HistoryQuery, Idempotency, ListQuery, PoolStats, SkuStore,
+    StoreError, StoredResponse, Summary, UserRecord, WriteJob, WriteOutcome,
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Connection, Row, Transaction};
 
 use super::Backend;
 
+mod alerts;
 mod group;
 mod upkeep;
 mod write;
@@ -286,13 +287,6 @@ impl SqlStore {
         }
     }
 
-    /// Closes both pools (graceful shutdown).
-    pub async fn close(&self) {
-        self.write.close().await;
-        self.read.close().await;
-        self.probe.close().await;
-    }
-
     pub(super) fn writer(&self) -> &AnyPool {
         &self.write
     }
@@ -323,21 +317,6 @@ impl SqlStore {
         match self.backend {
             Backend::Postgres => "main",
             Backend::Sqlite => "write",
-        }
-    }
-
-    /// Occupancy of the pools, for the `skuwatch_db_pool_*` gauges.
-    /// PostgreSQL reads and writes share one pool (`main`).
-    pub fn pool_stats(&self) -> Vec<crate::metrics::PoolStats> {
-        let stats = |pool: &'static str, p: &AnyPool| crate::metrics::PoolStats {
-            pool,
-            size: p.size(),
-            idle: p.num_idle(),
-            max: p.options().get_max_connections(),
-        };
-        match self.backend {
-            Backend::Postgres => vec![stats("main", &self.write)],
-            Backend::Sqlite => vec![stats("write", &self.write), stats("read", &self.read)],
         }
     }
 
@@ -399,84 +378,6 @@ impl SqlStore {
             status: u16::try_from(status.unwrap_or(500)).unwrap_or(500),
             body: body.unwrap_or_default(),
         })))
-    }
-
-    /// Alerts, newest first, optionally by status and SKU.
-    pub async fn list_alerts(
-        &self,
-        status: Option<AlertStatus>,
-        sku: Option<&SkuCode>,
-        limit: i64,
-    ) -> Result<Vec<Alert>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {ALERT_COLUMNS} FROM alerts WHERE ($1 = '' OR status = $1) \
-             AND ($2 = '' OR sku = $2) ORDER BY id DESC LIMIT $3"
-        ))
-        .bind(status.map_or("", AlertStatus::as_str))
-        .bind(sku.map_or("", SkuCode::as_str))
-        .bind(limit)
-        .fetch_all(&self.read)
-        .await
-        .map_err(db_error)?;
-        rows.iter().map(alert_from_row).collect()
-    }
-
-    /// Acknowledges an open alert (idempotent); `None` if it does not exist.
-    pub async fn acknowledge_alert(&self, id: i64, by: &str) -> Result<Option<Alert>, StoreError> {
-        sqlx::query(
-            "UPDATE alerts SET status = 'acknowledged', acknowledged_by = $2, acknowledged_us = $3 \
-             WHERE id = $1 AND status = 'open'",
-        )
-        .bind(id)
-        .bind(by)
-        .bind(Micros::now().0)
-        .execute(&self.write)
-        .await
-        .map_err(db_error)?;
-        let row = sqlx::query(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.write)
-            .await
-            .map_err(db_error)?;
-        row.as_ref().map(alert_from_row).transpose()
-    }
-
-    /// Counts for dashboards: SKUs below threshold, out of stock, and
-    /// active alerts by kind.
-    pub async fn summary(&self) -> Result<serde_json::Value, StoreError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS skus, \
-             COALESCE(SUM(CASE WHEN stock < low_stock_threshold THEN 1 ELSE 0 END), 0) AS below, \
-             COALESCE(SUM(CASE WHEN stock = 0 THEN 1 ELSE 0 END), 0) AS out FROM skus",
-        )
-        .fetch_one(&self.read)
-        .await
-        .map_err(db_error)?;
-        let count = |name: &str| row.try_get::<i64, _>(name).map_err(db_error);
-        let mut open = serde_json::Map::new();
-        for kind in [
-            AlertKind::LowStock,
-            AlertKind::OutOfStock,
-            AlertKind::PriceAnomaly,
-        ] {
-            open.insert(kind.as_str().into(), 0.into());
-        }
-        let rows = sqlx::query(
-            "SELECT kind, COUNT(*) AS n FROM alerts WHERE status = 'open' GROUP BY kind",
-        )
-        .fetch_all(&self.read)
-        .await
-        .map_err(db_error)?;
-        for row in rows {
-            let kind: String = row.try_get("kind").map_err(db_error)?;
-            open.insert(kind, row.try_get::<i64, _>("n").map_err(db_error)?.into());
-        }
-        Ok(serde_json::json!({
-            "skus": count("skus")?,
-            "below_threshold": count("below")?,
-            "out_of_stock": count("out")?,
-            "open_alerts": open,
-        }))
     }
 }
 
@@ -931,5 +832,72 @@ impl SkuStore for SqlStore {
                 "the readiness probe did not answer in time".into(),
             )),
         }
+    }
+
+    async fn list_alerts(
+        &self,
+        status: Option<AlertStatus>,
+        sku: Option<&SkuCode>,
+        limit: i64,
+    ) -> Result<Vec<Alert>, StoreError> {
+        alerts::list_alerts(self, status, sku, limit).await
+    }
+
+    async fn acknowledge_alert(&self, id: i64, by: &str) -> Result<Option<Alert>, StoreError> {
+        alerts::acknowledge_alert(self, id, by).await
+    }
+
+    async fn summary(&self) -> Result<Summary, StoreError> {
+        alerts::summary(self).await
+    }
+
+    async fn create_user(&self, user: &UserRecord) -> Result<bool, StoreError> {
+        super::users::create_user(self, user).await
+    }
+
+    async fn set_password(&self, username: &str, hash: &str) -> Result<bool, StoreError> {
+        super::users::set_password(self, username, hash).await
+    }
+
+    async fn find_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        super::users::find_user(self, username).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        super::users::list_users(self).await
+    }
+
+    async fn disable_user(&self, username: &str) -> Result<bool, StoreError> {
+        super::users::disable_user(self, username).await
+    }
+
+    async fn count_users(&self) -> Result<i64, StoreError> {
+        super::users::count_users(self).await
+    }
+
+    async fn purge_idempotency_keys(&self) -> Result<u64, StoreError> {
+        upkeep::purge_idempotency_keys(self).await
+    }
+
+    /// Occupancy of the pools, for the `skuwatch_db_pool_*` gauges.
+    /// PostgreSQL reads and writes share one pool (`main`).
+    fn pool_stats(&self) -> Vec<PoolStats> {
+        let stats = |pool: &'static str, p: &AnyPool| PoolStats {
+            pool,
+            size: p.size(),
+            idle: p.num_idle(),
+            max: p.options().get_max_connections(),
+        };
+        match self.backend {
+            Backend::Postgres => vec![stats("main", &self.write)],
+            Backend::Sqlite => vec![stats("write", &self.write), stats("read", &self.read)],
+        }
+    }
+
+    /// Closes both pools (graceful shutdown).
+    async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+        self.probe.close().await;
     }
 }

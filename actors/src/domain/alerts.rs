@@ -19,6 +19,13 @@ pub enum AlertKind {
 }
 
 impl AlertKind {
+    /// Every kind, in the order dashboards list them.
+    pub const ALL: [AlertKind; 3] = [
+        AlertKind::LowStock,
+        AlertKind::OutOfStock,
+        AlertKind::PriceAnomaly,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             AlertKind::LowStock => "low_stock",

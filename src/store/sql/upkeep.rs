@@ -5,18 +5,15 @@ use skuwatch_actors::store::StoreError;
 
 use super::{db_error, SqlStore, IDEMPOTENCY_WINDOW_US};
 
-impl SqlStore {
-    /// Deletes idempotency keys past their 24 h window (API.md,
-    /// Conventions), so the table a client grows with fresh keys is bounded
-    /// by one window of writes; returns how many were deleted. A key older
-    /// than the window is already treated as new when reused.
-    pub async fn purge_idempotency_keys(&self) -> Result<u64, StoreError> {
-        let cutoff = Micros::now().0 - IDEMPOTENCY_WINDOW_US;
-        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_us < $1")
-            .bind(cutoff)
-            .execute(self.writer())
-            .await
-            .map_err(db_error)?;
-        Ok(done.rows_affected())
-    }
+/// [`skuwatch_actors::store::SkuStore::purge_idempotency_keys`]: deletes
+/// idempotency keys past their 24 h window (API.md, Conventions); a key
+/// older than the window is already treated as new when reused.
+pub(super) async fn purge_idempotency_keys(store: &SqlStore) -> Result<u64, StoreError> {
+    let cutoff = Micros::now().0 - IDEMPOTENCY_WINDOW_US;
+    let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_us < $1")
+        .bind(cutoff)
+        .execute(store.writer())
+        .await
+        .map_err(db_error)?;
+    Ok(done.rows_affected())
 }
