@@ -11,6 +11,8 @@
 //! - [`sku_actor`]: one actor per active SKU: cached state, serial writer.
 //! - [`registry`]: finds or activates a SKU's actor; the supervisor that
 //!   restarts failed actors; passivation of idle ones.
+//! - [`subscribers`]: the per-SKU subscriber sets the supervisor keeps;
+//!   they pin SKU actors and survive their restarts.
 //! - [`messages`]: what the actors understand.
 //! - [`metrics`]: names of the actor metrics (no per-SKU labels).
 
@@ -21,3 +23,4 @@ pub mod metrics;
 pub mod registry;
 pub mod sku_actor;
 pub mod store;
+pub mod subscribers;

@@ -15,6 +15,17 @@ pub const ACTOR_PASSIVATIONS: &str = "skuwatch_actor_passivations_total";
 /// Counter: SKU actors restarted by the supervisor after a failure.
 pub const ACTOR_RESTARTS: &str = "skuwatch_actor_restarts_total";
 
+/// Gauge: SKU actors kept active because their SKU has WebSocket
+/// subscribers (capped by `SKUWATCH_ACTOR_MAX_PINNED`).
+pub const ACTORS_PINNED: &str = "skuwatch_actors_pinned";
+/// Counter: idle subscribed SKU actors passivated because the pin cap was
+/// reached (their subscribers still get every change).
+pub const ACTOR_PINS_REFUSED: &str = "skuwatch_actor_pins_refused_total";
+
+pub(crate) fn set_pinned(count: usize) {
+    metrics::gauge!(ACTORS_PINNED).set(count as f64);
+}
+
 /// Sets [`ACTORS_ACTIVE`] from the registry's map, the one source of truth
 /// (incrementing and decrementing separately could drift on races).
 pub(crate) fn set_active(count: usize) {

@@ -14,7 +14,7 @@ use crate::domain::WriteMeta;
 use crate::domain::{Committed, Sku, SkuCode};
 use crate::messages::{Claim, InjectedFaults, SkuMsg, SupervisorMsg, WriteRequest};
 use crate::metrics;
-use crate::sku_actor::{SkuActor, SkuContext};
+use crate::sku_actor::{Pinning, SkuActor, SkuContext};
 use crate::store::Idempotency;
 use crate::store::{AdjustmentLine, SkuStore, StoreError, WriteOutcome};
 
@@ -52,6 +52,8 @@ pub struct RegistryConfig {
     /// SKU is left inactive until its next use.
     pub max_restarts: u32,
     pub restart_window: Duration,
+    /// Subscribed SKUs pin their actors, up to a cap (see [`Pinning`]).
+    pub pinning: Pinning,
     /// Test-only fault injection; never read from the environment.
     #[doc(hidden)]
     pub faults: InjectedFaults,
@@ -64,6 +66,7 @@ impl Default for RegistryConfig {
             call_timeout: Duration::from_secs(20),
             max_restarts: 5,
             restart_window: Duration::from_secs(60),
+            pinning: Pinning::default(),
             faults: InjectedFaults::default(),
         }
     }
@@ -109,6 +112,7 @@ impl Registry {
             bus,
             actors: actors.clone(),
             idle: config.idle,
+            pinning: config.pinning.clone(),
             faults: config.faults.clone(),
         };
         let (supervisor, _) = Actor::spawn(None, SkuSupervisor, (ctx.clone(), config.clone()))

@@ -1,6 +1,7 @@
 //! The SKU actor: the cached state of one SKU and the serial writer for it
 //! on this instance.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use crate::bus::EventBus;
 use crate::domain::{DomainError, Sku, SkuCode};
 use crate::messages::{InjectedFaults, SkuMsg};
 use crate::store::{SkuStore, StoreError, WriteOutcome};
+use crate::subscribers::Pins;
 
 /// Everything a SKU actor needs; shared by all actors of an instance.
 #[derive(Clone)]
@@ -21,6 +23,8 @@ pub struct SkuContext {
     pub actors: Arc<DashMap<SkuCode, ActorRef<SkuMsg>>>,
     /// Unused this long, the actor stops (passivation).
     pub idle: Duration,
+    /// Which SKUs are subscribed, and how many actors they may pin.
+    pub pinning: Pinning,
     /// Test-only faults (none in production).
     #[doc(hidden)]
     pub faults: InjectedFaults,
@@ -38,6 +42,8 @@ pub struct SkuActorState {
     last_used: Instant,
     /// A [`SkuMsg::StopIfAbsent`] is queued.
     stop_pending: bool,
+    /// Holds one of [`Pinning::max`] pins: subscribed, so not passivated.
+    pinned: bool,
 }
 
 impl SkuActorState {
@@ -105,6 +111,88 @@ impl SkuActorState {
     }
 }
 
+/// Pinning: a SKU with subscribers is not passivated, so its cached state
+/// stays warm for the changes its watchers are shown. The subscriber sets
+/// live in the supervisor's table ([`crate::subscribers`]), which outlives
+/// the actor: a restarted or re-activated actor finds its set there and
+/// pins itself again at its next idle check. Pins are capped
+/// ([`Pinning::max`]): past the cap a subscribed SKU's actor passivates as
+/// any other (its subscribers still get every change: delivery does not go
+/// through the actor), and the refusal is counted.
+#[derive(Clone)]
+pub struct Pinning {
+    /// `None`: nothing pins (an instance without sessions, unit tests).
+    pub pins: Option<Arc<dyn Pins>>,
+    /// Most actors pinned at once on this instance.
+    pub max: usize,
+    /// Actors pinned now (the [`crate::metrics::ACTORS_PINNED`] gauge).
+    pub count: Arc<AtomicUsize>,
+}
+
+impl Default for Pinning {
+    fn default() -> Self {
+        Self {
+            pins: None,
+            max: 10_000,
+            count: Arc::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Pinning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pinning")
+            .field("max", &self.max)
+            .field("count", &self.count)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SkuActorState {
+    /// Whether the actor stays although idle: its SKU has subscribers and it
+    /// holds (or can take) a pin. Drops its pin once unsubscribed.
+    fn stays_pinned(&mut self) -> bool {
+        let pinning = &self.ctx.pinning;
+        let subscribed = pinning
+            .pins
+            .as_ref()
+            .is_some_and(|pins| pins.is_subscribed(&self.sku));
+        if !subscribed {
+            self.unpin();
+            return false;
+        }
+        if !self.pinned {
+            let max = pinning.max;
+            self.pinned = pinning
+                .count
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < max).then_some(n + 1)
+                })
+                .is_ok();
+            if self.pinned {
+                crate::metrics::set_pinned(pinning.count.load(Ordering::Acquire));
+            } else {
+                ::metrics::counter!(crate::metrics::ACTOR_PINS_REFUSED).increment(1);
+            }
+        }
+        self.pinned
+    }
+
+    fn unpin(&mut self) {
+        if std::mem::take(&mut self.pinned) {
+            let left = self.ctx.pinning.count.fetch_sub(1, Ordering::AcqRel) - 1;
+            crate::metrics::set_pinned(left);
+        }
+    }
+}
+
+/// However the actor ends (passivated, stopped, failed), its pin is freed.
+impl Drop for SkuActorState {
+    fn drop(&mut self) {
+        self.unpin();
+    }
+}
+
 impl Actor for SkuActor {
     type Msg = SkuMsg;
     type State = SkuActorState;
@@ -123,6 +211,7 @@ impl Actor for SkuActor {
             cached: None,
             last_used: Instant::now(),
             stop_pending: false,
+            pinned: false,
         })
     }
 
@@ -195,7 +284,7 @@ impl Actor for SkuActor {
             SkuMsg::Apply(change) => state.apply(&change.sku).await,
             SkuMsg::Offer(sku) => state.offer(&sku),
             SkuMsg::IdleCheck => {
-                if state.last_used.elapsed() >= state.ctx.idle {
+                if state.last_used.elapsed() >= state.ctx.idle && !state.stays_pinned() {
                     state.leave(&myself, "passivated");
                 }
             }

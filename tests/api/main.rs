@@ -12,6 +12,7 @@ mod input;
 mod limits;
 mod observability;
 mod openapi;
+mod push_actors;
 mod redis_proxy;
 mod replay;
 mod scaleout;
