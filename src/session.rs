@@ -21,13 +21,12 @@
 //!
 //! A failure of the actor (a bug: an error or a panic in a handler) closes
 //! its socket with 1011 and nothing else: the supervisor counts it, the
-//! session's state is dropped (which leaves every subscriber set and the
-//! per-user count), and the task that spawned the actor finds the socket's
-//! writing half handed back and sends the close frame.
+//! session's state is dropped, which leaves every subscriber set and the
+//! per-user count and closes the socket with 1011 (see `Writer`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -61,8 +60,6 @@ const REPLAY_PAGE: i64 = 500;
 const INTERNAL_ERROR: u16 = 1011;
 
 type Sink = SplitSink<WebSocket, Message>;
-/// Where a failed session's writing half goes back to its spawner.
-type Handback = Arc<Mutex<Option<Sink>>>;
 
 /// What a session actor handles.
 pub enum SessionMsg {
@@ -99,31 +96,16 @@ pub async fn run(
     claims: Option<Claims>,
     slot: Option<SessionSlot>,
 ) {
-    let handback = Handback::default();
     let args = SessionArgs {
         id: app.sessions.next_id(),
         app: app.clone(),
         socket,
         claims,
         slot,
-        handback: handback.clone(),
         span: tracing::Span::current(),
     };
-    let Some(done) = app.sessions.spawn(args).await else {
-        return;
-    };
-    let _ = done.await;
-    let sink = handback.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Some(mut sink) = sink {
-        let frame = CloseFrame {
-            code: INTERNAL_ERROR,
-            reason: Utf8Bytes::from_static("internal error"),
-        };
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            sink.send(Message::Close(Some(frame))),
-        )
-        .await;
+    if let Some(done) = app.sessions.spawn(args).await {
+        let _ = done.await;
     }
 }
 
@@ -133,24 +115,37 @@ pub struct SessionArgs {
     socket: WebSocket,
     claims: Option<Claims>,
     slot: Option<SessionSlot>,
-    handback: Handback,
     /// The upgrade request's span (and request id), for the log lines.
     span: tracing::Span,
 }
 
 /// The socket's writing half. However the actor ends without closing the
-/// socket itself (a failure), the half goes back to the spawner, which
-/// closes with 1011.
+/// socket itself (a failure: an error or a panic), dropping its state
+/// closes the socket with 1011, from a task the graceful shutdown waits for.
 struct Writer {
     sink: Option<Sink>,
-    handback: Handback,
+    tasks: tokio_util::task::TaskTracker,
 }
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        if let Some(sink) = self.sink.take() {
-            *self.handback.lock().unwrap_or_else(|e| e.into_inner()) = Some(sink);
+        let Some(mut sink) = self.sink.take() else {
+            return;
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
         }
+        self.tasks.spawn(async move {
+            let frame = CloseFrame {
+                code: INTERNAL_ERROR,
+                reason: Utf8Bytes::from_static("internal error"),
+            };
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                sink.send(Message::Close(Some(frame))),
+            )
+            .await;
+        });
     }
 }
 
@@ -219,7 +214,6 @@ impl Actor for SessionActor {
             socket,
             claims,
             slot,
-            handback,
             span,
         } = args;
         let deadline = match &claims {
@@ -241,6 +235,7 @@ impl Actor for SessionActor {
             }),
         ));
         let (sink, stream) = socket.split();
+        let tasks = app.tasks.clone();
         let reader = tokio::spawn(
             read(
                 stream,
@@ -269,7 +264,7 @@ impl Actor for SessionActor {
             span,
             writer: Writer {
                 sink: Some(sink),
-                handback,
+                tasks,
             },
             reader,
             ping_timer,
