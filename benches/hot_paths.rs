@@ -88,10 +88,13 @@ fn outbox(c: &mut Criterion) {
     group.bench_function("push 1024 in order + drain", |b| {
         b.iter_batched(
             || {
-                Outbox::new(OutboxLimits {
-                    queue: 1024,
-                    conflated: 10_000,
-                })
+                Outbox::new(
+                    OutboxLimits {
+                        queue: 1024,
+                        conflated: 10_000,
+                    },
+                    Box::new(|| {}),
+                )
             },
             |outbox| {
                 for m in &messages {
@@ -105,10 +108,13 @@ fn outbox(c: &mut Criterion) {
     group.bench_function("push 1024 conflating (queue 16, 64 SKUs) + drain", |b| {
         b.iter_batched(
             || {
-                Outbox::new(OutboxLimits {
-                    queue: 16,
-                    conflated: 10_000,
-                })
+                Outbox::new(
+                    OutboxLimits {
+                        queue: 16,
+                        conflated: 10_000,
+                    },
+                    Box::new(|| {}),
+                )
             },
             |outbox| {
                 for m in &messages {

@@ -87,6 +87,13 @@ pub struct Settings {
     #[arg(long, env = "SKUWATCH_ACTOR_IDLE_SECS", default_value_t = 300)]
     pub actor_idle_secs: u64,
 
+    /// Most SKU actors kept active at once because their SKU has WebSocket
+    /// subscribers (pinned: not passivated). Past it, subscribed SKUs'
+    /// actors passivate as others do; their subscribers still get every
+    /// change (`skuwatch_actor_pins_refused_total`).
+    #[arg(long, env = "SKUWATCH_ACTOR_MAX_PINNED", default_value_t = 10_000)]
+    pub actor_max_pinned: usize,
+
     /// Redis for scale-out (`redis://host:6379/0`): the event bus between
     /// instances and the shared SKU state cache. Unset: an in-process bus
     /// serves one instance.

@@ -1,11 +1,30 @@
 //! The feed: turns what the bus delivers (possibly late, out of order, or
 //! lost) into the gap-free stream of changes in `event_id` order, and hands
-//! each change to the SKU actors and the hub.
+//! each change to the SKU actors' caches and to their subscribers.
 //!
 //! Event ids are assigned by the database without gaps and become visible in
 //! id order (see `migrations/*/0001_core.sql`), so a missing id is a change
 //! still on its way or lost by the bus; after a short wait it is read from
 //! the database.
+//!
+//! # Delivery follows this order
+//! A client resumes with `since` = the last `event_id` it saw, so a session
+//! must receive the changes of all its SKUs in `event_id` order: one that
+//! saw 12 before 11 and then reconnects with `since: 12` never gets 11. If
+//! each SKU actor forwarded its own changes, two actors on two threads would
+//! reorder changes across SKUs. So the actors own the subscriber sets (the
+//! per-SKU sets their supervisor keeps, [`skuwatch_actors::subscribers`],
+//! and the catalog actor's `all`/`alerts`, [`crate::catalog`]) and publish
+//! them read-only; this feed, the one place that knows the order, drives
+//! delivery through them: each change is serialised once and the shared
+//! bytes are pushed into each subscribed session's bounded outbox, in id
+//! order. Nothing here waits for a session.
+//!
+//! # Bounds
+//! The bus hands changes over through a bounded queue; when it overflows
+//! ([`RecvError::Lagged`]) the missed changes are read from the database
+//! (counted, `skuwatch_push_dropped_total{queue="feed"}`). A session's
+//! outbox is bounded and conflates (`crate::outbox`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,7 +37,8 @@ use skuwatch_actors::store::SkuStore;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::Hub;
+use crate::catalog::Catalog;
+use crate::outbox::{Outgoing, SkuSubscribers};
 
 /// How long an id may be missing before it is read from the database.
 const GAP_WAIT: Duration = Duration::from_millis(100);
@@ -30,7 +50,8 @@ pub struct Feed {
     store: Arc<dyn SkuStore>,
     bus: Arc<dyn EventBus>,
     registry: Registry,
-    hub: Arc<Hub>,
+    subscribers: Arc<SkuSubscribers>,
+    catalog: Catalog,
     /// The next `event_id` to dispatch.
     next: i64,
     pending: BTreeMap<i64, Arc<Committed>>,
@@ -43,17 +64,18 @@ impl Feed {
         store: Arc<dyn SkuStore>,
         bus: Arc<dyn EventBus>,
         registry: Registry,
-        hub: Arc<Hub>,
+        subscribers: Arc<SkuSubscribers>,
+        catalog: Catalog,
         shutdown: CancellationToken,
     ) -> Result<tokio::task::JoinHandle<()>, skuwatch_actors::store::StoreError> {
         let receiver = bus.subscribe();
         let last = store.last_event_id().await?;
-        hub.set_position(last);
         let feed = Feed {
             store,
             bus,
             registry,
-            hub,
+            subscribers,
+            catalog,
             next: last + 1,
             pending: BTreeMap::new(),
             gap_since: None,
@@ -83,6 +105,7 @@ impl Feed {
                 received = receiver.recv() => match received {
                     Ok(change) => self.offer(change),
                     Err(RecvError::Lagged(missed)) => {
+                        crate::metrics::push_dropped("feed", missed);
                         tracing::warn!(missed, "feed lagged behind the bus; catching up from the database");
                         self.catch_up().await;
                     }
@@ -121,9 +144,27 @@ impl Feed {
         }
     }
 
+    /// Hands one change, in `event_id` order, to its SKU's actor (cache)
+    /// and to every subscriber: serialised once, the bytes shared.
     fn dispatch(&mut self, change: &Arc<Committed>) {
         self.registry.apply(change);
-        self.hub.dispatch(change);
+        let message = Arc::new(Outgoing::new(change));
+        let catalog = self.catalog.view();
+        for outbox in &catalog.all {
+            outbox.push(&message);
+        }
+        self.subscribers
+            .for_each(&change.sku.sku, |outbox| outbox.push(&message));
+        if !change.alerts.is_empty() && !catalog.alerts.is_empty() {
+            for alert in &change.alerts {
+                let text: Arc<str> = serde_json::json!({ "type": "alert", "alert": alert })
+                    .to_string()
+                    .into();
+                for outbox in &catalog.alerts {
+                    outbox.push_alert(&text);
+                }
+            }
+        }
         self.next = change.event.event_id + 1;
     }
 
@@ -147,7 +188,6 @@ impl Feed {
                 .increment(1);
             self.next = newest + 1;
             self.pending.clear();
-            self.hub.set_position(newest);
         }
     }
 
@@ -156,6 +196,7 @@ impl Feed {
     /// a bus with a shared state hash (Redis) brings that hash up to date.
     /// What is read back carries the alerts pushed with it live (the
     /// `events.alerts` column), so `alerts` sessions miss none.
+    #[tracing::instrument(level = "debug", skip_all, fields(from = self.next))]
     async fn catch_up(&mut self) {
         loop {
             let page = match self.store.events_after(self.next - 1, PAGE, None).await {
@@ -236,7 +277,8 @@ mod tests {
             dyn_store,
             dyn_bus,
             registry.clone(),
-            Arc::new(Hub::default()),
+            Arc::new(SkuSubscribers::default()),
+            Catalog::start().await.unwrap(),
             shutdown.clone(),
         )
         .await

@@ -9,9 +9,11 @@
 //! - [`bus`]: the event bus between instances: in process, or Redis pub/sub
 //!   with the shared SKU state cache.
 //! - [`feed`]: the bus made into a gap-free, ordered stream of changes.
-//! - [`hub`]: fan-out of that stream to WebSocket sessions.
+//! - [`catalog`]: the catalog actor, owner of the `all` and `alerts`
+//!   subscriptions.
+//! - [`session`]: one supervised actor per WebSocket session.
 //! - [`outbox`]: a session's bounded queue with conflation.
-//! - [`http`]: the REST API; [`ws`]: the WebSocket sessions.
+//! - [`http`]: the REST API; [`ws`]: the WebSocket upgrade and messages.
 //! - [`import`]: CSV catalog import; [`replay`]: the real-data replay client.
 //! - [`metrics`]: every Prometheus metric name, its help text and buckets.
 //!
@@ -20,20 +22,22 @@
 //!
 //! Write path: handler -> SKU actor -> one transaction (row + event with the
 //! next global `event_id`) -> bus. Push path: bus -> [`feed`] (order, gaps
-//! filled from the database) -> SKU actor cache and [`hub`] -> session
-//! [`outbox`] -> WebSocket.
+//! filled from the database) -> SKU actor cache, and through the subscriber
+//! sets of the SKU actors and the [`catalog`] actor -> session [`outbox`] ->
+//! [`session`] actor -> WebSocket.
 
 pub mod auth;
 pub mod bus;
+pub mod catalog;
 pub mod config;
 pub mod cursor;
 pub mod feed;
 pub mod http;
-pub mod hub;
 pub mod import;
 pub mod metrics;
 pub mod outbox;
 pub mod replay;
+pub mod session;
 pub mod store;
 pub mod ws;
 
@@ -43,6 +47,7 @@ use std::time::Duration;
 
 use skuwatch_actors::bus::EventBus;
 use skuwatch_actors::registry::{ActorError, Registry, RegistryConfig};
+use skuwatch_actors::sku_actor::Pinning;
 use skuwatch_actors::store::{SkuStore, StoreError};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -195,7 +200,7 @@ fn spawn_refresher(
             }
             metrics::set_pool_stats(&store.pool_stats());
             ::metrics::gauge!(metrics::LOGIN_THROTTLE_KEYS).set(state.throttle.keys() as f64);
-            ::metrics::gauge!(metrics::WS_SUBSCRIBED_SKUS).set(state.hub.subscribed_skus() as f64);
+            ::metrics::gauge!(metrics::WS_SUBSCRIBED_SKUS).set(state.subscribers.skus() as f64);
             match store.summary().await {
                 Ok(summary) => metrics::set_stock_health(&summary),
                 Err(error) => tracing::warn!(%error, "stock-health gauges not refreshed"),
@@ -261,11 +266,17 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
     bootstrap_admin(store.as_ref(), &settings).await?;
     let shutdown = CancellationToken::new();
     let bus = event_bus(&settings, &shutdown)?;
+    let subscribers = Arc::new(outbox::SkuSubscribers::default());
     let registry = Registry::start(
         store.clone(),
         bus.clone(),
         RegistryConfig {
             idle: Duration::from_secs(settings.actor_idle_secs.max(1)),
+            pinning: Pinning {
+                pins: Some(subscribers.clone()),
+                max: settings.actor_max_pinned,
+                ..Pinning::default()
+            },
             call_timeout: Duration::from_millis(settings.actor_queue_timeout_ms.max(1)),
             mailbox: settings.actor_mailbox.max(1),
             faults: settings.inject_faults.clone(),
@@ -273,12 +284,18 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
         },
     )
     .await?;
-    let hub = Arc::new(hub::Hub::default());
+    let catalog = catalog::Catalog::start()
+        .await
+        .map_err(|e| ActorError::Unavailable(e.to_string()))?;
+    let sessions = session::Sessions::start()
+        .await
+        .map_err(|e| ActorError::Unavailable(e.to_string()))?;
     let feed = feed::Feed::start(
         store.clone(),
         bus.clone(),
         registry.clone(),
-        hub.clone(),
+        subscribers.clone(),
+        catalog.clone(),
         shutdown.clone(),
     )
     .await?;
@@ -294,7 +311,9 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
             settings.forwarded_header,
         ),
         registry,
-        hub,
+        subscribers,
+        catalog,
+        sessions,
         bus,
         settings,
         ws_sessions: Default::default(),
@@ -400,6 +419,8 @@ impl App {
         }
         let _ = self.feed.await;
         let _ = self.refresher.await;
+        self.state.sessions.stop();
+        self.state.catalog.stop();
         self.state.registry.stop();
         // A write past the deadline may still hold a connection; closing
         // waits for it, so this too is bounded (see above for why that is

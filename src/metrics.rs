@@ -22,8 +22,8 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use skuwatch_actors::domain::{AlertKind, AlertStatus, Committed};
 pub use skuwatch_actors::metrics::{
-    ACTORS_ACTIVE, ACTOR_ACTIVATIONS, ACTOR_COMMIT_WRITES, ACTOR_MAILBOX_REFUSED,
-    ACTOR_PASSIVATIONS, ACTOR_RESTARTS,
+    ACTORS_ACTIVE, ACTORS_PINNED, ACTOR_ACTIVATIONS, ACTOR_COMMIT_WRITES, ACTOR_MAILBOX_REFUSED,
+    ACTOR_PASSIVATIONS, ACTOR_PINS_REFUSED, ACTOR_RESTARTS,
 };
 
 // --- HTTP --------------------------------------------------------------
@@ -109,6 +109,11 @@ pub const LOGIN_THROTTLE_KEYS: &str = "skuwatch_login_throttle_keys";
 /// Gauge: distinct SKU codes with at least one WebSocket subscriber (codes
 /// need not exist yet; bounded per session and sessions per user).
 pub const WS_SUBSCRIBED_SKUS: &str = "skuwatch_ws_subscribed_skus";
+/// Counter `{queue}`: changes a bounded push-path queue dropped; each is
+/// made good from the database or by conflation. `queue`: `feed` (the bus's
+/// hand-over to the feed overflowed; the feed read them back from the
+/// database).
+pub const PUSH_DROPPED: &str = "skuwatch_push_dropped_total";
 /// Counter: idempotency keys deleted after their 24 h window.
 pub const IDEMPOTENCY_KEYS_PURGED: &str = "skuwatch_idempotency_keys_purged_total";
 /// Counter `{kind}`: requests refused with 503 because a bounded wait
@@ -153,16 +158,19 @@ pub enum DropReason {
     TooBig,
     /// 1001: the server is shutting down.
     Shutdown,
+    /// 1011: the session actor failed (a bug); only its own socket closes.
+    Failed,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::TooSlow,
         DropReason::DeadPeer,
         DropReason::Unauthenticated,
         DropReason::Forbidden,
         DropReason::TooBig,
         DropReason::Shutdown,
+        DropReason::Failed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -173,6 +181,7 @@ impl DropReason {
             DropReason::Forbidden => "forbidden",
             DropReason::TooBig => "too_big",
             DropReason::Shutdown => "shutdown",
+            DropReason::Failed => "failed",
         }
     }
 }
@@ -258,7 +267,7 @@ fn describe() {
         Count,
         "Changes a slow session skipped because a newer change of the same SKU replaced them"
     );
-    describe_counter!(WS_SESSIONS_DROPPED, Count, "WebSocket sessions closed by the server, by reason (too_slow, dead_peer, unauthenticated, forbidden, too_big, shutdown)");
+    describe_counter!(WS_SESSIONS_DROPPED, Count, "WebSocket sessions closed by the server, by reason (too_slow, dead_peer, unauthenticated, forbidden, too_big, shutdown, failed)");
     describe_histogram!(
         WS_PUSH_LATENCY,
         Seconds,
@@ -317,6 +326,21 @@ fn describe() {
         ACTOR_MAILBOX_REFUSED,
         Count,
         "Writes refused with 503 overloaded because their SKU already held SKUWATCH_ACTOR_MAILBOX writes not yet answered"
+    );
+    describe_gauge!(
+        ACTORS_PINNED,
+        Count,
+        "SKU actors kept active because their SKU has WebSocket subscribers"
+    );
+    describe_counter!(
+        ACTOR_PINS_REFUSED,
+        Count,
+        "Idle subscribed SKU actors passivated because SKUWATCH_ACTOR_MAX_PINNED was reached"
+    );
+    describe_counter!(
+        PUSH_DROPPED,
+        Count,
+        "Changes a bounded push-path queue dropped and that were made good from the database, by queue"
     );
     describe_gauge!(
         DB_POOL_CONNECTIONS,
@@ -394,6 +418,7 @@ fn zero_known_series() {
     for scope in ["pair", "address", "user"] {
         counter!(LOGIN_THROTTLED, "scope" => scope).absolute(0);
     }
+    counter!(PUSH_DROPPED, "queue" => "feed").absolute(0);
     for kind in ["overloaded", "outcome_unknown"] {
         counter!(REFUSED_503, "kind" => kind).absolute(0);
     }
@@ -408,6 +433,7 @@ fn zero_known_series() {
         ACTOR_PASSIVATIONS,
         ACTOR_RESTARTS,
         ACTOR_MAILBOX_REFUSED,
+        ACTOR_PINS_REFUSED,
         IDEMPOTENCY_KEYS_PURGED,
         WRITE_QUEUE_REFUSED,
     ] {
@@ -415,6 +441,7 @@ fn zero_known_series() {
     }
     gauge!(WS_SESSIONS_OPEN).set(0.0);
     gauge!(ACTORS_ACTIVE).set(0.0);
+    gauge!(ACTORS_PINNED).set(0.0);
     gauge!(HTTP_IN_FLIGHT).set(0.0);
 }
 
@@ -439,6 +466,11 @@ pub fn ws_message_sent(kind: &'static str) {
 /// Counts a refused feed position; see [`CURSOR_REFUSED`].
 pub fn cursor_refused(code: &'static str, via: &'static str) {
     counter!(CURSOR_REFUSED, "code" => code, "via" => via).increment(1);
+}
+
+/// Counts changes a bounded push-path queue dropped; see [`PUSH_DROPPED`].
+pub fn push_dropped(queue: &'static str, count: u64) {
+    counter!(PUSH_DROPPED, "queue" => queue).increment(count);
 }
 
 /// Counts a session the server closed.

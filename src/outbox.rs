@@ -1,18 +1,26 @@
 //! The bounded outgoing queue of one WebSocket session, with conflation.
 //!
-//! The hub pushes without ever waiting: a slow client costs its own session
-//! memory (bounded here), never the hub's time. Up to `queue` messages are
+//! The ordered feed pushes without ever waiting: a slow client costs its own
+//! session memory (bounded here), never the feed's time. Up to `queue` messages are
 //! kept in order; past that, only the newest message per SKU is kept
 //! (conflation, sent with `"conflated": true`); past `conflated` distinct
 //! SKUs the session is marked too slow and is closed with 4408.
+//!
+//! The outbox wakes its session actor with one message (`wake`) when it
+//! goes from idle to holding something, and not again until the session has
+//! drained it: however fast changes arrive, the session's mailbox holds at
+//! most one such message.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Utf8Bytes;
 use indexmap::IndexMap;
 use skuwatch_actors::domain::{Committed, SkuCode};
-use tokio::sync::Notify;
+
+/// The per-SKU subscriber sets of this instance's sessions.
+pub type SkuSubscribers = skuwatch_actors::subscribers::SubscriberTable<Arc<Outbox>>;
 
 /// One change, serialised once for every session that receives it.
 #[derive(Debug)]
@@ -86,24 +94,36 @@ struct State {
     alerts: VecDeque<Arc<str>>,
     queue: VecDeque<Arc<Outgoing>>,
     conflated: IndexMap<SkuCode, Arc<Outgoing>>,
-    /// The hub dispatches in `event_id` order; anything not newer is a
+    /// The feed dispatches in `event_id` order; anything not newer is a
     /// duplicate (a session subscribed to a SKU and to all).
     last_event_id: i64,
     too_slow: bool,
 }
 
+/// Tells the session that its outbox holds something (sends it a message).
+pub type Wake = Box<dyn Fn() + Send + Sync>;
+
 pub struct Outbox {
     state: Mutex<State>,
-    ready: Notify,
+    /// A wake is sent and the session has not drained since.
+    woken: AtomicBool,
+    wake: Wake,
     limits: OutboxLimits,
 }
 
 impl Outbox {
-    pub fn new(limits: OutboxLimits) -> Self {
+    pub fn new(limits: OutboxLimits, wake: Wake) -> Self {
         Self {
             state: Mutex::new(State::default()),
-            ready: Notify::new(),
+            woken: AtomicBool::new(false),
+            wake,
             limits,
+        }
+    }
+
+    fn notify(&self) {
+        if !self.woken.swap(true, Ordering::AcqRel) {
+            (self.wake)();
         }
     }
 
@@ -133,7 +153,7 @@ impl Outbox {
                 }
             }
         }
-        self.ready.notify_one();
+        self.notify();
     }
 
     /// Queues an alert message. Alerts are rare (one per threshold
@@ -154,16 +174,12 @@ impl Outbox {
                 state.alerts.push_back(text.clone());
             }
         }
-        self.ready.notify_one();
+        self.notify();
     }
 
-    /// Waits until something is queued.
-    pub async fn ready(&self) {
-        self.ready.notified().await
-    }
-
-    /// Takes everything queued.
+    /// Takes everything queued; the next push wakes the session again.
     pub fn drain(&self) -> Drained {
+        self.woken.store(false, Ordering::Release);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         Drained {
             alerts: state.alerts.drain(..).collect(),
@@ -190,10 +206,13 @@ mod tests {
 
     #[test]
     fn a_slow_session_keeps_only_the_newest_message_per_sku_past_its_queue() {
-        let outbox = Outbox::new(OutboxLimits {
-            queue: 2,
-            conflated: 10,
-        });
+        let outbox = Outbox::new(
+            OutboxLimits {
+                queue: 2,
+                conflated: 10,
+            },
+            Box::new(|| {}),
+        );
         for (id, sku) in [(1, "A"), (2, "B"), (3, "A"), (4, "B"), (5, "A")] {
             outbox.push(&message(id, sku));
         }
@@ -210,10 +229,13 @@ mod tests {
 
     #[test]
     fn too_many_conflated_skus_mark_the_session_too_slow_and_free_the_queue() {
-        let outbox = Outbox::new(OutboxLimits {
-            queue: 1,
-            conflated: 2,
-        });
+        let outbox = Outbox::new(
+            OutboxLimits {
+                queue: 1,
+                conflated: 2,
+            },
+            Box::new(|| {}),
+        );
         for (id, sku) in [(1, "A"), (2, "B"), (3, "C"), (4, "D")] {
             outbox.push(&message(id, sku));
         }
@@ -224,12 +246,36 @@ mod tests {
 
     #[test]
     fn a_message_seen_twice_is_queued_once() {
-        let outbox = Outbox::new(OutboxLimits {
-            queue: 10,
-            conflated: 10,
-        });
+        let outbox = Outbox::new(
+            OutboxLimits {
+                queue: 10,
+                conflated: 10,
+            },
+            Box::new(|| {}),
+        );
         outbox.push(&message(1, "A"));
         outbox.push(&message(1, "A"));
         assert_eq!(outbox.drain().in_order.len(), 1);
+    }
+
+    #[test]
+    fn the_session_is_woken_once_until_it_drains() {
+        let wakes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = wakes.clone();
+        let outbox = Outbox::new(
+            OutboxLimits {
+                queue: 10,
+                conflated: 10,
+            },
+            Box::new(move || {
+                counted.fetch_add(1, Ordering::Relaxed);
+            }),
+        );
+        outbox.push(&message(1, "A"));
+        outbox.push(&message(2, "B"));
+        assert_eq!(wakes.load(Ordering::Relaxed), 1);
+        outbox.drain();
+        outbox.push(&message(3, "A"));
+        assert_eq!(wakes.load(Ordering::Relaxed), 2);
     }
 }

@@ -21,6 +21,17 @@ pub const ACTOR_COMMIT_WRITES: &str = "skuwatch_actor_commit_writes";
 /// already held `SKUWATCH_ACTOR_MAILBOX` writes not yet answered.
 pub const ACTOR_MAILBOX_REFUSED: &str = "skuwatch_actor_mailbox_refused_total";
 
+/// Gauge: SKU actors kept active because their SKU has WebSocket
+/// subscribers (capped by `SKUWATCH_ACTOR_MAX_PINNED`).
+pub const ACTORS_PINNED: &str = "skuwatch_actors_pinned";
+/// Counter: idle subscribed SKU actors passivated because the pin cap was
+/// reached (their subscribers still get every change).
+pub const ACTOR_PINS_REFUSED: &str = "skuwatch_actor_pins_refused_total";
+
+pub(crate) fn set_pinned(count: usize) {
+    metrics::gauge!(ACTORS_PINNED).set(count as f64);
+}
+
 /// Sets [`ACTORS_ACTIVE`] from the registry's map, the one source of truth
 /// (incrementing and decrementing separately could drift on races).
 pub(crate) fn set_active(count: usize) {

@@ -20,7 +20,7 @@ use crate::domain::WriteMeta;
 use crate::domain::{Committed, Sku, SkuCode};
 use crate::messages::{Claim, InjectedFaults, SkuMsg, SupervisorMsg, WriteRequest};
 use crate::metrics;
-use crate::sku_actor::{CommitStats, SkuActor, SkuContext};
+use crate::sku_actor::{CommitStats, Pinning, SkuActor, SkuContext};
 use crate::store::Idempotency;
 use crate::store::{AdjustmentLine, SkuStore, StoreError, WriteJob, WriteOutcome};
 
@@ -67,6 +67,8 @@ pub struct RegistryConfig {
     /// mailboxes are unbounded; this bound stands in front of them
     /// (`SKUWATCH_ACTOR_MAILBOX`).
     pub mailbox: usize,
+    /// Subscribed SKUs pin their actors, up to a cap (see [`Pinning`]).
+    pub pinning: Pinning,
     /// Test-only fault injection; never read from the environment.
     #[doc(hidden)]
     pub faults: InjectedFaults,
@@ -80,6 +82,7 @@ impl Default for RegistryConfig {
             max_restarts: 5,
             restart_window: Duration::from_secs(60),
             mailbox: 1024,
+            pinning: Pinning::default(),
             faults: InjectedFaults::default(),
         }
     }
@@ -146,6 +149,7 @@ impl Registry {
             actors: actors.clone(),
             idle: config.idle,
             stats: Arc::new(CommitStats::default()),
+            pinning: config.pinning.clone(),
             faults: config.faults.clone(),
         };
         let (supervisor, _) = Actor::spawn(None, SkuSupervisor, (ctx.clone(), config.clone()))

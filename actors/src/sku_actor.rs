@@ -16,7 +16,7 @@
 //! against the state the one before it left).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,7 @@ use crate::bus::EventBus;
 use crate::domain::{Committed, DomainError, Sku, SkuCode, WriteMeta};
 use crate::messages::{Claim, InjectedFaults, SkuMsg, WriteReply};
 use crate::store::{SkuStore, StoreError, WriteJob, WriteOutcome};
+use crate::subscribers::Pins;
 
 /// Most jobs in one commit call of a SKU actor (the store's group size):
 /// a longer pending list is committed over several calls, in order.
@@ -47,6 +48,8 @@ pub struct SkuContext {
     /// instance (tests and benchmarks read writes per commit here; the
     /// histogram [`crate::metrics::ACTOR_COMMIT_WRITES`] is process-wide).
     pub stats: Arc<CommitStats>,
+    /// Which SKUs are subscribed, and how many actors they may pin.
+    pub pinning: Pinning,
     /// Test-only faults (none in production).
     #[doc(hidden)]
     pub faults: InjectedFaults,
@@ -104,6 +107,8 @@ pub struct SkuActorState {
     /// The commit call running, if any: at most one at a time, so commits
     /// of this SKU's writes never overtake one another.
     in_flight: Option<InFlight>,
+    /// Holds one of [`Pinning::max`] pins: subscribed, so not passivated.
+    pinned: bool,
 }
 
 impl SkuActorState {
@@ -340,6 +345,88 @@ impl Drop for CommitReport {
     }
 }
 
+/// Pinning: a SKU with subscribers is not passivated, so its cached state
+/// stays warm for the changes its watchers are shown. The subscriber sets
+/// live in the supervisor's table ([`crate::subscribers`]), which outlives
+/// the actor: a restarted or re-activated actor finds its set there and
+/// pins itself again at its next idle check. Pins are capped
+/// ([`Pinning::max`]): past the cap a subscribed SKU's actor passivates as
+/// any other (its subscribers still get every change: delivery does not go
+/// through the actor), and the refusal is counted.
+#[derive(Clone)]
+pub struct Pinning {
+    /// `None`: nothing pins (an instance without sessions, unit tests).
+    pub pins: Option<Arc<dyn Pins>>,
+    /// Most actors pinned at once on this instance.
+    pub max: usize,
+    /// Actors pinned now (the [`crate::metrics::ACTORS_PINNED`] gauge).
+    pub count: Arc<AtomicUsize>,
+}
+
+impl Default for Pinning {
+    fn default() -> Self {
+        Self {
+            pins: None,
+            max: 10_000,
+            count: Arc::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Pinning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pinning")
+            .field("max", &self.max)
+            .field("count", &self.count)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SkuActorState {
+    /// Whether the actor stays although idle: its SKU has subscribers and it
+    /// holds (or can take) a pin. Drops its pin once unsubscribed.
+    fn stays_pinned(&mut self) -> bool {
+        let pinning = &self.ctx.pinning;
+        let subscribed = pinning
+            .pins
+            .as_ref()
+            .is_some_and(|pins| pins.is_subscribed(&self.sku));
+        if !subscribed {
+            self.unpin();
+            return false;
+        }
+        if !self.pinned {
+            let max = pinning.max;
+            self.pinned = pinning
+                .count
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < max).then_some(n + 1)
+                })
+                .is_ok();
+            if self.pinned {
+                crate::metrics::set_pinned(pinning.count.load(Ordering::Acquire));
+            } else {
+                ::metrics::counter!(crate::metrics::ACTOR_PINS_REFUSED).increment(1);
+            }
+        }
+        self.pinned
+    }
+
+    fn unpin(&mut self) {
+        if std::mem::take(&mut self.pinned) {
+            let left = self.ctx.pinning.count.fetch_sub(1, Ordering::AcqRel) - 1;
+            crate::metrics::set_pinned(left);
+        }
+    }
+}
+
+/// However the actor ends (passivated, stopped, failed), its pin is freed.
+impl Drop for SkuActorState {
+    fn drop(&mut self) {
+        self.unpin();
+    }
+}
+
 impl Actor for SkuActor {
     type Msg = SkuMsg;
     type State = SkuActorState;
@@ -360,6 +447,7 @@ impl Actor for SkuActor {
             stop_pending: false,
             pending: VecDeque::new(),
             in_flight: None,
+            pinned: false,
         })
     }
 
@@ -401,7 +489,10 @@ impl Actor for SkuActor {
             SkuMsg::Apply(change) => state.apply(&change.sku).await,
             SkuMsg::Offer(sku) => state.offer(&sku),
             SkuMsg::IdleCheck => {
-                if !state.busy() && state.last_used.elapsed() >= state.ctx.idle {
+                if !state.busy()
+                    && state.last_used.elapsed() >= state.ctx.idle
+                    && !state.stays_pinned()
+                {
                     state.leave(&myself, "passivated");
                 }
             }

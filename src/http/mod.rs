@@ -30,7 +30,6 @@ use skuwatch_actors::store::SkuStore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::hub::Hub;
 pub use auth::new_user;
 use error::{committed_or_error, ApiError, ErrorResponse, ProblemKind};
 pub use skus::DEFAULT_LOW_STOCK_THRESHOLD;
@@ -51,7 +50,13 @@ pub struct AppInner {
     /// says `"starting"` until then).
     pub bus_seen_up: Arc<std::sync::atomic::AtomicBool>,
     pub registry: Registry,
-    pub hub: Arc<Hub>,
+    /// Per-SKU subscriber sets of this instance's sessions, kept for the
+    /// SKU actors by their supervisor's side (`skuwatch_actors::subscribers`).
+    pub subscribers: Arc<crate::outbox::SkuSubscribers>,
+    /// The catalog actor: `all` and `alerts` subscriptions.
+    pub catalog: crate::catalog::Catalog,
+    /// The supervisor of the session actors.
+    pub sessions: crate::session::Sessions,
     /// For its connection state (`/readyz`, WebSocket notices).
     pub bus: Arc<dyn skuwatch_actors::bus::EventBus>,
     pub settings: Settings,

@@ -13,6 +13,7 @@ mod limits;
 mod observability;
 mod openapi;
 mod pipeline;
+mod push_actors;
 mod redis_proxy;
 mod replay;
 mod scaleout;
