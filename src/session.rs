@@ -80,21 +80,55 @@ pub enum SessionMsg {
     Fail,
 }
 
+/// The session's deadline (auth deadline, then the token's expiry), shared
+/// with the reader task, whose timer it drives: a timer in the reader costs
+/// no task of its own (BENCHMARKS.md, target 4: RSS a session). Whole
+/// milliseconds after `base`, rounded up, so the timer never fires before
+/// the deadline the actor checks.
+pub struct SharedDeadline {
+    base: tokio::time::Instant,
+    after_ms: AtomicU64,
+}
+
+impl SharedDeadline {
+    fn new(at: tokio::time::Instant) -> Self {
+        let shared = Self {
+            base: tokio::time::Instant::now(),
+            after_ms: AtomicU64::new(0),
+        };
+        shared.set(at);
+        shared
+    }
+
+    fn set(&self, at: tokio::time::Instant) {
+        let ms = at.saturating_duration_since(self.base).as_millis() + 1;
+        self.after_ms
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn get(&self) -> tokio::time::Instant {
+        self.base + Duration::from_millis(self.after_ms.load(Ordering::Relaxed))
+    }
+}
+
 /// Why the session ends.
 enum End {
     Closed,
     Close(u16, &'static str),
 }
 
-/// Serves one upgraded socket until its session actor ends. The task is
-/// tracked for graceful shutdown, so the close frame (1001, or 1011 after a
-/// failure) goes out before the server stops.
-pub async fn run(
+/// Starts the session actor of one upgraded socket; the receiver completes
+/// when the session ends (`None`: no actor could be started). The caller
+/// waits on it in a small task of its own, tracked for graceful shutdown so
+/// the close frame (1001, or 1011 after a failure) goes out before the
+/// server stops, and lets the upgrade task, which is sized for the whole
+/// socket, end at once (BENCHMARKS.md, target 4: RSS a session).
+pub async fn start(
     app: AppState,
     socket: WebSocket,
     claims: Option<Claims>,
     slot: Option<SessionSlot>,
-) {
+) -> Option<tokio::sync::oneshot::Receiver<()>> {
     let args = SessionArgs {
         id: app.sessions.next_id(),
         app: app.clone(),
@@ -103,9 +137,7 @@ pub async fn run(
         slot,
         span: tracing::Span::current(),
     };
-    if let Some(done) = app.sessions.spawn(args).await {
-        let _ = done.await;
-    }
+    app.sessions.spawn(args).await
 }
 
 pub struct SessionArgs {
@@ -156,10 +188,8 @@ pub struct SessionState {
     span: tracing::Span,
     writer: Writer,
     reader: tokio::task::JoinHandle<()>,
-    /// Timer tasks, stopped with the session (a token's expiry can be
-    /// hours away; its timer must not keep the actor's cell that long).
-    ping_timer: tokio::task::AbortHandle,
-    deadline_timer: tokio::task::AbortHandle,
+    /// [`Self::deadline`] as the reader task's timer sees it.
+    shared_deadline: Arc<SharedDeadline>,
     outbox: Arc<Outbox>,
     skus: HashSet<SkuCode>,
     all: bool,
@@ -191,8 +221,6 @@ impl Drop for SessionState {
     fn drop(&mut self) {
         self.leave();
         self.reader.abort();
-        self.ping_timer.abort();
-        self.deadline_timer.abort();
         metrics::gauge!(m::WS_SESSIONS_OPEN).decrement(1.0);
     }
 }
@@ -234,6 +262,7 @@ impl Actor for SessionActor {
             }),
         ));
         let (sink, stream) = socket.split();
+        let shared_deadline = Arc::new(SharedDeadline::new(deadline));
         let tasks = app.tasks.clone();
         let reader = tokio::spawn(
             read(
@@ -242,19 +271,12 @@ impl Actor for SessionActor {
                 Arc::new(Semaphore::new(READ_AHEAD)),
                 app.shutdown.clone(),
                 app.bus.connected(),
+                Duration::from_secs(app.settings.ws_ping_secs.max(1)),
+                shared_deadline.clone(),
             )
             .instrument(span.clone()),
         );
         let ping_every = Duration::from_secs(app.settings.ws_ping_secs.max(1));
-        let ping_timer = myself
-            .send_interval(ping_every, || SessionMsg::Ping)
-            .abort_handle();
-        let deadline_timer = myself
-            .send_after(
-                deadline.saturating_duration_since(tokio::time::Instant::now()),
-                || SessionMsg::Deadline,
-            )
-            .abort_handle();
         // Balanced in `Drop`, which runs however the session ends.
         metrics::gauge!(m::WS_SESSIONS_OPEN).increment(1.0);
         Ok(SessionState {
@@ -266,8 +288,7 @@ impl Actor for SessionActor {
                 tasks,
             },
             reader,
-            ping_timer,
-            deadline_timer,
+            shared_deadline,
             outbox,
             skus: HashSet::new(),
             all: false,
@@ -312,11 +333,7 @@ impl Actor for SessionActor {
             return Err("fault injected".into());
         }
         let span = state.span.clone();
-        if let Err(end) = state
-            .on_message(&myself, message)
-            .instrument(span.clone())
-            .await
-        {
+        if let Err(end) = state.on_message(message).instrument(span.clone()).await {
             state.finish(end).instrument(span).await;
             myself.stop(None);
         }
@@ -332,7 +349,15 @@ async fn read(
     permits: Arc<Semaphore>,
     shutdown: CancellationToken,
     mut bus: tokio::sync::watch::Receiver<bool>,
+    ping_every: Duration,
+    deadline: Arc<SharedDeadline>,
 ) {
+    let expiry = tokio::time::sleep_until(deadline.get());
+    tokio::pin!(expiry);
+    // The ping timer lives here rather than in a timer task of its own: one
+    // task fewer a session (BENCHMARKS.md, target 4).
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let next = async {
             let permit = permits.clone().acquire_owned().await;
@@ -344,6 +369,18 @@ async fn read(
                 return;
             }
             Ok(()) = bus.changed() => SessionMsg::Bus(*bus.borrow_and_update()),
+            _ = ping.tick() => SessionMsg::Ping,
+            () = &mut expiry => {
+                let at = deadline.get();
+                let now = tokio::time::Instant::now();
+                // Moved by a fresh token: sleep on. Else tell the actor, and
+                // look again in a second should it not close.
+                expiry.as_mut().reset(if at > now { at } else { now + Duration::from_secs(1) });
+                if at > now {
+                    continue;
+                }
+                SessionMsg::Deadline
+            }
             (permit, frame) = next => {
                 let Ok(permit) = permit else { return };
                 match frame {
@@ -365,11 +402,7 @@ async fn read(
 }
 
 impl SessionState {
-    async fn on_message(
-        &mut self,
-        myself: &ActorRef<SessionMsg>,
-        message: SessionMsg,
-    ) -> Result<(), End> {
+    async fn on_message(&mut self, message: SessionMsg) -> Result<(), End> {
         match message {
             SessionMsg::Frame(frame, _permit) => {
                 self.last_seen = Instant::now();
@@ -404,12 +437,8 @@ impl SessionState {
                     };
                     return Err(End::Close(close::UNAUTHENTICATED, reason));
                 }
-                // A fresh token moved the deadline: wait for the new one.
-                self.deadline_timer = myself
-                    .send_after(self.deadline.saturating_duration_since(now), || {
-                        SessionMsg::Deadline
-                    })
-                    .abort_handle();
+                // A fresh token moved the deadline; the reader's timer
+                // follows `shared_deadline`.
                 Ok(())
             }
             SessionMsg::Bus(connected) => {
@@ -613,6 +642,7 @@ impl SessionState {
                     }
                 }
                 self.deadline = expiry(&claims);
+                self.shared_deadline.set(self.deadline);
                 let first = self.claims.replace(claims).is_none();
                 self.send_json(json!({ "type": "authenticated" })).await?;
                 if first && !*self.app.bus.connected().borrow() {

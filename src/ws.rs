@@ -222,8 +222,12 @@ pub async fn upgrade(
         .write_buffer_size(WS_WRITE_BUFFER_BYTES)
         .on_upgrade(move |socket| {
             async move {
-                crate::session::run(app, socket, claims, slot).await;
-                drop(running);
+                if let Some(done) = crate::session::start(app, socket, claims, slot).await {
+                    tokio::spawn(async move {
+                        let _ = done.await;
+                        drop(running);
+                    });
+                }
             }
             .instrument(span)
         })
