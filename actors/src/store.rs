@@ -453,3 +453,34 @@ pub trait SkuStore: Send + Sync + 'static {
     /// Closes the connections (graceful shutdown).
     async fn close(&self) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("connection reset")]
+    struct Reset;
+
+    #[test]
+    fn waits_lost_connections_and_conflicts_are_retryable_an_unknown_commit_is_not() {
+        assert!(StoreError::Busy("queue full".into()).is_retryable());
+        assert!(StoreError::Unavailable(Cause::new("lost", Reset)).is_retryable());
+        assert!(StoreError::Database(Cause::new("40001", Reset).retryable()).is_retryable());
+        assert!(!StoreError::Database("constraint".into()).is_retryable());
+        assert!(!StoreError::OutcomeUnknown(Cause::new("commit", Reset)).is_retryable());
+        assert!(!StoreError::Corrupt("row".into()).is_retryable());
+    }
+
+    #[test]
+    fn the_source_error_is_kept() {
+        use std::error::Error;
+        let error = StoreError::Unavailable(Cause::new("write failed", Reset));
+        assert_eq!(error.to_string(), "database unavailable: write failed");
+        let cause = error.source().expect("the cause");
+        assert_eq!(
+            cause.source().expect("the sqlx error").to_string(),
+            "connection reset"
+        );
+    }
+}

@@ -46,6 +46,7 @@ const ATTEMPTS: usize = 3;
 /// Runs `jobs` as one transaction and answers one outcome per job, in
 /// order. `Err` when the transaction failed as a whole (nothing of it was
 /// kept, except after a failed COMMIT: [`StoreError::OutcomeUnknown`]).
+#[tracing::instrument(level = "debug", skip_all, fields(jobs = jobs.len()))]
 pub(super) async fn transaction(
     store: &SqlStore,
     jobs: &[&WriteJob],
