@@ -18,10 +18,10 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use crate::domain::{
-    decide, evaluate_alerts, AlertAction, AlertKind, Change, Command, DomainError, Event, Micros,
-    Shortfall, Sku, SkuCode, WriteMeta,
+    decide, evaluate_alerts, Alert, AlertAction, AlertKind, Change, Command, Committed,
+    DomainError, Event, Micros, Shortfall, Sku, SkuCode, WriteMeta,
 };
-use crate::store::{AdjustmentLine, WriteJob};
+use crate::store::{AdjustmentLine, WriteJob, WriteOutcome};
 
 /// What one job does.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,9 +91,37 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Whether anything is to be written (rows, alerts, events).
+    /// Whether anything is to be written: every row write and alert op
+    /// comes from an event.
     pub fn changes_anything(&self) -> bool {
         !self.events.is_empty()
+    }
+
+    /// The committed changes once the store has run [`Plan::alerts`]:
+    /// `alerts` holds one alert per op, in op order, as it is right after
+    /// its statement. Event ids stay 0 for the store to set from its clock.
+    pub fn committed(&self, alerts: &[Alert]) -> Vec<Committed> {
+        self.events
+            .iter()
+            .map(|planned| Committed {
+                event: planned.event.clone(),
+                sku: planned.state.clone(),
+                alerts: alerts[planned.alerts.clone()].to_vec(),
+            })
+            .collect()
+    }
+
+    /// Each job's outcome, in job order, given the changes as committed
+    /// (`committed[i]` is `events[i]` with its id).
+    pub fn outcomes(self, committed: &[Committed]) -> Vec<WriteOutcome> {
+        self.jobs
+            .into_iter()
+            .map(|job| match job {
+                JobPlan::Rejected(rejection) => WriteOutcome::Rejected(rejection),
+                JobPlan::Unchanged => WriteOutcome::Committed(Vec::new()),
+                JobPlan::Changed(range) => WriteOutcome::Committed(committed[range].to_vec()),
+            })
+            .collect()
     }
 }
 

@@ -105,9 +105,6 @@ pub struct Registry {
 /// not-found stop, a restart) before starting it; it was not run then.
 const SEND_ATTEMPTS: usize = 4;
 
-/// Sends of one request by the `*_patiently` methods.
-const PATIENT_ATTEMPTS: usize = 8;
-
 /// Withdraws a queued request when the caller stops waiting for it (its
 /// future is dropped, e.g. by the request timeout), so a write the client
 /// was told nothing about does not run later unless it had started.
@@ -296,33 +293,6 @@ impl Registry {
             SkuMsg::Write(Box::new(job.clone()), claim, port)
         })
         .await
-    }
-
-    /// [`Registry::write`] for server-side bulk work (CSV import) that must
-    /// run to its end: a refusal that guarantees nothing was done (a
-    /// bounded wait elapsed: [`ActorError::Timeout`], [`StoreError::Busy`])
-    /// is sent again after a backoff (100 ms doubling to 2 s, at most
-    /// [`PATIENT_ATTEMPTS`] sends); nothing else is.
-    pub async fn write_patiently(
-        &self,
-        sku: &SkuCode,
-        request: WriteRequest,
-    ) -> Result<WriteOutcome, ActorError> {
-        let mut delay = Duration::from_millis(100);
-        for _ in 1..PATIENT_ATTEMPTS {
-            match self.write(sku, request.clone()).await {
-                Err(
-                    ActorError::Timeout
-                    | ActorError::Overloaded
-                    | ActorError::Store(StoreError::Busy(_)),
-                ) => {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
-                other => return other,
-            }
-        }
-        self.write(sku, request).await
     }
 
     /// Runs an atomic multi-SKU adjustment through the actor of its lowest

@@ -514,62 +514,18 @@ impl Actor for SkuActor {
 
 #[cfg(test)]
 mod tests {
-    //! The pipeline against a store whose commit calls wait for a permit,
-    //! so a test decides when a call in flight ends.
+    //! The pipeline against the in-memory store with its commit calls held
+    //! in flight, so a test decides when a call in flight ends.
 
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-
-    use async_trait::async_trait;
-    use tokio::sync::{broadcast, watch, Semaphore};
-
-    use crate::domain::{
-        decide, Command, Currency, Event, Micros, PriceGuard, Sku, SkuCode, WriteMeta,
-    };
+    use crate::domain::{Command, WriteMeta};
     use crate::registry::{ActorError, Registry, RegistryConfig};
-    use crate::store::{
-        AdjustmentLine, HistoryPoint, HistoryQuery, Idempotency, ListQuery, WriteRequest,
-    };
+    use crate::store::WriteRequest;
+    use crate::testing::{code_of, FakeBus, MemoryStore};
 
     use super::*;
 
-    /// SKUs in memory; each commit call waits for one permit of `gate`
-    /// and records how many jobs it carried.
-    struct GatedStore {
-        skus: Mutex<HashMap<SkuCode, Sku>>,
-        next_event: Mutex<i64>,
-        gate: Semaphore,
-        calls: Mutex<Vec<Vec<i64>>>,
-    }
-
-    impl GatedStore {
-        fn new(stock: i64) -> Arc<Self> {
-            let sku = Sku {
-                sku: code(),
-                name: "HOT".into(),
-                currency: Currency::parse("GBP").unwrap(),
-                price_minor: 100,
-                stock,
-                low_stock_threshold: 0,
-                price_guard: PriceGuard::default(),
-                version: 1,
-                updated_at: Micros(0),
-            };
-            Arc::new(Self {
-                skus: Mutex::new(HashMap::from([(code(), sku)])),
-                next_event: Mutex::new(1),
-                gate: Semaphore::new(0),
-                calls: Mutex::new(Vec::new()),
-            })
-        }
-
-        fn stock(&self) -> i64 {
-            self.skus.lock().unwrap()[&code()].stock
-        }
-    }
-
     fn code() -> SkuCode {
-        SkuCode::parse("HOT").unwrap()
+        code_of("HOT")
     }
 
     fn adjust(delta: i64) -> WriteRequest {
@@ -580,160 +536,28 @@ mod tests {
         }
     }
 
-    #[async_trait]
-    impl SkuStore for GatedStore {
-        async fn load(&self, sku: &SkuCode) -> Result<Option<Sku>, StoreError> {
-            Ok(self.skus.lock().unwrap().get(sku).cloned())
-        }
-        async fn load_many(&self, _: &[SkuCode]) -> Result<Vec<Sku>, StoreError> {
-            unimplemented!()
-        }
-        async fn write(
-            &self,
-            sku: &SkuCode,
-            command: &Command,
-            meta: &WriteMeta,
-            _: Option<&Idempotency>,
-        ) -> Result<WriteOutcome, StoreError> {
-            let mut skus = self.skus.lock().unwrap();
-            let changes = match decide(sku, skus.get(sku), command, meta, Micros::now()) {
-                Ok(changes) => changes,
-                Err(e) => return Ok(WriteOutcome::Rejected(e)),
-            };
-            let mut next = self.next_event.lock().unwrap();
-            let mut committed = Vec::new();
-            for change in changes {
-                skus.insert(sku.clone(), change.state.clone());
-                committed.push(Committed {
-                    event: Event {
-                        event_id: *next,
-                        sku: sku.clone(),
-                        version: change.state.version,
-                        at: change.state.updated_at,
-                        field: change.field,
-                        old: change.old,
-                        new: change.new,
-                        delta: change.delta,
-                        reason: meta.reason.clone(),
-                        actor: None,
-                    },
-                    sku: change.state,
-                    alerts: Vec::new(),
-                });
-                *next += 1;
-            }
-            Ok(WriteOutcome::Committed(committed))
-        }
-        async fn write_batch(
-            &self,
-            _: &[AdjustmentLine],
-            _: &WriteMeta,
-            _: Option<&Idempotency>,
-        ) -> Result<WriteOutcome, StoreError> {
-            unimplemented!()
-        }
-        // Not used by these tests: only loads and commit calls are.
-        async fn list_alerts(
-            &self,
-            _: Option<crate::domain::AlertStatus>,
-            _: Option<&SkuCode>,
-            _: i64,
-        ) -> Result<Vec<crate::domain::Alert>, StoreError> {
-            unimplemented!()
-        }
-        async fn acknowledge_alert(
-            &self,
-            _: i64,
-            _: &str,
-        ) -> Result<Option<crate::domain::Alert>, StoreError> {
-            unimplemented!()
-        }
-        async fn summary(&self) -> Result<crate::store::Summary, StoreError> {
-            unimplemented!()
-        }
-        async fn create_user(&self, _: &crate::store::UserRecord) -> Result<bool, StoreError> {
-            unimplemented!()
-        }
-        async fn set_password(&self, _: &str, _: &str) -> Result<bool, StoreError> {
-            unimplemented!()
-        }
-        async fn find_user(&self, _: &str) -> Result<Option<crate::store::UserRecord>, StoreError> {
-            unimplemented!()
-        }
-        async fn list_users(&self) -> Result<Vec<crate::store::UserRecord>, StoreError> {
-            unimplemented!()
-        }
-        async fn disable_user(&self, _: &str) -> Result<bool, StoreError> {
-            unimplemented!()
-        }
-        async fn count_users(&self) -> Result<i64, StoreError> {
-            unimplemented!()
-        }
-        async fn purge_idempotency_keys(&self) -> Result<u64, StoreError> {
-            unimplemented!()
-        }
-        async fn commit(&self, jobs: Vec<WriteJob>) -> Vec<Result<WriteOutcome, StoreError>> {
-            self.gate.acquire().await.unwrap().forget();
-            let mut deltas = Vec::new();
-            let mut outcomes = Vec::new();
-            for job in jobs {
-                let WriteJob::Single { sku, request } = job else {
-                    unimplemented!()
-                };
-                if let Command::Adjust { delta } = request.command {
-                    deltas.push(delta);
-                }
-                outcomes.push(
-                    self.write(&sku, &request.command, &request.meta, None)
-                        .await,
-                );
-            }
-            self.calls.lock().unwrap().push(deltas);
-            outcomes
-        }
-        async fn list(&self, _: &ListQuery) -> Result<Vec<Sku>, StoreError> {
-            unimplemented!()
-        }
-        async fn events_after(
-            &self,
-            _: i64,
-            _: i64,
-            _: Option<&[SkuCode]>,
-        ) -> Result<Vec<Committed>, StoreError> {
-            unimplemented!()
-        }
-        async fn history(&self, _: &HistoryQuery) -> Result<Vec<HistoryPoint>, StoreError> {
-            unimplemented!()
-        }
-        async fn last_event_id(&self) -> Result<i64, StoreError> {
-            Ok(*self.next_event.lock().unwrap() - 1)
-        }
-        async fn ping(&self) -> Result<(), StoreError> {
-            Ok(())
-        }
+    fn stock(store: &MemoryStore) -> i64 {
+        store.committed(&code()).unwrap().stock
     }
 
-    struct NoBus(broadcast::Sender<Arc<Committed>>, watch::Sender<bool>);
-
-    impl EventBus for NoBus {
-        fn publish(&self, _: &[Arc<Committed>]) {}
-        fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
-            self.0.subscribe()
-        }
-        fn connected(&self) -> watch::Receiver<bool> {
-            self.1.subscribe()
-        }
+    /// The jobs of each commit call after the seeding one.
+    fn calls(store: &MemoryStore) -> Vec<usize> {
+        store.commit_sizes()[1..].to_vec()
     }
 
-    async fn registry(store: &Arc<GatedStore>, config: RegistryConfig) -> Registry {
-        let bus = NoBus(broadcast::channel(16).0, watch::channel(true).0);
-        let registry = Registry::start(store.clone(), Arc::new(bus), config)
+    /// A store holding SKU `HOT` with `stock`, whose commit calls wait
+    /// until released, and a registry with its actor active.
+    async fn rig(stock: i64, config: RegistryConfig) -> (Arc<MemoryStore>, Registry) {
+        let store = MemoryStore::new();
+        store.seed("HOT", stock).await;
+        store.hold_writes();
+        let registry = Registry::start(store.clone(), FakeBus::new(), config)
             .await
             .unwrap();
         // Active before the first write, so writes reach the actor in the
         // order they are sent (no activation in between).
         assert!(registry.get(&code()).await.unwrap().is_some());
-        registry
+        (store, registry)
     }
 
     /// Waits until the SKU holds `n` writes (each is sent right after).
@@ -755,8 +579,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writes_arriving_during_a_commit_share_the_next_call_and_reads_do_not_wait() {
-        let store = GatedStore::new(100);
-        let registry = registry(&store, RegistryConfig::default()).await;
+        let (store, registry) = rig(100, RegistryConfig::default()).await;
         let first = spawn_write(&registry, -1);
         until_held(&registry, 1).await;
         let more: Vec<_> = (0..5).map(|_| spawn_write(&registry, -2)).collect();
@@ -771,7 +594,7 @@ mod tests {
             .unwrap();
         assert_eq!(read.stock, 100);
 
-        store.gate.add_permits(100);
+        store.release_writes();
         assert_eq!(first.await.unwrap(), 99);
         let mut answers: Vec<i64> = Vec::new();
         for write in more {
@@ -779,11 +602,11 @@ mod tests {
         }
         answers.sort_unstable();
         assert_eq!(answers, vec![89, 91, 93, 95, 97], "each its own state");
-        assert_eq!(store.stock(), 89);
-        let calls = store.calls.lock().unwrap().clone();
-        assert_eq!(calls[0], vec![-1]);
-        assert!(calls[1].len() > 1, "one write per call: {calls:?}");
-        assert_eq!(calls.iter().map(Vec::len).sum::<usize>(), 6);
+        assert_eq!(stock(&store), 89);
+        let calls = calls(&store);
+        assert_eq!(calls[0], 1);
+        assert!(calls[1] > 1, "one write per call: {calls:?}");
+        assert_eq!(calls.iter().sum::<usize>(), 6);
         assert_eq!(registry.commit_stats(), (calls.len() as u64, 6));
         // The cache took the last committed state.
         assert_eq!(registry.get(&code()).await.unwrap().unwrap().stock, 89);
@@ -792,12 +615,11 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_past_the_mailbox_bound_is_refused_at_once_and_nothing_runs() {
-        let store = GatedStore::new(10);
         let config = RegistryConfig {
             mailbox: 2,
             ..RegistryConfig::default()
         };
-        let registry = registry(&store, config).await;
+        let (store, registry) = rig(10, config).await;
         let held: Vec<_> = (0..2).map(|_| spawn_write(&registry, -1)).collect();
         until_held(&registry, 2).await;
         let refused = registry.write(&code(), adjust(-5)).await;
@@ -805,11 +627,11 @@ mod tests {
             matches!(refused, Err(ActorError::Overloaded)),
             "{refused:?}"
         );
-        store.gate.add_permits(100);
+        store.release_writes();
         for write in held {
             write.await.unwrap();
         }
-        assert_eq!(store.stock(), 8, "the refused write never ran");
+        assert_eq!(stock(&store), 8, "the refused write never ran");
         // Slots are released with the answers.
         assert!(matches!(
             registry.write(&code(), adjust(-1)).await,
@@ -819,12 +641,11 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_pending_write_withdrawn_by_its_caller_never_runs() {
-        let store = GatedStore::new(10);
         let config = RegistryConfig {
             call_timeout: Duration::from_millis(200),
             ..RegistryConfig::default()
         };
-        let registry = registry(&store, config).await;
+        let (store, registry) = rig(10, config).await;
         // Started (in the blocked call): awaited past the timeout.
         let started = spawn_write(&registry, -1);
         until_held(&registry, 1).await;
@@ -834,15 +655,14 @@ mod tests {
             matches!(withdrawn, Err(ActorError::Timeout)),
             "{withdrawn:?}"
         );
-        store.gate.add_permits(100);
+        store.release_writes();
         assert_eq!(started.await.unwrap(), 9);
         // The next call carries only what was not withdrawn.
         assert!(matches!(
             registry.write(&code(), adjust(-1)).await,
             Ok(WriteOutcome::Committed(_))
         ));
-        assert_eq!(store.stock(), 8);
-        let calls = store.calls.lock().unwrap().clone();
-        assert_eq!(calls, vec![vec![-1], vec![-1]]);
+        assert_eq!(stock(&store), 8);
+        assert_eq!(calls(&store), vec![1, 1]);
     }
 }

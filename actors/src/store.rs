@@ -329,52 +329,36 @@ pub trait SkuStore: Send + Sync + 'static {
     /// The SKUs that exist among `skus`, in code order.
     async fn load_many(&self, skus: &[SkuCode]) -> Result<Vec<Sku>, StoreError>;
 
-    /// Applies one command to one SKU in one transaction.
+    /// Runs `jobs` in the order given: a later job that touches the same
+    /// SKU is decided against the state the earlier one left. Answers one
+    /// outcome per job, in the same order; a job refused or failed does not
+    /// undo the others (each is all-or-nothing on its own). Every
+    /// `Committed` outcome is durable when this returns. The one way a
+    /// write reaches a store (ARCHITECTURE.md, "The shape to reach").
+    async fn commit(&self, jobs: Vec<WriteJob>) -> Vec<Result<WriteOutcome, StoreError>>;
+
+    /// One command on one SKU: a [`SkuStore::commit`] of one job (seeding,
+    /// benchmarks and tests; the server's writes go through the SKU actors).
     async fn write(
         &self,
         sku: &SkuCode,
         command: &Command,
         meta: &WriteMeta,
         idempotency: Option<&Idempotency>,
-    ) -> Result<WriteOutcome, StoreError>;
-
-    /// Applies all adjustments or none, in one transaction (an order's lines).
-    async fn write_batch(
-        &self,
-        lines: &[AdjustmentLine],
-        meta: &WriteMeta,
-        idempotency: Option<&Idempotency>,
-    ) -> Result<WriteOutcome, StoreError>;
-
-    /// Runs `jobs` in the order given: a later job that touches the same
-    /// SKU is decided against the state the earlier one left. Answers one
-    /// outcome per job, in the same order; a job refused or failed does not
-    /// undo the others (each is all-or-nothing on its own). Every
-    /// `Committed` outcome is durable when this returns.
-    ///
-    /// The default runs each job on its own through [`SkuStore::write`] and
-    /// [`SkuStore::write_batch`]; a store may run them in one transaction.
-    async fn commit(&self, jobs: Vec<WriteJob>) -> Vec<Result<WriteOutcome, StoreError>> {
-        let mut outcomes = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            outcomes.push(match job {
-                WriteJob::Single { sku, request } => {
-                    self.write(
-                        &sku,
-                        &request.command,
-                        &request.meta,
-                        request.idempotency.as_ref(),
-                    )
-                    .await
-                }
-                WriteJob::Batch {
-                    lines,
-                    meta,
-                    idempotency,
-                } => self.write_batch(&lines, &meta, idempotency.as_ref()).await,
-            });
+    ) -> Result<WriteOutcome, StoreError> {
+        let job = WriteJob::Single {
+            sku: sku.clone(),
+            request: WriteRequest {
+                command: command.clone(),
+                meta: meta.clone(),
+                idempotency: idempotency.cloned(),
+            },
+        };
+        let mut outcomes = self.commit(vec![job]).await;
+        match (outcomes.pop(), outcomes.is_empty()) {
+            (Some(outcome), true) => outcome,
+            _ => Err(StoreError::Corrupt("not one outcome for one job".into())),
         }
-        outcomes
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Sku>, StoreError>;

@@ -4,14 +4,14 @@
 //! other crates' tests (`[dev-dependencies]`); never in a release build.
 //!
 //! - [`MemoryStore`]: the whole [`SkuStore`] with the same rules as the SQL
-//!   store ([`decide`], [`evaluate_alerts`], gap-free event ids,
+//!   store (the same planner, [`crate::plan::plan`]; gap-free event ids,
 //!   idempotency keys), plus knobs to fail a write before or after it
 //!   commits, to delay writes or hold them in flight, and counters of what
 //!   reached it.
 //! - [`FakeBus`]: an [`EventBus`] that can drop, duplicate, hold back and
 //!   release in any order what is published, and be disconnected.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -21,13 +21,13 @@ use tokio::sync::{broadcast, watch};
 
 use crate::bus::EventBus;
 use crate::domain::{
-    decide, evaluate_alerts, Alert, AlertAction, AlertKind, AlertStatus, Change, Command,
-    Committed, Currency, DomainError, Event, Field, Micros, Money, NewSku, PriceGuard, Sku,
-    SkuCode, WriteMeta,
+    Alert, AlertKind, AlertStatus, Command, Committed, Currency, Field, Micros, Money, NewSku,
+    PriceGuard, Sku, SkuCode, WriteMeta,
 };
+use crate::plan::{AlertOp, AlertRef};
 use crate::store::{
-    AdjustmentLine, HistoryPoint, HistoryQuery, Idempotency, ListQuery, SkuStore, StoreError,
-    StoredResponse, Summary, UserRecord, WriteOutcome, IDEMPOTENCY_WINDOW_US,
+    HistoryPoint, HistoryQuery, Idempotency, ListQuery, SkuStore, StoreError, StoredResponse,
+    Summary, UserRecord, WriteJob, WriteOutcome, IDEMPOTENCY_WINDOW_US,
 };
 
 /// Where an injected write failure strikes.
@@ -74,6 +74,8 @@ pub struct MemoryStore {
     /// `true`: write calls wait (started, nothing done yet) until released.
     held: watch::Sender<bool>,
     write_calls: AtomicU64,
+    /// The number of jobs of each commit call, in call order.
+    commit_sizes: Mutex<Vec<usize>>,
     load_calls: AtomicU64,
 }
 
@@ -84,6 +86,7 @@ impl Default for MemoryStore {
             delay: Mutex::new(Duration::ZERO),
             held: watch::channel(false).0,
             write_calls: AtomicU64::new(0),
+            commit_sizes: Mutex::default(),
             load_calls: AtomicU64::new(0),
         }
     }
@@ -137,6 +140,14 @@ impl MemoryStore {
     }
 
     /// How many `load` calls reached the store.
+    /// The number of jobs each commit call carried, in call order.
+    pub fn commit_sizes(&self) -> Vec<usize> {
+        self.commit_sizes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn load_calls(&self) -> u64 {
         self.load_calls.load(Ordering::Acquire)
     }
@@ -189,8 +200,12 @@ impl MemoryStore {
 
     /// What every write call does first: count, delay, wait while held,
     /// and take an injected failure, if any.
-    async fn enter_write(&self) -> Result<Option<FailAt>, StoreError> {
+    async fn enter_write(&self, jobs: usize) -> Result<Option<FailAt>, StoreError> {
         self.write_calls.fetch_add(1, Ordering::AcqRel);
+        self.commit_sizes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(jobs);
         let delay = *self.delay.lock().unwrap_or_else(|e| e.into_inner());
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -206,37 +221,102 @@ impl MemoryStore {
         Ok(failure)
     }
 
-    /// Runs a decided write as one transaction on `data`: claims the key,
-    /// keeps the changes with their alerts and the next event ids, and the
-    /// answer for the key.
-    fn commit_decided(
-        data: &mut Data,
-        decide: impl FnOnce(&BTreeMap<SkuCode, Sku>, Micros) -> Result<Vec<Change>, DomainError>,
-        meta: &WriteMeta,
-        idempotency: Option<&Idempotency>,
-    ) -> WriteOutcome {
+    /// Runs `jobs` as one transaction on `data`, as the SQL store does:
+    /// claim the keys, plan against the rows (the same
+    /// [`crate::plan::plan`]), keep the rows, alerts and events the plan
+    /// says, and the answers of keyed jobs.
+    fn transaction(data: &mut Data, jobs: &[WriteJob]) -> Vec<WriteOutcome> {
         let now = Micros::now();
-        if let Some(idem) = idempotency {
-            if let Some(seen) = claim_key(data, idem, now) {
-                return seen;
+        let mut outcomes: Vec<Option<WriteOutcome>> = jobs
+            .iter()
+            .map(|job| {
+                job.idempotency()
+                    .and_then(|idem| claim_key(data, idem, now))
+            })
+            .collect();
+        let live: Vec<usize> = (0..jobs.len()).filter(|&i| outcomes[i].is_none()).collect();
+        let live_jobs: Vec<&WriteJob> = live.iter().map(|&i| &jobs[i]).collect();
+        let codes: BTreeSet<&SkuCode> = live_jobs.iter().flat_map(|job| job.skus()).collect();
+        let rows: BTreeMap<SkuCode, Sku> = codes
+            .iter()
+            .filter_map(|code| {
+                data.skus
+                    .get(*code)
+                    .map(|sku| ((*code).clone(), sku.clone()))
+            })
+            .collect();
+        let mut active: BTreeMap<SkuCode, Vec<(i64, AlertKind)>> = BTreeMap::new();
+        for alert in &data.alerts {
+            if codes.contains(&alert.sku) && alert.status != AlertStatus::Resolved {
+                active
+                    .entry(alert.sku.clone())
+                    .or_default()
+                    .push((alert.id, alert.kind));
             }
         }
-        let outcome = match decide(&data.skus, now) {
-            Err(rejection) => WriteOutcome::Rejected(rejection),
-            Ok(changes) => WriteOutcome::Committed(
-                changes
-                    .into_iter()
-                    .map(|change| append(data, change, meta, now))
-                    .collect(),
-            ),
-        };
-        if let Some(idem) = idempotency {
-            if let Some(key) = data.keys.get_mut(&(idem.scope.clone(), idem.key.clone())) {
-                key.response = Some((idem.render)(&outcome));
-            }
+        let plan = crate::plan::plan(&rows, &active, &live_jobs, now);
+        for (code, row) in &plan.rows {
+            data.skus.insert(code.clone(), row.state.clone());
         }
-        outcome
+        let alerts = apply_alerts(data, &plan.alerts, now);
+        let mut committed = plan.committed(&alerts);
+        for change in &mut committed {
+            change.event.event_id = data.events.len() as i64 + 1;
+            data.events.push(change.clone());
+        }
+        for (outcome, i) in plan.outcomes(&committed).into_iter().zip(live) {
+            if let Some(idem) = jobs[i].idempotency() {
+                if let Some(key) = data.keys.get_mut(&(idem.scope.clone(), idem.key.clone())) {
+                    key.response = Some((idem.render)(&outcome));
+                }
+            }
+            outcomes[i] = Some(outcome);
+        }
+        outcomes.into_iter().flatten().collect()
     }
+}
+
+/// Runs a plan's alert ops in order; one alert per op, as right after it.
+fn apply_alerts(data: &mut Data, ops: &[AlertOp], now: Micros) -> Vec<Alert> {
+    let mut done: Vec<Alert> = Vec::with_capacity(ops.len());
+    for op in ops {
+        let alert = match op {
+            AlertOp::Raise {
+                sku,
+                kind,
+                message,
+                value,
+                threshold,
+            } => {
+                let alert = Alert {
+                    id: data.alerts.len() as i64 + 1,
+                    sku: sku.clone(),
+                    kind: *kind,
+                    status: AlertStatus::Open,
+                    message: message.clone(),
+                    value: value.clone(),
+                    threshold: threshold.clone(),
+                    raised_at: now,
+                    acknowledged_by: None,
+                    resolved_at: None,
+                };
+                data.alerts.push(alert.clone());
+                alert
+            }
+            AlertOp::Resolve(alert) => {
+                let id = match alert {
+                    AlertRef::Existing(id) => *id,
+                    AlertRef::New(k) => done[*k].id,
+                };
+                let stored = &mut data.alerts[(id - 1) as usize];
+                stored.status = AlertStatus::Resolved;
+                stored.resolved_at = Some(now);
+                stored.clone()
+            }
+        };
+        done.push(alert);
+    }
+    done
 }
 
 // The store's errors, made in one place (their shape is the store's).
@@ -298,111 +378,6 @@ fn claim_key(data: &mut Data, idem: &Idempotency, now: Micros) -> Option<WriteOu
     None
 }
 
-/// Keeps one change: its row, the alerts it raises or resolves, and its
-/// event with the next id.
-fn append(data: &mut Data, change: Change, meta: &WriteMeta, now: Micros) -> Committed {
-    let sku = change.state.sku.clone();
-    let active: Vec<(i64, AlertKind)> = data
-        .alerts
-        .iter()
-        .filter(|a| a.sku == sku && a.status != AlertStatus::Resolved)
-        .map(|a| (a.id, a.kind))
-        .collect();
-    let actions = evaluate_alerts(
-        change.previous.as_ref(),
-        &change.state,
-        &active,
-        change.price_anomaly.clone(),
-    );
-    let mut alerts = Vec::with_capacity(actions.len());
-    for action in actions {
-        match action {
-            AlertAction::Raise {
-                kind,
-                message,
-                value,
-                threshold,
-            } => {
-                let alert = Alert {
-                    id: data.alerts.len() as i64 + 1,
-                    sku: sku.clone(),
-                    kind,
-                    status: AlertStatus::Open,
-                    message,
-                    value,
-                    threshold,
-                    raised_at: now,
-                    acknowledged_by: None,
-                    resolved_at: None,
-                };
-                data.alerts.push(alert.clone());
-                alerts.push(alert);
-            }
-            AlertAction::Resolve { id } => {
-                if let Some(alert) = usize::try_from(id - 1)
-                    .ok()
-                    .and_then(|i| data.alerts.get_mut(i))
-                {
-                    alert.status = AlertStatus::Resolved;
-                    alert.resolved_at = Some(now);
-                    alerts.push(alert.clone());
-                }
-            }
-        }
-    }
-    let committed = Committed {
-        event: Event {
-            event_id: data.events.len() as i64 + 1,
-            sku: sku.clone(),
-            version: change.state.version,
-            at: now,
-            field: change.field,
-            old: change.old,
-            new: change.new,
-            delta: change.delta,
-            reason: meta.reason.clone(),
-            actor: meta.actor.clone(),
-        },
-        sku: change.state.clone(),
-        alerts,
-    };
-    data.skus.insert(sku, change.state);
-    data.events.push(committed.clone());
-    committed
-}
-
-/// A batch's lines decided in order against a working copy of the rows:
-/// all the changes, or the first refusal. (Simpler than the SQL store's
-/// shortfall report, which names every SKU that lacks stock.)
-fn decide_batch(
-    lines: &[AdjustmentLine],
-    rows: &BTreeMap<SkuCode, Sku>,
-    meta: &WriteMeta,
-    now: Micros,
-) -> Result<Vec<Change>, DomainError> {
-    let meta = WriteMeta {
-        if_match: None,
-        ..meta.clone()
-    };
-    let mut current: BTreeMap<SkuCode, Sku> = BTreeMap::new();
-    let mut changes = Vec::with_capacity(lines.len());
-    for line in lines {
-        let row = current.get(&line.sku).or_else(|| rows.get(&line.sku));
-        let decided = decide(
-            &line.sku,
-            row,
-            &Command::Adjust { delta: line.delta },
-            &meta,
-            now,
-        )?;
-        if let Some(last) = decided.last() {
-            current.insert(line.sku.clone(), last.state.clone());
-        }
-        changes.extend(decided);
-    }
-    Ok(changes)
-}
-
 #[async_trait]
 impl SkuStore for MemoryStore {
     async fn load(&self, sku: &SkuCode) -> Result<Option<Sku>, StoreError> {
@@ -432,43 +407,19 @@ impl SkuStore for MemoryStore {
         Ok(found)
     }
 
-    async fn write(
-        &self,
-        sku: &SkuCode,
-        command: &Command,
-        meta: &WriteMeta,
-        idempotency: Option<&Idempotency>,
-    ) -> Result<WriteOutcome, StoreError> {
-        let failure = self.enter_write().await?;
-        let outcome = Self::commit_decided(
-            &mut self.data(),
-            |rows, now| decide(sku, rows.get(sku), command, meta, now),
-            meta,
-            idempotency,
-        );
-        match failure {
-            Some(FailAt::AfterCommit) => Err(outcome_unknown("injected failure after commit")),
-            _ => Ok(outcome),
-        }
-    }
-
-    async fn write_batch(
-        &self,
-        lines: &[AdjustmentLine],
-        meta: &WriteMeta,
-        idempotency: Option<&Idempotency>,
-    ) -> Result<WriteOutcome, StoreError> {
-        let failure = self.enter_write().await?;
-        let outcome = Self::commit_decided(
-            &mut self.data(),
-            |rows, now| decide_batch(lines, rows, meta, now),
-            meta,
-            idempotency,
-        );
-        match failure {
-            Some(FailAt::AfterCommit) => Err(outcome_unknown("injected failure after commit")),
-            _ => Ok(outcome),
-        }
+    async fn commit(&self, jobs: Vec<WriteJob>) -> Vec<Result<WriteOutcome, StoreError>> {
+        let failure = match self.enter_write(jobs.len()).await {
+            Ok(failure) => failure,
+            Err(e) => return jobs.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let outcomes = Self::transaction(&mut self.data(), &jobs);
+        outcomes
+            .into_iter()
+            .map(|outcome| match failure {
+                Some(FailAt::AfterCommit) => Err(outcome_unknown("injected failure after commit")),
+                _ => Ok(outcome),
+            })
+            .collect()
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Sku>, StoreError> {

@@ -5,12 +5,12 @@ use std::collections::BTreeSet;
 use async_trait::async_trait;
 use serde_json::Value;
 use skuwatch_actors::domain::{
-    Alert, AlertKind, AlertStatus, Command, Committed, Currency, Event, Field, Micros, PriceGuard,
-    Sku, SkuCode, WriteMeta,
+    Alert, AlertKind, AlertStatus, Committed, Currency, Event, Field, Micros, PriceGuard, Sku,
+    SkuCode,
 };
 use skuwatch_actors::store::{
-    AdjustmentLine, Cause, HistoryPoint, HistoryQuery, Idempotency, ListQuery, PoolStats, SkuStore,
-    StoreError, StoredResponse, Summary, UserRecord, WriteJob, WriteOutcome,
+    Cause, HistoryPoint, HistoryQuery, Idempotency, ListQuery, PoolStats, SkuStore, StoreError,
+    StoredResponse, Summary, UserRecord, WriteJob, WriteOutcome,
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Connection, Row, Transaction};
@@ -561,14 +561,6 @@ impl SqlStore {
     }
 }
 
-/// The outcome of a call of one job.
-fn only(mut outcomes: Vec<Result<WriteOutcome, StoreError>>) -> Result<WriteOutcome, StoreError> {
-    match outcomes.pop() {
-        Some(outcome) if outcomes.is_empty() => outcome,
-        _ => Err(corrupt("one outcome per job")),
-    }
-}
-
 /// Binds `$1`-`$4` of a history query: SKU, field, from, to.
 fn history_query<'q>(
     sql: &'q str,
@@ -630,38 +622,6 @@ impl SkuStore for SqlStore {
         }
         let rows = query.fetch_all(&self.read).await.map_err(db_error)?;
         rows.iter().map(sku_from_row).collect()
-    }
-
-    async fn write(
-        &self,
-        sku: &SkuCode,
-        command: &Command,
-        meta: &WriteMeta,
-        idempotency: Option<&Idempotency>,
-    ) -> Result<WriteOutcome, StoreError> {
-        let job = WriteJob::Single {
-            sku: sku.clone(),
-            request: skuwatch_actors::store::WriteRequest {
-                command: command.clone(),
-                meta: meta.clone(),
-                idempotency: idempotency.cloned(),
-            },
-        };
-        only(self.commit(vec![job]).await)
-    }
-
-    async fn write_batch(
-        &self,
-        lines: &[AdjustmentLine],
-        meta: &WriteMeta,
-        idempotency: Option<&Idempotency>,
-    ) -> Result<WriteOutcome, StoreError> {
-        let job = WriteJob::Batch {
-            lines: lines.to_vec(),
-            meta: meta.clone(),
-            idempotency: idempotency.cloned(),
-        };
-        only(self.commit(vec![job]).await)
     }
 
     /// Through group commit: the jobs share a transaction with the other

@@ -29,7 +29,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use skuwatch_actors::domain::{Alert, AlertKind, Committed, Micros, Sku, SkuCode};
-use skuwatch_actors::plan::{plan, AlertOp, AlertRef, JobPlan, Plan, RowWrite};
+use skuwatch_actors::plan::{plan, AlertOp, AlertRef, Plan, RowWrite};
 use skuwatch_actors::store::{StoreError, WriteJob, WriteOutcome};
 use sqlx::Row;
 
@@ -109,12 +109,7 @@ async fn prepare(
         return Ok(None);
     };
     let mut keep = plan.changes_anything();
-    for (job_plan, &i) in plan.jobs.into_iter().zip(&live) {
-        let outcome = match job_plan {
-            JobPlan::Rejected(rejection) => WriteOutcome::Rejected(rejection),
-            JobPlan::Unchanged => WriteOutcome::Committed(Vec::new()),
-            JobPlan::Changed(range) => WriteOutcome::Committed(committed[range].to_vec()),
-        };
+    for (outcome, &i) in plan.outcomes(&committed).into_iter().zip(&live) {
         // Answers of keyed jobs, kept for their retries.
         if let Some(idem) = jobs[i].idempotency() {
             super::keep_answer(tx, idem, &outcome).await?;
@@ -153,15 +148,7 @@ async fn execute(
         update_rows(backend, tx, &finals).await?;
     }
     let alerts = apply_alerts(tx, &plan.alerts, now).await?;
-    let mut committed: Vec<Committed> = plan
-        .events
-        .iter()
-        .map(|planned| Committed {
-            event: planned.event.clone(),
-            sku: planned.state.clone(),
-            alerts: alerts[planned.alerts.clone()].to_vec(),
-        })
-        .collect();
+    let mut committed = plan.committed(&alerts);
     append_events(backend, tx, &mut committed).await?;
     Ok(Some(committed))
 }
