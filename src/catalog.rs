@@ -1,17 +1,17 @@
 //! The catalog actor: one per instance, the owner of the catalog-level
 //! subscriptions (`{"subscribe", "all": true}` and `"alerts": true`).
 //!
-//! It is the only writer of those two sets. After each change it publishes
-//! them as a read-only snapshot ([`CatalogView`]), through which the ordered
-//! feed fans every change out (see `crate::feed` for why delivery follows
-//! the feed's `event_id` order rather than each actor's own thread). A
-//! subscribe is a call: the session is in the published view when it
-//! returns, before it reads the database, so nothing committed in between is
-//! missed.
+//! It is the only writer of those two sets, which the ordered feed reads to
+//! fan every change out (see `crate::feed` for why delivery follows the
+//! feed's `event_id` order rather than each actor's own thread). They are
+//! concurrent maps, so a subscribe costs one insert, not a copy of the set.
+//! A subscribe is a call: the session is in the set when it returns, before
+//! it reads the database, so nothing committed in between is missed.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
+
+use dashmap::DashMap;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use skuwatch_actors::subscribers::SubscriberId;
@@ -21,15 +21,16 @@ use crate::outbox::Outbox;
 /// How long a session waits for the catalog actor to take its subscribe.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The catalog-level subscribers as last published.
+/// The catalog-level subscribers: written by the catalog actor only,
+/// read by the feed.
 #[derive(Default)]
-pub struct CatalogView {
-    pub all: Vec<Arc<Outbox>>,
-    pub alerts: Vec<Arc<Outbox>>,
+pub struct CatalogSets {
+    pub all: DashMap<SubscriberId, Arc<Outbox>>,
+    pub alerts: DashMap<SubscriberId, Arc<Outbox>>,
 }
 
 pub enum CatalogMsg {
-    /// Adds the session to `all` and/or `alerts`; answered once published.
+    /// Adds the session to `all` and/or `alerts`; answered once it is in.
     Subscribe {
         id: SubscriberId,
         outbox: Arc<Outbox>,
@@ -49,22 +50,25 @@ pub enum CatalogMsg {
 #[derive(Clone)]
 pub struct Catalog {
     actor: ActorRef<CatalogMsg>,
-    view: Arc<RwLock<Arc<CatalogView>>>,
+    sets: Arc<CatalogSets>,
 }
 
 impl Catalog {
     pub async fn start() -> Result<Self, ractor::SpawnErr> {
-        let view = Arc::new(RwLock::new(Arc::new(CatalogView::default())));
-        let (actor, _) = Actor::spawn(None, CatalogActor, view.clone()).await?;
-        Ok(Self { actor, view })
+        let sets = Arc::new(CatalogSets::default());
+        let (actor, _) = Actor::spawn(None, CatalogActor, sets.clone()).await?;
+        Ok(Self { actor, sets })
     }
 
-    /// The published sets (a reference count, no copy).
-    pub fn view(&self) -> Arc<CatalogView> {
-        self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
+    /// The sets, for the feed to deliver through.
+    pub fn sets(&self) -> &CatalogSets {
+        &self.sets
     }
 
     /// Subscribes; `false` if the catalog actor did not answer in time.
+    /// The subscribe may still be in its mailbox then; an unsubscribe queued
+    /// behind it takes it back, so a session that was told "busy" (and
+    /// whose `leave` therefore skips the catalog) is never left in a set.
     pub async fn subscribe(
         &self,
         id: SubscriberId,
@@ -86,7 +90,11 @@ impl Catalog {
                 Some(CALL_TIMEOUT),
             )
             .await;
-        matches!(answer, Ok(ractor::rpc::CallResult::Success(())))
+        let subscribed = matches!(answer, Ok(ractor::rpc::CallResult::Success(())));
+        if !subscribed {
+            self.unsubscribe(id, all, alerts);
+        }
+        subscribed
     }
 
     /// Never waits: also called from a session's `Drop`.
@@ -104,36 +112,20 @@ impl Catalog {
 struct CatalogActor;
 
 pub struct CatalogState {
-    all: HashMap<SubscriberId, Arc<Outbox>>,
-    alerts: HashMap<SubscriberId, Arc<Outbox>>,
-    view: Arc<RwLock<Arc<CatalogView>>>,
-}
-
-impl CatalogState {
-    fn publish(&self) {
-        let view = Arc::new(CatalogView {
-            all: self.all.values().cloned().collect(),
-            alerts: self.alerts.values().cloned().collect(),
-        });
-        *self.view.write().unwrap_or_else(|e| e.into_inner()) = view;
-    }
+    sets: Arc<CatalogSets>,
 }
 
 impl Actor for CatalogActor {
     type Msg = CatalogMsg;
     type State = CatalogState;
-    type Arguments = Arc<RwLock<Arc<CatalogView>>>;
+    type Arguments = Arc<CatalogSets>;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<CatalogMsg>,
-        view: Self::Arguments,
+        sets: Self::Arguments,
     ) -> Result<CatalogState, ActorProcessingErr> {
-        Ok(CatalogState {
-            all: HashMap::new(),
-            alerts: HashMap::new(),
-            view,
-        })
+        Ok(CatalogState { sets })
     }
 
     async fn handle(
@@ -142,6 +134,7 @@ impl Actor for CatalogActor {
         message: CatalogMsg,
         state: &mut CatalogState,
     ) -> Result<(), ActorProcessingErr> {
+        let sets = &state.sets;
         match message {
             CatalogMsg::Subscribe {
                 id,
@@ -151,24 +144,19 @@ impl Actor for CatalogActor {
                 reply,
             } => {
                 if all {
-                    state.all.insert(id, outbox.clone());
+                    sets.all.insert(id, outbox.clone());
                 }
                 if alerts {
-                    state.alerts.insert(id, outbox);
+                    sets.alerts.insert(id, outbox);
                 }
-                state.publish();
                 let _ = reply.send(());
             }
             CatalogMsg::Unsubscribe { id, all, alerts } => {
-                let mut changed = false;
                 if all {
-                    changed |= state.all.remove(&id).is_some();
+                    sets.all.remove(&id);
                 }
                 if alerts {
-                    changed |= state.alerts.remove(&id).is_some();
-                }
-                if changed {
-                    state.publish();
+                    sets.alerts.remove(&id);
                 }
             }
         }

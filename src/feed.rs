@@ -12,11 +12,11 @@
 //! must receive the changes of all its SKUs in `event_id` order: one that
 //! saw 12 before 11 and then reconnects with `since: 12` never gets 11. If
 //! each SKU actor forwarded its own changes, two actors on two threads would
-//! reorder changes across SKUs. So the actors own the subscriber sets (the
-//! per-SKU sets their supervisor keeps, [`skuwatch_actors::subscribers`],
-//! and the catalog actor's `all`/`alerts`, [`crate::catalog`]) and publish
-//! them read-only; this feed, the one place that knows the order, drives
-//! delivery through them: each change is serialised once and the shared
+//! reorder changes across SKUs. So this feed, the one place that knows the
+//! order, drives delivery through the subscriber sets: the per-SKU table
+//! ([`skuwatch_actors::subscribers`], shared by the sessions, which join and
+//! leave it, and the SKU actors, which read it to stay pinned) and the
+//! catalog actor's `all`/`alerts` ([`crate::catalog`]): each change is serialised once and the shared
 //! bytes are pushed into each subscribed session's bounded outbox, in id
 //! order. Nothing here waits for a session.
 //!
@@ -149,8 +149,8 @@ impl Feed {
     fn dispatch(&mut self, change: &Arc<Committed>) {
         self.registry.apply(change);
         let message = Arc::new(Outgoing::new(change));
-        let catalog = self.catalog.view();
-        for outbox in &catalog.all {
+        let catalog = self.catalog.sets();
+        for outbox in catalog.all.iter() {
             outbox.push(&message);
         }
         self.subscribers
@@ -160,7 +160,7 @@ impl Feed {
                 let text: Arc<str> = serde_json::json!({ "type": "alert", "alert": alert })
                     .to_string()
                     .into();
-                for outbox in &catalog.alerts {
+                for outbox in catalog.alerts.iter() {
                     outbox.push_alert(&text);
                 }
             }

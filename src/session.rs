@@ -12,9 +12,8 @@
 //!   wakes its session once until it is drained);
 //! - its timers (ping, auth deadline / token expiry).
 //!
-//! Subscribing puts the session into the subscriber sets first (the SKUs'
-//! sets kept by the SKU actors' supervisor, or the catalog actor's `all` /
-//! `alerts`) and only then reads the database (snapshot or `since` replay),
+//! Subscribing puts the session into the subscriber sets first (the
+//! instance's per-SKU table, or the catalog actor's `all` / `alerts`) and only then reads the database (snapshot or `since` replay),
 //! so nothing committed in between is missed; what the outbox then holds
 //! twice is dropped by version (per SKU) or event id (all). Changes reach
 //! the outbox from the ordered feed, in `event_id` order (see `crate::feed`).
@@ -40,6 +39,7 @@ use skuwatch_actors::domain::SkuCode;
 use skuwatch_actors::subscribers::SubscriberId;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::Instrument;
 
 use crate::auth::Claims;
@@ -117,18 +117,19 @@ enum End {
     Close(u16, &'static str),
 }
 
-/// Starts the session actor of one upgraded socket; the receiver completes
-/// when the session ends (`None`: no actor could be started). The caller
-/// waits on it in a small task of its own, tracked for graceful shutdown so
-/// the close frame (1001, or 1011 after a failure) goes out before the
-/// server stops, and lets the upgrade task, which is sized for the whole
-/// socket, end at once (BENCHMARKS.md, target 4: RSS a session).
+/// Starts the session actor of one upgraded socket and returns: the
+/// upgrade task, which is sized for the whole socket, ends at once
+/// (BENCHMARKS.md, target 4: RSS a session). `running` (a token of the
+/// server's task tracker) is kept in the actor's state, so graceful
+/// shutdown waits until the session has sent its close frame (1001, or 1011
+/// after a failure).
 pub async fn start(
     app: AppState,
     socket: WebSocket,
     claims: Option<Claims>,
     slot: Option<SessionSlot>,
-) -> Option<tokio::sync::oneshot::Receiver<()>> {
+    running: TaskTrackerToken,
+) {
     let args = SessionArgs {
         id: app.sessions.next_id(),
         app: app.clone(),
@@ -136,8 +137,9 @@ pub async fn start(
         claims,
         slot,
         span: tracing::Span::current(),
+        running,
     };
-    app.sessions.spawn(args).await
+    app.sessions.spawn(args).await;
 }
 
 pub struct SessionArgs {
@@ -148,6 +150,7 @@ pub struct SessionArgs {
     slot: Option<SessionSlot>,
     /// The upgrade request's span (and request id), for the log lines.
     span: tracing::Span,
+    running: TaskTrackerToken,
 }
 
 /// The socket's writing half. However the actor ends without closing the
@@ -188,7 +191,9 @@ pub struct SessionState {
     span: tracing::Span,
     writer: Writer,
     reader: tokio::task::JoinHandle<()>,
-    /// [`Self::deadline`] as the reader task's timer sees it.
+    /// Before auth: the auth deadline; after: the token's expiry. Either
+    /// way the session closes with 4401 when it passes. Shared with the
+    /// reader task, whose timer it drives.
     shared_deadline: Arc<SharedDeadline>,
     outbox: Arc<Outbox>,
     skus: HashSet<SkuCode>,
@@ -202,9 +207,6 @@ pub struct SessionState {
     ping_every: Duration,
     /// Who is watching; `None` until authenticated.
     claims: Option<Claims>,
-    /// Before auth: the auth deadline; after: the token's expiry. Either
-    /// way the session closes with 4401 when it passes.
-    deadline: tokio::time::Instant,
     /// This session's place in the per-user count; `None` until authenticated.
     slot: Option<SessionSlot>,
     /// Whether the session was last told the bus is up (the default, said
@@ -213,6 +215,9 @@ pub struct SessionState {
     bus_up_told: bool,
     /// The session has closed; later messages are ignored.
     ended: bool,
+    /// Held until the state is dropped, after `writer` (fields drop in
+    /// order), so graceful shutdown also waits for a 1011 close frame.
+    _running: TaskTrackerToken,
 }
 
 /// However the session ends (closed, failed), it leaves every subscriber set
@@ -242,6 +247,7 @@ impl Actor for SessionActor {
             claims,
             slot,
             span,
+            running,
         } = args;
         let deadline = match &claims {
             Some(claims) => expiry(claims),
@@ -264,6 +270,7 @@ impl Actor for SessionActor {
         let (sink, stream) = socket.split();
         let shared_deadline = Arc::new(SharedDeadline::new(deadline));
         let tasks = app.tasks.clone();
+        let ping_every = Duration::from_secs(app.settings.ws_ping_secs.max(1));
         let reader = tokio::spawn(
             read(
                 stream,
@@ -271,12 +278,11 @@ impl Actor for SessionActor {
                 Arc::new(Semaphore::new(READ_AHEAD)),
                 app.shutdown.clone(),
                 app.bus.connected(),
-                Duration::from_secs(app.settings.ws_ping_secs.max(1)),
+                ping_every,
                 shared_deadline.clone(),
             )
             .instrument(span.clone()),
         );
-        let ping_every = Duration::from_secs(app.settings.ws_ping_secs.max(1));
         // Balanced in `Drop`, which runs however the session ends.
         metrics::gauge!(m::WS_SESSIONS_OPEN).increment(1.0);
         Ok(SessionState {
@@ -298,10 +304,10 @@ impl Actor for SessionActor {
             last_seen: Instant::now(),
             ping_every,
             claims,
-            deadline,
             slot,
             bus_up_told: true,
             ended: false,
+            _running: running,
         })
     }
 
@@ -333,10 +339,14 @@ impl Actor for SessionActor {
             return Err("fault injected".into());
         }
         let span = state.span.clone();
-        if let Err(end) = state.on_message(message).instrument(span.clone()).await {
-            state.finish(end).instrument(span).await;
-            myself.stop(None);
+        async {
+            if let Err(end) = state.on_message(message).await {
+                state.finish(end).await;
+                myself.stop(None);
+            }
         }
+        .instrument(span)
+        .await;
         Ok(())
     }
 }
@@ -429,7 +439,7 @@ impl SessionState {
             }
             SessionMsg::Deadline => {
                 let now = tokio::time::Instant::now();
-                if now >= self.deadline {
+                if now >= self.shared_deadline.get() {
                     let reason = if self.claims.is_some() {
                         "token expired"
                     } else {
@@ -448,7 +458,7 @@ impl SessionState {
                 Ok(())
             }
             SessionMsg::Shutdown => Err(End::Close(close::GOING_AWAY, "server shutting down")),
-            SessionMsg::Fail => Ok(()),
+            SessionMsg::Fail => unreachable!("a fault is raised in `handle`"),
         }
     }
 
@@ -641,8 +651,7 @@ impl SessionState {
                         }
                     }
                 }
-                self.deadline = expiry(&claims);
-                self.shared_deadline.set(self.deadline);
+                self.shared_deadline.set(expiry(&claims));
                 let first = self.claims.replace(claims).is_none();
                 self.send_json(json!({ "type": "authenticated" })).await?;
                 if first && !*self.app.bus.connected().borrow() {
@@ -904,12 +913,9 @@ pub struct Sessions {
 }
 
 pub enum SupervisorMsg {
-    /// Spawns a session actor linked to the supervisor; answers with a
-    /// receiver that completes when the actor has ended.
-    Spawn(
-        Box<SessionArgs>,
-        RpcReplyPort<Option<tokio::sync::oneshot::Receiver<()>>>,
-    ),
+    /// Spawns a session actor linked to the supervisor; answers once it
+    /// runs (or could not be started: the socket is then dropped).
+    Spawn(Box<SessionArgs>, RpcReplyPort<()>),
     /// Fault injection for supervision tests: makes a session fail.
     #[doc(hidden)]
     Fail(SubscriberId),
@@ -931,18 +937,14 @@ impl Sessions {
         self.next.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    async fn spawn(&self, args: SessionArgs) -> Option<tokio::sync::oneshot::Receiver<()>> {
-        let answer = self
+    async fn spawn(&self, args: SessionArgs) {
+        let _ = self
             .supervisor
             .call(
                 |reply| SupervisorMsg::Spawn(Box::new(args), reply),
                 Some(Duration::from_secs(5)),
             )
             .await;
-        match answer {
-            Ok(ractor::rpc::CallResult::Success(done)) => done,
-            _ => None,
-        }
     }
 
     /// Fault injection for supervision tests: makes session `id` fail.
@@ -968,8 +970,8 @@ impl Sessions {
 struct SessionSupervisor;
 
 pub struct SupervisorState {
-    /// Each child's session id, and who waits for its end.
-    children: HashMap<ActorId, (SubscriberId, tokio::sync::oneshot::Sender<()>)>,
+    /// Each child's session id.
+    children: HashMap<ActorId, SubscriberId>,
     by_session: HashMap<SubscriberId, ActorCell>,
 }
 
@@ -1000,16 +1002,14 @@ impl Actor for SessionSupervisor {
                 let id = args.id;
                 match Actor::spawn_linked(None, SessionActor, *args, myself.get_cell()).await {
                     Ok((actor, _)) => {
-                        let (done, ended) = tokio::sync::oneshot::channel();
-                        state.children.insert(actor.get_id(), (id, done));
+                        state.children.insert(actor.get_id(), id);
                         state.by_session.insert(id, actor.get_cell());
-                        let _ = reply.send(Some(ended));
                     }
                     Err(error) => {
                         tracing::warn!(%error, "could not start a session actor");
-                        let _ = reply.send(None);
                     }
                 }
+                let _ = reply.send(());
             }
             SupervisorMsg::Fail(id) => {
                 if let Some(cell) = state.by_session.get(&id) {
@@ -1039,7 +1039,7 @@ impl Actor for SessionSupervisor {
             SupervisionEvent::ActorFailed(cell, error) => (cell, Some(error)),
             _ => return Ok(()),
         };
-        let Some((id, done)) = state.children.remove(&cell.get_id()) else {
+        let Some(id) = state.children.remove(&cell.get_id()) else {
             return Ok(());
         };
         state.by_session.remove(&id);
@@ -1047,7 +1047,6 @@ impl Actor for SessionSupervisor {
             tracing::error!(session = id, %error, "WebSocket session actor failed; closing its socket with 1011");
             m::ws_session_dropped(DropReason::Failed);
         }
-        let _ = done.send(());
         Ok(())
     }
 }

@@ -222,12 +222,7 @@ pub async fn upgrade(
         .write_buffer_size(WS_WRITE_BUFFER_BYTES)
         .on_upgrade(move |socket| {
             async move {
-                if let Some(done) = crate::session::start(app, socket, claims, slot).await {
-                    tokio::spawn(async move {
-                        let _ = done.await;
-                        drop(running);
-                    });
-                }
+                crate::session::start(app, socket, claims, slot, running).await;
             }
             .instrument(span)
         })

@@ -347,12 +347,15 @@ impl Drop for CommitReport {
 
 /// Pinning: a SKU with subscribers is not passivated, so its cached state
 /// stays warm for the changes its watchers are shown. The subscriber sets
-/// live in the supervisor's table ([`crate::subscribers`]), which outlives
+/// live in the instance's table ([`crate::subscribers`]), which outlives
 /// the actor: a restarted or re-activated actor finds its set there and
 /// pins itself again at its next idle check. Pins are capped
 /// ([`Pinning::max`]): past the cap a subscribed SKU's actor passivates as
 /// any other (its subscribers still get every change: delivery does not go
 /// through the actor), and the refusal is counted.
+/// Default of [`Pinning::max`] (`SKUWATCH_ACTOR_MAX_PINNED`).
+pub const DEFAULT_MAX_PINNED: usize = 10_000;
+
 #[derive(Clone)]
 pub struct Pinning {
     /// `None`: nothing pins (an instance without sessions, unit tests).
@@ -367,7 +370,7 @@ impl Default for Pinning {
     fn default() -> Self {
         Self {
             pins: None,
-            max: 10_000,
+            max: DEFAULT_MAX_PINNED,
             count: Arc::default(),
         }
     }
@@ -489,10 +492,10 @@ impl Actor for SkuActor {
             SkuMsg::Apply(change) => state.apply(&change.sku).await,
             SkuMsg::Offer(sku) => state.offer(&sku),
             SkuMsg::IdleCheck => {
-                if !state.busy()
-                    && state.last_used.elapsed() >= state.ctx.idle
-                    && !state.stays_pinned()
-                {
+                // Checked at every tick, busy or not, so a busy SKU whose
+                // subscribers left gives its pin back.
+                let pinned = state.stays_pinned();
+                if !pinned && !state.busy() && state.last_used.elapsed() >= state.ctx.idle {
                     state.leave(&myself, "passivated");
                 }
             }
@@ -560,6 +563,14 @@ mod tests {
         (store, registry)
     }
 
+    /// Waits until a commit call (after the seeding one) is in the store,
+    /// held there: the first write is in flight.
+    async fn until_committing(store: &MemoryStore) {
+        while store.commit_sizes().len() < 2 {
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// Waits until the SKU holds `n` writes (each is sent right after).
     async fn until_held(registry: &Registry, n: usize) {
         while registry.held(&code()) < n {
@@ -581,7 +592,7 @@ mod tests {
     async fn writes_arriving_during_a_commit_share_the_next_call_and_reads_do_not_wait() {
         let (store, registry) = rig(100, RegistryConfig::default()).await;
         let first = spawn_write(&registry, -1);
-        until_held(&registry, 1).await;
+        until_committing(&store).await;
         let more: Vec<_> = (0..5).map(|_| spawn_write(&registry, -2)).collect();
         until_held(&registry, 6).await;
 
@@ -648,7 +659,7 @@ mod tests {
         let (store, registry) = rig(10, config).await;
         // Started (in the blocked call): awaited past the timeout.
         let started = spawn_write(&registry, -1);
-        until_held(&registry, 1).await;
+        until_committing(&store).await;
         // Pending behind it: withdrawn when the wait elapses.
         let withdrawn = registry.write(&code(), adjust(-3)).await;
         assert!(

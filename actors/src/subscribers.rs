@@ -1,5 +1,7 @@
-//! Who is subscribed to each SKU: the per-SKU subscriber sets the supervisor
-//! keeps for the SKU actors of an instance.
+//! Who is subscribed to each SKU: one table per instance, created at
+//! start-up and shared by the sessions (which join and leave it), the feed
+//! (which delivers through it) and the SKU actors (which read it, through
+//! [`Pins`], to stay pinned).
 //!
 //! # Why the sets live here and not in each actor's `State`
 //! A session that subscribes must be registered before it reads the
@@ -15,8 +17,8 @@
 //!
 //! Keeping the set in this table rather than in the actor's `State` also
 //! gives the other guarantees for free: a restarted or passivated actor
-//! never drops a subscription (the supervisor's table outlives it, and a
-//! new actor of the SKU finds its set here), and a subscription to a code
+//! never drops a subscription (the table outlives it, and a new actor of
+//! the SKU finds its set here), and a subscription to a code
 //! that does not exist keeps no actor. A SKU actor reads its own set to
 //! decide whether it is pinned (not passivated while subscribed; see
 //! [`Pins`]). Each set is changed atomically under its map entry's lock, so

@@ -254,17 +254,17 @@ impl MemoryStore {
                     .push((alert.id, alert.kind));
             }
         }
-        let plan = crate::plan::plan(&rows, &active, &live_jobs, now);
+        let mut plan = crate::plan::plan(rows, active, &live_jobs, now);
         for (code, row) in &plan.rows {
             data.skus.insert(code.clone(), row.state.clone());
         }
         let alerts = apply_alerts(data, &plan.alerts, now);
-        let mut committed = plan.committed(&alerts);
+        let mut committed = plan.take_committed(&alerts);
         for change in &mut committed {
             change.event.event_id = data.events.len() as i64 + 1;
             data.events.push(change.clone());
         }
-        for (outcome, i) in plan.outcomes(&committed).into_iter().zip(live) {
+        for (outcome, i) in plan.outcomes(committed).into_iter().zip(live) {
             if let Some(idem) = jobs[i].idempotency() {
                 if let Some(key) = data.keys.get_mut(&(idem.scope.clone(), idem.key.clone())) {
                     key.response = Some((idem.render)(&outcome));
