@@ -59,15 +59,14 @@ pub struct Settings {
     /// Most write calls (a SKU actor's writes, a batch, a chunk of a CSV
     /// import) queued for the group committers; one more is refused at once
     /// with 503 `overloaded` and `Retry-After` (nothing was done).
-    #[arg(long, env = "SKUWATCH_WRITE_QUEUE", default_value_t = 4096)]
+    #[arg(long, env = "SKUWATCH_WRITE_QUEUE", default_value_t = crate::store::DEFAULT_WRITE_QUEUE)]
     pub write_queue: usize,
 
     /// Milliseconds a request waits in a SKU actor's queue before it is
     /// withdrawn and refused with 503 `overloaded` (nothing was done). A
     /// write the actor has started is never withdrawn. Below the request
     /// timeout, so a write stuck behind a hot SKU's queue is answered
-    /// "nothing done" rather than `outcome_unknown`; a burst on one SKU is
-    /// served one commit at a time, so this is longer than the pool waits.
+    /// "nothing done" rather than `outcome_unknown`.
     #[arg(
         long,
         env = "SKUWATCH_ACTOR_QUEUE_TIMEOUT_MS",
@@ -75,12 +74,16 @@ pub struct Settings {
     )]
     pub actor_queue_timeout_ms: u64,
 
-    /// Most writes one SKU may hold at once (sent to its actor and not yet
-    /// answered: queued, pending, or committing). One more is refused at
+    /// Most writes one SKU may hold at once (sent to its actor, callers
+    /// still waiting: queued, pending, or committing). One more is refused at
     /// once with 503 `overloaded` and counted
     /// (`skuwatch_actor_mailbox_refused_total`), instead of waiting in an
     /// unbounded mailbox.
-    #[arg(long, env = "SKUWATCH_ACTOR_MAILBOX", default_value_t = 1024)]
+    #[arg(
+        long,
+        env = "SKUWATCH_ACTOR_MAILBOX",
+        default_value_t = skuwatch_actors::registry::DEFAULT_MAILBOX
+    )]
     pub actor_mailbox: usize,
 
     /// Seconds a SKU actor may stay unused before it is passivated.
@@ -91,7 +94,11 @@ pub struct Settings {
     /// subscribers (pinned: not passivated). Past it, subscribed SKUs'
     /// actors passivate as others do; their subscribers still get every
     /// change (`skuwatch_actor_pins_refused_total`).
-    #[arg(long, env = "SKUWATCH_ACTOR_MAX_PINNED", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "SKUWATCH_ACTOR_MAX_PINNED",
+        default_value_t = skuwatch_actors::sku_actor::DEFAULT_MAX_PINNED
+    )]
     pub actor_max_pinned: usize,
 
     /// Redis for scale-out (`redis://host:6379/0`): the event bus between

@@ -116,11 +116,11 @@ pub const WS_SUBSCRIBED_SKUS: &str = "skuwatch_ws_subscribed_skus";
 pub const PUSH_DROPPED: &str = "skuwatch_push_dropped_total";
 /// Counter: idempotency keys deleted after their 24 h window.
 pub const IDEMPOTENCY_KEYS_PURGED: &str = "skuwatch_idempotency_keys_purged_total";
+/// Counter: write calls refused because the group-commit queue was full
+/// (each one a 503 `overloaded`; `SKUWATCH_WRITE_QUEUE`).
+pub const WRITE_QUEUE_REFUSED: &str = "skuwatch_write_queue_refused_total";
 /// Counter `{kind}`: requests refused with 503 because a bounded wait
 /// elapsed (`overloaded`), or whose outcome is unknown (`outcome_unknown`).
-/// Write calls refused because the group-commit queue was full (each one
-/// a 503 `overloaded`; `SKUWATCH_WRITE_QUEUE`).
-pub const WRITE_QUEUE_REFUSED: &str = "skuwatch_write_queue_refused_total";
 pub const REFUSED_503: &str = "skuwatch_http_503_total";
 
 /// Gauge `{version}`: always 1; the running build.
@@ -133,11 +133,11 @@ pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
-/// Buckets for push and bus latency: 100 µs (in-process) to 10 s (a slow
-/// client or a lagging Redis).
 /// Jobs per commit call of a SKU actor: 1 (no contention) to the group
 /// size, 256.
 const COMMIT_WRITES_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+/// Buckets for push and bus latency: 100 µs (in-process) to 10 s (a slow
+/// client or a lagging Redis).
 const PUSH_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,

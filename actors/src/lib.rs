@@ -13,8 +13,8 @@
 //! - [`sku_actor`]: one actor per active SKU: cached state, pipelined writer.
 //! - [`registry`]: finds or activates a SKU's actor; the supervisor that
 //!   restarts failed actors; passivation of idle ones.
-//! - [`subscribers`]: the per-SKU subscriber sets the supervisor keeps;
-//!   they pin SKU actors and survive their restarts.
+//! - [`subscribers`]: the per-SKU subscriber sets of an instance; they pin
+//!   SKU actors and outlive their restarts.
 //! - [`messages`]: what the actors understand.
 //! - [`metrics`]: names of the actor metrics (no per-SKU labels).
 //! - `testing` (tests, or the `testing` feature): an in-memory store and a

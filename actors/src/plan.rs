@@ -97,29 +97,34 @@ impl Plan {
         !self.events.is_empty()
     }
 
-    /// The committed changes once the store has run [`Plan::alerts`]:
-    /// `alerts` holds one alert per op, in op order, as it is right after
-    /// its statement. Event ids stay 0 for the store to set from its clock.
-    pub fn committed(&self, alerts: &[Alert]) -> Vec<Committed> {
-        self.events
-            .iter()
+    /// Takes the planned events out as committed changes, once the store
+    /// has run [`Plan::alerts`]: `alerts` holds one alert per op, in op
+    /// order, as it is right after its statement. Event ids stay 0 for the
+    /// store to set from its clock.
+    pub fn take_committed(&mut self, alerts: &[Alert]) -> Vec<Committed> {
+        std::mem::take(&mut self.events)
+            .into_iter()
             .map(|planned| Committed {
-                event: planned.event.clone(),
-                sku: planned.state.clone(),
-                alerts: alerts[planned.alerts.clone()].to_vec(),
+                event: planned.event,
+                sku: planned.state,
+                alerts: alerts[planned.alerts].to_vec(),
             })
             .collect()
     }
 
     /// Each job's outcome, in job order, given the changes as committed
-    /// (`committed[i]` is `events[i]` with its id).
-    pub fn outcomes(self, committed: &[Committed]) -> Vec<WriteOutcome> {
+    /// (`committed[i]` is `events[i]` with its id; each job's events are
+    /// one run, in job order, so they are moved, not copied).
+    pub fn outcomes(self, committed: Vec<Committed>) -> Vec<WriteOutcome> {
+        let mut committed = committed.into_iter();
         self.jobs
             .into_iter()
             .map(|job| match job {
                 JobPlan::Rejected(rejection) => WriteOutcome::Rejected(rejection),
                 JobPlan::Unchanged => WriteOutcome::Committed(Vec::new()),
-                JobPlan::Changed(range) => WriteOutcome::Committed(committed[range].to_vec()),
+                JobPlan::Changed(range) => {
+                    WriteOutcome::Committed(committed.by_ref().take(range.len()).collect())
+                }
             })
             .collect()
     }
@@ -130,17 +135,17 @@ impl Plan {
 /// those SKUs as `(id, kind)`), at `now` (read after the rows were locked,
 /// so per SKU `at` follows `version`).
 pub fn plan(
-    rows: &BTreeMap<SkuCode, Sku>,
-    active: &BTreeMap<SkuCode, Vec<(i64, AlertKind)>>,
+    rows: BTreeMap<SkuCode, Sku>,
+    active: BTreeMap<SkuCode, Vec<(i64, AlertKind)>>,
     jobs: &[&WriteJob],
     now: Micros,
 ) -> Plan {
     let mut planner = Planner {
-        current: rows.clone(),
         existed: rows.keys().cloned().collect(),
+        current: rows,
         // Raised-in-plan alerts are carried as negative ids (-(k + 1)) so
         // that `evaluate_alerts` sees them like stored ones.
-        active: active.clone(),
+        active,
         plan: Plan::default(),
     };
     for (index, job) in jobs.iter().enumerate() {
@@ -154,7 +159,13 @@ pub fn plan(
             )
             .map(|changes| (changes, &request.meta)),
             WriteJob::Batch { lines, meta, .. } => {
-                let mut scratch = planner.current.clone();
+                // Only the batch's own rows: kept only if it is accepted
+                // (then through `push`, like any change).
+                let mut scratch: BTreeMap<SkuCode, Sku> = lines
+                    .iter()
+                    .filter_map(|l| planner.current.get_key_value(&l.sku))
+                    .map(|(code, sku)| (code.clone(), sku.clone()))
+                    .collect();
                 decide_batch(lines, &mut scratch, meta, now).map(|changes| (changes, meta))
             }
         };
@@ -409,7 +420,7 @@ mod tests {
 
     fn run(rows: &BTreeMap<SkuCode, Sku>, jobs: &[WriteJob]) -> Plan {
         let refs: Vec<&WriteJob> = jobs.iter().collect();
-        plan(rows, &BTreeMap::new(), &refs, Micros(7))
+        plan(rows.clone(), BTreeMap::new(), &refs, Micros(7))
     }
 
     #[test]
@@ -482,7 +493,7 @@ mod tests {
         active.insert(code("A"), Vec::new());
         let jobs = [adjust("A", -12), adjust("A", 20)];
         let refs: Vec<&WriteJob> = jobs.iter().collect();
-        let plan = plan(&locked, &active, &refs, Micros(7));
+        let plan = plan(locked, active, &refs, Micros(7));
         // The sale to 0 raises out_of_stock and low_stock; the restock to 20
         // resolves both, referring to the raises by position.
         assert_eq!(plan.events[0].alerts, 0..2);
@@ -502,7 +513,7 @@ mod tests {
         );
         let jobs = [adjust("A", 1)];
         let refs: Vec<&WriteJob> = jobs.iter().collect();
-        let plan = plan(&locked, &active, &refs, Micros(7));
+        let plan = plan(locked, active, &refs, Micros(7));
         assert_eq!(plan.alerts, [AlertOp::Resolve(AlertRef::Existing(41))]);
     }
 

@@ -62,10 +62,12 @@ pub struct RegistryConfig {
     /// SKU is left inactive until its next use.
     pub max_restarts: u32,
     pub restart_window: Duration,
-    /// Most writes one SKU may hold at once: sent to its actor and not yet
-    /// answered (queued in the mailbox, pending, or committing). ractor's
-    /// mailboxes are unbounded; this bound stands in front of them
-    /// (`SKUWATCH_ACTOR_MAILBOX`).
+    /// Most writes one SKU may hold at once: sent to its actor, and their
+    /// callers still waiting (queued in the mailbox, pending, or
+    /// committing). ractor's mailboxes are unbounded; this bound stands in
+    /// front of them (`SKUWATCH_ACTOR_MAILBOX`). A write whose caller gave
+    /// up while it commits stops counting; its commit call (at most 256
+    /// writes) still ends in its own time.
     pub mailbox: usize,
     /// Subscribed SKUs pin their actors, up to a cap (see [`Pinning`]).
     pub pinning: Pinning,
@@ -81,12 +83,15 @@ impl Default for RegistryConfig {
             call_timeout: Duration::from_secs(20),
             max_restarts: 5,
             restart_window: Duration::from_secs(60),
-            mailbox: 1024,
+            mailbox: DEFAULT_MAILBOX,
             pinning: Pinning::default(),
             faults: InjectedFaults::default(),
         }
     }
 }
+
+/// Default of [`RegistryConfig::mailbox`] (`SKUWATCH_ACTOR_MAILBOX`).
+pub const DEFAULT_MAILBOX: usize = 1024;
 
 /// The `dashmap` of active SKU actors plus their supervisor.
 #[derive(Clone)]

@@ -12,7 +12,8 @@ use crate::domain::{
 
 /// A storage failure that is not a domain rule: connection lost, constraint
 /// the domain did not foresee, corrupt row. Shown to clients as a bare 500 or
-/// 503; the text and its source go to the log only.
+/// 503; its text (for a database error, the driver's own message) goes to
+/// the log only.
 ///
 /// Each variant carries a [`Cause`]: what happened, the underlying error
 /// (`std::error::Error::source`), and whether running the same work again
@@ -55,17 +56,6 @@ impl StoreError {
             StoreError::OutcomeUnknown(_) | StoreError::Corrupt(_) => false,
         }
     }
-
-    /// The cause, whatever the variant.
-    pub fn cause(&self) -> &Cause {
-        match self {
-            StoreError::Unavailable(c)
-            | StoreError::Busy(c)
-            | StoreError::OutcomeUnknown(c)
-            | StoreError::Database(c)
-            | StoreError::Corrupt(c) => c,
-        }
-    }
 }
 
 /// What a [`StoreError`] is about: a message for the log, the error that
@@ -97,10 +87,6 @@ impl Cause {
     pub fn retryable(mut self) -> Self {
         self.retryable = true;
         self
-    }
-
-    pub fn message(&self) -> &str {
-        &self.message
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 pub use skuwatch_actors::store::UserRecord;
 use skuwatch_actors::store::{SkuStore, StoreError};
-pub use sql::SqlStore;
+pub use sql::{SqlStore, DEFAULT_WRITE_QUEUE};
 
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +64,7 @@ impl Default for PoolSettings {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
             lock_timeout: Duration::from_secs(10),
-            write_queue: sql::DEFAULT_WRITE_QUEUE,
+            write_queue: DEFAULT_WRITE_QUEUE,
         }
     }
 }

@@ -24,8 +24,7 @@ mod write;
 
 pub use group::DEFAULT_QUEUE as DEFAULT_WRITE_QUEUE;
 
-/// Keys older than this are forgotten (API.md: retries within 24 h).
-const IDEMPOTENCY_WINDOW_US: i64 = 24 * 3600 * 1_000_000;
+use skuwatch_actors::store::IDEMPOTENCY_WINDOW_US;
 
 const SKU_COLUMNS: &str = "sku, name, currency, price_minor, stock, low_stock_threshold, \
      guard_max_change_pct, guard_min_price, guard_max_price, version, updated_us";

@@ -104,12 +104,12 @@ async fn prepare(
     let now = Micros::now();
     let active = active_alerts(tx, &codes).await?;
 
-    let plan = plan(&rows, &active, &live_jobs, now);
-    let Some(committed) = execute(store.backend, tx, &plan, now).await? else {
+    let mut plan = plan(rows, active, &live_jobs, now);
+    let Some(committed) = execute(store.backend, tx, &mut plan, now).await? else {
         return Ok(None);
     };
-    let mut keep = plan.changes_anything();
-    for (outcome, &i) in plan.outcomes(&committed).into_iter().zip(&live) {
+    let mut keep = !committed.is_empty();
+    for (outcome, &i) in plan.outcomes(committed).into_iter().zip(&live) {
         // Answers of keyed jobs, kept for their retries.
         if let Some(idem) = jobs[i].idempotency() {
             super::keep_answer(tx, idem, &outcome).await?;
@@ -129,7 +129,7 @@ async fn prepare(
 async fn execute(
     backend: Backend,
     tx: &mut Tx,
-    plan: &Plan,
+    plan: &mut Plan,
     now: Micros,
 ) -> Result<Option<Vec<Committed>>, StoreError> {
     if !plan.changes_anything() {
@@ -148,7 +148,7 @@ async fn execute(
         update_rows(backend, tx, &finals).await?;
     }
     let alerts = apply_alerts(tx, &plan.alerts, now).await?;
-    let mut committed = plan.committed(&alerts);
+    let mut committed = plan.take_committed(&alerts);
     append_events(backend, tx, &mut committed).await?;
     Ok(Some(committed))
 }
