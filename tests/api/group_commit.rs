@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 use serde_json::{json, Value};
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{metric, Backend, TestApp};
 
 both_backends!(
     concurrent_writes_over_many_skus_get_their_own_gap_free_events_and_refusals_change_nothing,
@@ -163,19 +163,9 @@ both_backends!(
             taken += 1000 - app.db_stock(sku).await.0;
         }
         assert_eq!(taken, accepted, "nothing of a refused write was kept");
-        let metrics = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let page = app.metrics_page().await;
         assert!(
-            metrics
-                .lines()
-                .any(|l| l.starts_with("skuwatch_write_queue_refused_total ") && !l.ends_with(" 0")),
+            metric(&page, "skuwatch_write_queue_refused_total").is_some_and(|n| n > 0.0),
             "refusals are counted"
         );
     }

@@ -203,6 +203,40 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
+    /// The `/metrics` page (Prometheus text format).
+    pub async fn metrics_page(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// Waits until `/readyz` answers `want` (200 or 503), at most `within`.
+    pub async fn wait_ready(&self, want: u16, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let status = self
+                .client
+                .get(self.url("/readyz"))
+                .send()
+                .await
+                .expect("readyz")
+                .status();
+            if status == want {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "/readyz stayed {status}, wanted {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn create_sku(&self, sku: &str, currency: &str, price: &str, stock: i64) -> Value {
         let response = self
             .client
@@ -414,4 +448,16 @@ macro_rules! both_backends {
             }
         }
     };
+}
+
+/// The value of one series (its exact name and labels) on a `/metrics`
+/// page, if the page has it.
+pub fn metric(page: &str, series: &str) -> Option<f64> {
+    page.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }

@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 use serde_json::{json, Value};
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{metric, Backend, TestApp};
 
 /// The SKU's stock events, checked as one unbroken chain from `initial`:
 /// versions consecutive from 2, each starting where the one before ended,
@@ -129,20 +129,8 @@ both_backends!(
         assert_eq!(last, initial - ok);
         assert_eq!(app.db_stock("TINY").await.0, initial - ok);
 
-        let metrics = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        let counted = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("skuwatch_actor_mailbox_refused_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0);
+        let page = app.metrics_page().await;
+        let counted = metric(&page, "skuwatch_actor_mailbox_refused_total").unwrap_or(0.0);
         // Process-wide counter: at least this test's refusals.
         assert!(counted >= refused as f64, "{counted} < {refused}");
 

@@ -50,25 +50,8 @@ impl Pair {
     /// Waits until `/readyz` of both instances says `ready` (or not).
     async fn wait_ready(&self, ready: bool) {
         for app in [&self.a, &self.b] {
-            let want = if ready { 200 } else { 503 };
-            let deadline = tokio::time::Instant::now() + CONVERGE;
-            loop {
-                let status = app
-                    .client
-                    .get(app.url("/readyz"))
-                    .send()
-                    .await
-                    .expect("readyz")
-                    .status();
-                if status == want {
-                    break;
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "/readyz stayed {status}, wanted {want}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            app.wait_ready(if ready { 200 } else { 503 }, CONVERGE)
+                .await;
         }
     }
 

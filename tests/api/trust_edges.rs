@@ -10,7 +10,7 @@ use skuwatch_actors::messages::OnceFault;
 use sqlx::Connection;
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp, ADMIN_PASSWORD};
+use crate::helpers::{metric, Backend, TestApp, ADMIN_PASSWORD};
 use crate::redis_proxy::{cleanup, test_prefix, Mode, RedisProxy};
 
 /// Generous bound for conditions the server reaches by itself.
@@ -173,19 +173,10 @@ both_backends!(
         assert_eq!(login_as(&app, ADMIN_PASSWORD, owner).await.0, 200);
         assert_eq!(login_as(&app, ADMIN_PASSWORD, None).await.0, 200);
 
-        let metrics = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let page = app.metrics_page().await;
         assert!(
-            metrics.lines().any(|l| l
-                .starts_with("skuwatch_login_throttled_total{scope=\"pair\"}")
-                && !l.ends_with(" 0")),
+            metric(&page, "skuwatch_login_throttled_total{scope=\"pair\"}")
+                .is_some_and(|n| n > 0.0),
             "throttled attempts are counted"
         );
     }

@@ -100,24 +100,7 @@ fn redis_settings(s: &mut skuwatch::Settings, url: String, prefix: &str) {
 
 /// Waits until `/readyz` answers `want`.
 async fn wait_ready(app: &TestApp, want: u16) {
-    let deadline = tokio::time::Instant::now() + CONVERGE;
-    loop {
-        let status = app
-            .client
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .expect("readyz")
-            .status();
-        if status == want {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "/readyz stayed {status}, wanted {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.wait_ready(want, CONVERGE).await;
 }
 
 // Fault 1: B's Redis connection is cut, so every change A commits reaches

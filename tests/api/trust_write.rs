@@ -13,7 +13,9 @@ use sqlx::Connection;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::both_backends;
-use crate::helpers::{client_with, login, Backend, TestApp, TestDb, ADMIN_PASSWORD, JWT_SECRET};
+use crate::helpers::{
+    client_with, login, metric, Backend, TestApp, TestDb, ADMIN_PASSWORD, JWT_SECRET,
+};
 
 async fn patch(app: &TestApp, sku: &str, body: Value) -> (u16, Value) {
     let response = app
@@ -468,17 +470,6 @@ impl Server {
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
-}
-
-/// The value of one series (exact name and labels) on a `/metrics` page.
-fn metric(page: &str, series: &str) -> Option<f64> {
-    page.lines().find_map(|line| {
-        line.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
 }
 
 async fn wait_for<F, Fut>(what: &str, mut check: F)
