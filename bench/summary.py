@@ -15,7 +15,7 @@ def pick(name, d):
         out["cpu us/write"] = round(s.get("cpu_us_per_write", 0))
         out["errors"] = d.get("errors_by_status")
     if name == "hot":
-        out["writes/commit"] = d.get("writes_per_commit")
+        out["writes/commit"] = (d.get("hot") or {}).get("writes_per_commit")
         out["final ok"] = d.get("hot", d.get("stock_check"))
     if name == "fanout":
         dl = d.get("deliveries", {})

@@ -12,6 +12,10 @@ use skuwatch::Settings;
 use skuwatch_actors::store::SkuStore;
 use tracing_subscriber::EnvFilter;
 
+/// See Cargo.toml: the write path's many small cross-thread allocations.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about = "Real-time inventory and price monitoring server")]
 struct Cli {

@@ -22,8 +22,8 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use skuwatch_actors::domain::{AlertKind, AlertStatus, Committed};
 pub use skuwatch_actors::metrics::{
-    ACTORS_ACTIVE, ACTORS_PINNED, ACTOR_ACTIVATIONS, ACTOR_COMMIT_WRITES, ACTOR_MAILBOX_REFUSED,
-    ACTOR_PASSIVATIONS, ACTOR_PINS_REFUSED, ACTOR_RESTARTS,
+    ACTORS_ACTIVE, ACTORS_PINNED, ACTOR_ACTIVATIONS, ACTOR_CHANGES_CONFLATED, ACTOR_COMMIT_WRITES,
+    ACTOR_MAILBOX_REFUSED, ACTOR_PASSIVATIONS, ACTOR_PINS_REFUSED, ACTOR_RESTARTS,
 };
 
 // --- HTTP --------------------------------------------------------------
@@ -327,6 +327,11 @@ fn describe() {
         Count,
         "Writes refused with 503 overloaded because their SKU already held SKUWATCH_ACTOR_MAILBOX writes not yet answered"
     );
+    describe_counter!(
+        ACTOR_CHANGES_CONFLATED,
+        Count,
+        "States offered to a SKU actor merged into one already waiting for it instead of queued behind it"
+    );
     describe_gauge!(
         ACTORS_PINNED,
         Count,
@@ -434,6 +439,7 @@ fn zero_known_series() {
         ACTOR_RESTARTS,
         ACTOR_MAILBOX_REFUSED,
         ACTOR_PINS_REFUSED,
+        ACTOR_CHANGES_CONFLATED,
         IDEMPOTENCY_KEYS_PURGED,
         WRITE_QUEUE_REFUSED,
     ] {

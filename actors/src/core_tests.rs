@@ -491,3 +491,48 @@ async fn the_memory_store_raises_and_resolves_alerts_like_the_sql_store() {
     assert_eq!(summary.open_alerts.values().sum::<i64>(), 0);
     assert_eq!(summary.below_threshold, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn changes_offered_faster_than_the_actor_takes_them_conflate_into_one_wake_up() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let (store, bus) = (MemoryStore::new(), FakeBus::new());
+    store.seed("A-1", 10).await;
+    let registry = registry_with(&store, &bus, config()).await;
+    let sku = code_of("A-1");
+    registry.get(&sku).await.unwrap();
+    let mut changes = Vec::new();
+    for _ in 0..100 {
+        changes.push(store.adjust_behind_the_back("A-1", 1).await);
+    }
+    let loads = store.load_calls();
+
+    // The actor cannot run between these calls (one thread, no await):
+    // the first change wakes it, the other 99 wait in its slot.
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        for change in &changes {
+            registry.apply(change);
+        }
+    });
+    let conflated: u64 = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == crate::metrics::ACTOR_CHANGES_CONFLATED)
+        .map(|(.., value)| match value {
+            DebugValue::Counter(n) => n,
+            other => panic!("{other:?}"),
+        })
+        .sum();
+    assert_eq!(conflated, 99, "each change queued its own message");
+
+    let state = registry.get(&sku).await.unwrap().unwrap();
+    assert_eq!((state.version, state.stock), (101, 110), "not the newest");
+    assert_eq!(
+        store.load_calls(),
+        loads,
+        "skipped versions were conflated on purpose, not a gap to reload"
+    );
+}

@@ -22,6 +22,7 @@
 
 pub mod bus;
 pub mod domain;
+pub mod handle;
 pub mod messages;
 pub mod metrics;
 pub mod plan;

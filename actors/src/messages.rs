@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use ractor::{ActorRef, RpcReplyPort, SpawnErr};
 
-use crate::domain::{Committed, Sku, SkuCode};
+use crate::domain::{Sku, SkuCode};
 pub use crate::store::WriteRequest;
 use crate::store::{StoreError, WriteJob, WriteOutcome};
 
@@ -71,14 +71,12 @@ pub enum SkuMsg {
     /// panicked or was cancelled: the jobs may or may not have committed).
     /// The changes were published on the bus already.
     Committed(Option<Vec<Result<WriteOutcome, StoreError>>>),
-    /// A change committed elsewhere (batch path, another instance): cached
-    /// if newer than what the actor holds.
-    Apply(Arc<Committed>),
-    /// A state this instance read from the database and is showing a client
-    /// (a snapshot, a list page, a replay): cached if newer, so a later read
-    /// served by the actor is never older than what the instance has shown
-    /// (issue 13, fault 11), even before the feed dispatches the change.
-    Offer(Sku),
+    /// States are waiting in the actor's [`crate::handle::ChangeSlot`]:
+    /// changes committed elsewhere (the feed, a batch's other lines), or
+    /// states this instance read from the database and is showing a client
+    /// (a snapshot, a list page, a replay; issue 13, fault 11). Cached if
+    /// newer. At most one is in the mailbox at a time.
+    Changed,
     /// Passivation timer: stop when unused for the idle time.
     IdleCheck,
     /// Sent by the actor to itself after it found its SKU absent (or could

@@ -21,6 +21,11 @@ pub const ACTOR_COMMIT_WRITES: &str = "skuwatch_actor_commit_writes";
 /// already held `SKUWATCH_ACTOR_MAILBOX` writes not yet answered.
 pub const ACTOR_MAILBOX_REFUSED: &str = "skuwatch_actor_mailbox_refused_total";
 
+/// Counter: states offered to a SKU actor (changes from the feed, a
+/// batch's other lines, states shown to a client) merged into one already
+/// waiting for it instead of queued behind it (see [`crate::handle`]).
+pub const ACTOR_CHANGES_CONFLATED: &str = "skuwatch_actor_changes_conflated_total";
+
 /// Gauge: SKU actors kept active because their SKU has WebSocket
 /// subscribers (capped by `SKUWATCH_ACTOR_MAX_PINNED`).
 pub const ACTORS_PINNED: &str = "skuwatch_actors_pinned";

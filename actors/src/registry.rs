@@ -18,6 +18,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use crate::bus::EventBus;
 use crate::domain::WriteMeta;
 use crate::domain::{Committed, Sku, SkuCode};
+use crate::handle::{ChangeSlot, SkuHandle};
 use crate::messages::{Claim, InjectedFaults, SkuMsg, SupervisorMsg, WriteRequest};
 use crate::metrics;
 use crate::sku_actor::{CommitStats, Pinning, SkuActor, SkuContext};
@@ -96,7 +97,7 @@ pub const DEFAULT_MAILBOX: usize = 1024;
 /// The `dashmap` of active SKU actors plus their supervisor.
 #[derive(Clone)]
 pub struct Registry {
-    actors: Arc<DashMap<SkuCode, ActorRef<SkuMsg>>>,
+    actors: Arc<DashMap<SkuCode, SkuHandle>>,
     /// Writes each SKU holds (sent, not yet answered); a SKU holding none
     /// has no entry. Counted per SKU, not per actor, so a restart does not
     /// reset it while the old actor's callers still wait.
@@ -206,8 +207,8 @@ impl Registry {
     }
 
     async fn actor(&self, sku: &SkuCode) -> Result<ActorRef<SkuMsg>, ActorError> {
-        if let Some(actor) = self.actors.get(sku) {
-            return Ok(actor.clone());
+        if let Some(handle) = self.actors.get(sku) {
+            return Ok(handle.actor.clone());
         }
         let reply = self
             .supervisor
@@ -268,7 +269,7 @@ impl Registry {
             }
             // The stopped actor may still be registered for a moment.
             let id = actor.get_id();
-            self.actors.remove_if(sku, |_, a| a.get_id() == id);
+            self.actors.remove_if(sku, |_, h| h.actor.get_id() == id);
         }
         Err(ActorError::Unavailable(last))
     }
@@ -342,23 +343,24 @@ impl Registry {
         .await
     }
 
-    /// Offers a committed change to the SKU's actor if it is active; an
-    /// inactive SKU reads the database when it is next activated.
+    /// Offers a change from the ordered feed to the SKU's actor if it is
+    /// active (conflated with any still waiting for it: [`crate::handle`]);
+    /// an inactive SKU reads the database when it is next activated.
     pub fn apply(&self, change: &Arc<Committed>) {
-        if let Some(actor) = self.actors.get(&change.sku.sku) {
-            let _ = actor.cast(SkuMsg::Apply(change.clone()));
+        if let Some(handle) = self.actors.get(&change.sku.sku) {
+            handle.offer(&change.sku, true);
         }
     }
 
     /// Offers states this instance read from the database, before it shows
-    /// them, to the SKUs' active actors ([`SkuMsg::Offer`]): a `GET` served
+    /// them, to the SKUs' active actors ([`SkuHandle::offer`]): a `GET` served
     /// from an actor afterwards is never older than a snapshot, list page or
     /// replay the same instance already answered. Inactive SKUs read the
     /// database on activation anyway.
     pub fn offer<'a>(&self, states: impl IntoIterator<Item = &'a Sku>) {
         for state in states {
-            if let Some(actor) = self.actors.get(&state.sku) {
-                let _ = actor.cast(SkuMsg::Offer(state.clone()));
+            if let Some(handle) = self.actors.get(&state.sku) {
+                handle.offer(state, false);
             }
         }
     }
@@ -400,18 +402,25 @@ impl SupervisorState {
         sku: SkuCode,
         restart: bool,
     ) -> Result<ActorRef<SkuMsg>, ractor::SpawnErr> {
-        if let Some(actor) = self.ctx.actors.get(&sku) {
-            return Ok(actor.clone());
+        if let Some(handle) = self.ctx.actors.get(&sku) {
+            return Ok(handle.actor.clone());
         }
+        let changes = Arc::new(ChangeSlot::default());
         let (actor, _) = Actor::spawn_linked(
             None,
             SkuActor,
-            (sku.clone(), self.ctx.clone()),
+            (sku.clone(), self.ctx.clone(), changes.clone()),
             myself.get_cell(),
         )
         .await?;
         self.children.insert(actor.get_id(), sku.clone());
-        self.ctx.actors.insert(sku, actor.clone());
+        self.ctx.actors.insert(
+            sku,
+            SkuHandle {
+                actor: actor.clone(),
+                changes,
+            },
+        );
         let counter = if restart {
             metrics::ACTOR_RESTARTS
         } else {
@@ -470,7 +479,10 @@ impl Actor for SkuSupervisor {
         let Some(sku) = state.children.remove(&id) else {
             return Ok(());
         };
-        state.ctx.actors.remove_if(&sku, |_, a| a.get_id() == id);
+        state
+            .ctx
+            .actors
+            .remove_if(&sku, |_, h| h.actor.get_id() == id);
         metrics::set_active(state.ctx.actors.len());
         let Some(error) = failure else {
             return Ok(());

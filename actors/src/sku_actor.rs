@@ -26,6 +26,7 @@ use tracing::Instrument;
 
 use crate::bus::EventBus;
 use crate::domain::{Committed, DomainError, Sku, SkuCode, WriteMeta};
+use crate::handle::{ChangeSlot, SkuHandle};
 use crate::messages::{Claim, InjectedFaults, SkuMsg, WriteReply};
 use crate::store::{SkuStore, StoreError, WriteJob, WriteOutcome};
 use crate::subscribers::Pins;
@@ -41,7 +42,7 @@ pub struct SkuContext {
     pub bus: Arc<dyn EventBus>,
     /// The registry's map, so a passivating actor can take itself out, and
     /// a batch's coordinator can offer its result to the other lines' actors.
-    pub actors: Arc<DashMap<SkuCode, ActorRef<SkuMsg>>>,
+    pub actors: Arc<DashMap<SkuCode, SkuHandle>>,
     /// Unused this long, the actor stops (passivation).
     pub idle: Duration,
     /// Commit calls and the writes they carried, for all actors of the
@@ -94,9 +95,11 @@ struct InFlight {
 pub struct SkuActorState {
     sku: SkuCode,
     ctx: SkuContext,
+    /// States offered from elsewhere, taken on [`SkuMsg::Changed`].
+    changes: Arc<ChangeSlot>,
     /// `None` until the first read: the state is read from the database
     /// only once the actor is registered, so no change committed before that
-    /// read can be missed (later ones arrive as `Apply` or via writes).
+    /// read can be missed (later ones arrive through the change slot or via writes).
     cached: Option<Option<Sku>>,
     last_used: Instant,
     /// A [`SkuMsg::StopIfAbsent`] is queued, or waits for the commit in
@@ -177,7 +180,7 @@ impl SkuActorState {
         let id = myself.get_id();
         self.ctx
             .actors
-            .remove_if(&self.sku, |_, a| a.get_id() == id);
+            .remove_if(&self.sku, |_, h| h.actor.get_id() == id);
         ::metrics::counter!(crate::metrics::ACTOR_PASSIVATIONS).increment(1);
         myself.stop(Some(why.into()));
     }
@@ -288,10 +291,10 @@ impl SkuActorState {
                     for change in changes {
                         if change.sku.sku == self.sku {
                             self.offer(&change.sku);
-                        } else if let Some(actor) = self.ctx.actors.get(&change.sku.sku) {
+                        } else if let Some(handle) = self.ctx.actors.get(&change.sku.sku) {
                             // A batch's other lines, offered before the
                             // answer: a GET after it reads the result.
-                            let _ = actor.cast(SkuMsg::Apply(Arc::new(change.clone())));
+                            handle.offer(&change.sku, false);
                         }
                     }
                 }
@@ -433,18 +436,19 @@ impl Drop for SkuActorState {
 impl Actor for SkuActor {
     type Msg = SkuMsg;
     type State = SkuActorState;
-    type Arguments = (SkuCode, SkuContext);
+    type Arguments = (SkuCode, SkuContext, Arc<ChangeSlot>);
 
     async fn pre_start(
         &self,
         myself: ActorRef<SkuMsg>,
-        (sku, ctx): (SkuCode, SkuContext),
+        (sku, ctx, changes): (SkuCode, SkuContext, Arc<ChangeSlot>),
     ) -> Result<SkuActorState, ActorProcessingErr> {
         // The timer task ends by itself once the actor is gone.
         myself.send_interval(ctx.idle / 2, || SkuMsg::IdleCheck);
         Ok(SkuActorState {
             sku,
             ctx,
+            changes,
             cached: None,
             last_used: Instant::now(),
             stop_pending: false,
@@ -489,8 +493,15 @@ impl Actor for SkuActor {
                 state.start_commit(&myself);
             }
             SkuMsg::Committed(outcomes) => state.committed(&myself, outcomes),
-            SkuMsg::Apply(change) => state.apply(&change.sku).await,
-            SkuMsg::Offer(sku) => state.offer(&sku),
+            SkuMsg::Changed => {
+                if let Some(offered) = state.changes.take() {
+                    if offered.check_gap {
+                        state.apply(&offered.sku).await;
+                    } else {
+                        state.offer(&offered.sku);
+                    }
+                }
+            }
             SkuMsg::IdleCheck => {
                 // Checked at every tick, busy or not, so a busy SKU whose
                 // subscribers left gives its pin back.
