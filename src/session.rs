@@ -24,12 +24,12 @@
 //! per-user count and closes the socket with 1011 (see `Writer`).
 
 use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
@@ -58,7 +58,35 @@ const REPLAY_PAGE: i64 = 500;
 /// 1011: the server met an unexpected condition (RFC 6455).
 const INTERNAL_ERROR: u16 = 1011;
 
-type Sink = SplitSink<WebSocket, Message>;
+/// The writing half of a session's socket. Boxed rather than axum's
+/// `SplitSink<WebSocket, Message>` so that the unit tests can drive a
+/// session actor through channels (a fake client), with no network.
+pub type SocketSink = Pin<Box<dyn futures_util::Sink<Message, Error = axum::Error> + Send>>;
+
+/// The reading half of a session's socket; boxed for the same reason as
+/// [`SocketSink`].
+pub type SocketStream =
+    Pin<Box<dyn futures_util::Stream<Item = Result<Message, axum::Error>> + Send>>;
+
+/// The socket a session actor serves: an upgraded [`WebSocket`] (see the
+/// `From` impl), or in the unit tests a fake client made of two channels.
+/// Two small boxes a session (BENCHMARKS.md, target 4: RSS a session).
+pub struct Socket {
+    /// Frames to the client.
+    pub sink: SocketSink,
+    /// Frames from the client; an `Err` ends the session (see `read`).
+    pub stream: SocketStream,
+}
+
+impl From<WebSocket> for Socket {
+    fn from(socket: WebSocket) -> Self {
+        let (sink, stream) = socket.split();
+        Self {
+            sink: Box::pin(sink),
+            stream: Box::pin(stream),
+        }
+    }
+}
 
 /// What a session actor handles.
 pub enum SessionMsg {
@@ -125,7 +153,7 @@ enum End {
 /// after a failure).
 pub async fn start(
     app: AppState,
-    socket: WebSocket,
+    socket: Socket,
     claims: Option<Claims>,
     slot: Option<SessionSlot>,
     running: TaskTrackerToken,
@@ -145,7 +173,7 @@ pub async fn start(
 pub struct SessionArgs {
     id: SubscriberId,
     app: AppState,
-    socket: WebSocket,
+    socket: Socket,
     claims: Option<Claims>,
     slot: Option<SessionSlot>,
     /// The upgrade request's span (and request id), for the log lines.
@@ -157,7 +185,7 @@ pub struct SessionArgs {
 /// socket itself (a failure: an error or a panic), dropping its state
 /// closes the socket with 1011, from a task the graceful shutdown waits for.
 struct Writer {
-    sink: Option<Sink>,
+    sink: Option<SocketSink>,
     tasks: tokio_util::task::TaskTracker,
 }
 
@@ -267,7 +295,7 @@ impl Actor for SessionActor {
                 let _ = wake.cast(SessionMsg::Ready);
             }),
         ));
-        let (sink, stream) = socket.split();
+        let Socket { sink, stream } = socket;
         let shared_deadline = Arc::new(SharedDeadline::new(deadline));
         let tasks = app.tasks.clone();
         let ping_every = Duration::from_secs(app.settings.ws_ping_secs.max(1));
@@ -354,7 +382,7 @@ impl Actor for SessionActor {
 /// Reads client frames and forwards them, with the shutdown signal and the
 /// bus's state, to the session actor.
 async fn read(
-    mut stream: SplitStream<WebSocket>,
+    mut stream: SocketStream,
     session: ActorRef<SessionMsg>,
     permits: Arc<Semaphore>,
     shutdown: CancellationToken,
@@ -496,7 +524,7 @@ impl SessionState {
     }
 
     /// The socket's writing half, unless the session closed it.
-    fn sink(&mut self) -> Result<&mut Sink, End> {
+    fn sink(&mut self) -> Result<&mut SocketSink, End> {
         self.writer.sink.as_mut().ok_or(End::Closed)
     }
 
@@ -1050,3 +1078,6 @@ impl Actor for SessionSupervisor {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -222,7 +222,7 @@ pub async fn upgrade(
         .write_buffer_size(WS_WRITE_BUFFER_BYTES)
         .on_upgrade(move |socket| {
             async move {
-                crate::session::start(app, socket, claims, slot, running).await;
+                crate::session::start(app, socket.into(), claims, slot, running).await;
             }
             .instrument(span)
         })
