@@ -414,6 +414,19 @@ pub trait SkuStore: Send + Sync + 'static {
     /// keys is bounded by one window of writes; returns how many.
     async fn purge_idempotency_keys(&self) -> Result<u64, StoreError>;
 
+    /// Refreshes the planner statistics of the tables a write reads, after
+    /// a bulk load grew them (the CSV import calls it as its row count
+    /// doubles). A database plans a statement once per connection and keeps
+    /// that plan until the table's statistics change: a plan made while the
+    /// alerts table was empty scans it whole, on every write, for as long
+    /// as nothing analyses it (PostgreSQL's autovacuum may be off, or not
+    /// have come round yet). The PostgreSQL manual's advice for a bulk load
+    /// ("Populating a Database": run ANALYZE afterwards). A no-op where a
+    /// store has no planner statistics to keep.
+    async fn refresh_statistics(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Occupancy of the connection pools, for the gauges; empty for a store
     /// without pools.
     fn pool_stats(&self) -> Vec<PoolStats> {

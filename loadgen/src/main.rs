@@ -39,6 +39,11 @@ enum Mode {
     Hot,
     Idle,
     Cold,
+    /// One CSV file of `--skus` new SKUs posted to `POST /api/v1/import`,
+    /// then the same file with every price changed (the update path):
+    /// rows/s of each (issue 15, target 3). A tenth of the rows are at or
+    /// below their low-stock threshold, so alerts are raised too.
+    Import,
 }
 
 /// Load generator for skuwatch (public API only). Prints a JSON report.
@@ -191,6 +196,7 @@ async fn run(args: Args) -> Result<Value, Error> {
         Mode::Writes | Mode::Hot => writes(&args, &shared).await,
         Mode::Idle => idle(&args, &shared).await,
         Mode::Cold => cold(&args, &shared).await,
+        Mode::Import => import(&args, &shared).await,
     }
 }
 
@@ -974,6 +980,62 @@ async fn cold(args: &Args, shared: &Arc<Shared>) -> Result<Value, Error> {
                 "cpu_s": a.cpu_secs - b.cpu_secs,
             }),
         );
+    }
+    report.insert("load_average".into(), json!(procstat::load_average()));
+    Ok(Value::Object(report))
+}
+
+/// [`Mode::Import`]: a create pass, then an update pass of the same codes.
+async fn import(args: &Args, shared: &Arc<Shared>) -> Result<Value, Error> {
+    let mut report = serde_json::Map::new();
+    report.insert("mode".into(), json!("import"));
+    report.insert("rows".into(), json!(args.skus));
+    for (pass, price) in [("create", "9.99"), ("update", "10.49")] {
+        let mut csv = String::from("sku,name,price,currency,stock,low_stock_threshold\n");
+        for i in 0..args.skus {
+            // Stock 0-99 against a threshold of 10: 11 % at or below it.
+            csv.push_str(&format!(
+                "{},IMPORT ITEM {i},{price},GBP,{},10\n",
+                sku_code(&args.sku_prefix, i),
+                i % 100
+            ));
+        }
+        let before = args.server_pid.and_then(ProcStat::read);
+        let started = Instant::now();
+        let response = shared
+            .http
+            .post(format!("{}/api/v1/import", shared.base))
+            .header("authorization", &shared.auth)
+            .header("content-type", "text/csv")
+            .timeout(Duration::from_secs(3600))
+            .body(csv)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        let secs = started.elapsed().as_secs_f64();
+        let after = args.server_pid.and_then(ProcStat::read);
+        if !status.is_success() {
+            return Err(format!("import: {status} {body}").into());
+        }
+        let errors = body["errors"].as_array().map_or(0, Vec::len);
+        let mut result = json!({
+            "secs": secs,
+            "rows_per_s": args.skus as f64 / secs,
+            "created": body["created"],
+            "updated": body["updated"],
+            "unchanged": body["unchanged"],
+            "errors": errors,
+        });
+        if let (Some(b), Some(a)) = (before, after) {
+            let cpu = a.cpu_secs - b.cpu_secs;
+            result["server"] = json!({
+                "cpu_s": cpu,
+                "cpu_us_per_row": cpu * 1e6 / args.skus.max(1) as f64,
+                "peak_rss_kib": a.hwm_kib,
+            });
+        }
+        report.insert(pass.into(), result);
     }
     report.insert("load_average".into(), json!(procstat::load_average()));
     Ok(Value::Object(report))

@@ -838,6 +838,10 @@ impl SkuStore for SqlStore {
         upkeep::purge_idempotency_keys(self).await
     }
 
+    async fn refresh_statistics(&self) -> Result<(), StoreError> {
+        upkeep::refresh_statistics(self).await
+    }
+
     /// Occupancy of the pools, for the `skuwatch_db_pool_*` gauges.
     /// PostgreSQL reads and writes share one pool (`main`).
     fn pool_stats(&self) -> Vec<PoolStats> {

@@ -601,3 +601,44 @@ both_backends!(
         assert_eq!(creations(&app).await, 1200);
     }
 );
+
+// Import commits several chunks at once (issue 15): chunks that share a SKU
+// code never fly together, so a SKU listed on several lines of a file takes
+// them in file order, whichever chunks they fall into.
+both_backends!(
+    an_import_applies_the_lines_of_one_sku_in_file_order_across_chunks,
+    |backend: Backend| async move {
+        let app = TestApp::spawn(backend).await;
+        // 1,200 lines over 400 codes: every code on 3 lines, 400 apart,
+        // so each chunk of 256 shares codes with its neighbours.
+        let (codes, lines) = (400, 1200);
+        let mut csv = String::from("sku,name,price,currency,stock\n");
+        for line in 0..lines {
+            csv.push_str(&format!("ORD{:04},Item,1.00,GBP,{line}\n", line % codes));
+        }
+        let report = import(&app, csv).await;
+        assert_eq!(
+            (&report["created"], &report["updated"]),
+            (&json!(codes), &json!(lines - codes)),
+            "{report}"
+        );
+        for code in 0..codes {
+            let sku = format!("ORD{code:04}");
+            let (_, state) = app.get_sku(&sku).await;
+            let want = [code, code + codes, code + 2 * codes];
+            assert_eq!(
+                (&state["stock"], &state["version"]),
+                (&json!(want[2]), &json!(3)),
+                "{sku}: the last line must win: {state}"
+            );
+            if code % 40 == 0 {
+                let got: Vec<i64> = history(&app, &sku, 10)
+                    .await
+                    .iter()
+                    .map(|p| p["value"].as_i64().unwrap_or(-1))
+                    .collect();
+                assert_eq!(got, want.map(|v| v as i64), "{sku}: not in file order");
+            }
+        }
+    }
+);
