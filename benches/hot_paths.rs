@@ -74,6 +74,12 @@ fn encoding(c: &mut Criterion) {
     group.bench_function("Outgoing::new (one sku message)", |b| {
         b.iter(|| Outgoing::new(std::hint::black_box(&change)))
     });
+    group.bench_function("SKU state as JSON text (event row, Redis hash)", |b| {
+        b.iter(|| serde_json::to_string(std::hint::black_box(&change.sku)))
+    });
+    group.bench_function("Committed as JSON text (Redis bus message)", |b| {
+        b.iter(|| serde_json::to_string(std::hint::black_box(&change)))
+    });
     let message = Outgoing::new(&change);
     group.bench_function("conflated_text", |b| b.iter(|| message.conflated_text()));
     group.finish();

@@ -39,15 +39,26 @@ pub struct Outgoing {
 
 const SKU_MESSAGE_PREFIX: &str = "{\"type\":\"sku\",";
 
+/// A change as pushed to a session (API.md, WebSocket `sku` message),
+/// serialised straight to text, with no `Value` tree in between.
+#[derive(serde::Serialize)]
+struct SkuMessage<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    event_id: i64,
+    sku: &'a skuwatch_actors::domain::Sku,
+    change: &'a skuwatch_actors::domain::Event,
+}
+
 impl Outgoing {
     pub fn new(change: &Committed) -> Self {
-        let text = serde_json::json!({
-            "type": "sku",
-            "event_id": change.event.event_id,
-            "sku": change.sku,
-            "change": change.event,
+        let text = serde_json::to_string(&SkuMessage {
+            kind: "sku",
+            event_id: change.event.event_id,
+            sku: &change.sku,
+            change: &change.event,
         })
-        .to_string();
+        .unwrap_or_default();
         debug_assert!(text.starts_with(SKU_MESSAGE_PREFIX));
         Self {
             event_id: change.event.event_id,

@@ -56,35 +56,10 @@ impl Sku {
         }
     }
 
-    fn money_json(&self, minor: Option<i64>) -> Value {
-        minor.map_or(Value::Null, |minor| {
-            Value::String(
-                Money {
-                    minor,
-                    currency: self.currency,
-                }
-                .to_decimal_string(),
-            )
-        })
-    }
-
-    /// The API.md SKU object.
+    /// The API.md SKU object, as a `Value` (for code that edits it); its
+    /// text comes from the `Serialize` impl, the one definition of it.
     pub fn to_json(&self) -> Value {
-        json!({
-            "sku": self.sku,
-            "name": self.name,
-            "currency": self.currency,
-            "price": self.price().to_decimal_string(),
-            "stock": self.stock,
-            "low_stock_threshold": self.low_stock_threshold,
-            "price_guard": {
-                "max_change_pct": self.price_guard.max_change_pct,
-                "min_price": self.money_json(self.price_guard.min_price),
-                "max_price": self.money_json(self.price_guard.max_price),
-            },
-            "version": self.version,
-            "updated_at": self.updated_at,
-        })
+        serde_json::to_value(self).unwrap_or(Value::Null)
     }
 }
 
@@ -119,9 +94,50 @@ impl Sku {
     }
 }
 
+/// The API.md SKU object, written field by field: a SKU is serialised
+/// several times a write (the event row, the HTTP answer, the bus, the
+/// push), and going through a `Value` tree cost an allocation per key each
+/// time (issue 15; `../shared/perf` counts `Sku::to_json` among the
+/// allocators).
 impl Serialize for Sku {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.to_json().serialize(s)
+        use serde::ser::SerializeStruct;
+        let mut object = s.serialize_struct("Sku", 9)?;
+        object.serialize_field("sku", &self.sku)?;
+        object.serialize_field("name", &self.name)?;
+        object.serialize_field("currency", &self.currency)?;
+        object.serialize_field("price", &self.price().to_decimal_string())?;
+        object.serialize_field("stock", &self.stock)?;
+        object.serialize_field("low_stock_threshold", &self.low_stock_threshold)?;
+        object.serialize_field("price_guard", &GuardJson(self))?;
+        object.serialize_field("version", &self.version)?;
+        object.serialize_field("updated_at", &self.updated_at)?;
+        object.end()
+    }
+}
+
+/// A SKU's `price_guard` object: the bounds as decimal strings of its
+/// currency.
+struct GuardJson<'a>(&'a Sku);
+
+impl Serialize for GuardJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let sku = self.0;
+        let money = |minor: Option<i64>| {
+            minor.map(|minor| {
+                Money {
+                    minor,
+                    currency: sku.currency,
+                }
+                .to_decimal_string()
+            })
+        };
+        let mut object = s.serialize_struct("PriceGuard", 3)?;
+        object.serialize_field("max_change_pct", &sku.price_guard.max_change_pct)?;
+        object.serialize_field("min_price", &money(sku.price_guard.min_price))?;
+        object.serialize_field("max_price", &money(sku.price_guard.max_price))?;
+        object.end()
     }
 }
 
