@@ -243,21 +243,7 @@ async fn create_skus(args: &Args, shared: &Arc<Shared>, count: usize) -> Result<
                         sku_code(&prefix, i)
                     ));
                 }
-                let response = shared
-                    .http
-                    .post(format!("{}/api/v1/import", shared.base))
-                    .header("authorization", &shared.auth)
-                    .header("content-type", "text/csv")
-                    .timeout(Duration::from_secs(600))
-                    .body(csv)
-                    .send()
-                    .await?;
-                let status = response.status();
-                let body = response.text().await?;
-                if !status.is_success() {
-                    return Err(format!("import: {status} {body}").into());
-                }
-                Ok::<(), Error>(())
+                post_import(&shared, csv).await.map(drop)
             }
         })
         .buffer_unordered(4)
@@ -267,6 +253,26 @@ async fn create_skus(args: &Args, shared: &Arc<Shared>, count: usize) -> Result<
         r?;
     }
     Ok(started.elapsed().as_secs_f64())
+}
+
+/// Posts a CSV file to `POST /api/v1/import` and returns its report; a
+/// non-2xx answer is an error carrying the problem document.
+async fn post_import(shared: &Shared, csv: String) -> Result<Value, Error> {
+    let response = shared
+        .http
+        .post(format!("{}/api/v1/import", shared.base))
+        .header("authorization", &shared.auth)
+        .header("content-type", "text/csv")
+        .timeout(Duration::from_secs(3600))
+        .body(csv)
+        .send()
+        .await?;
+    let status = response.status();
+    let body = response.text().await?;
+    if !status.is_success() {
+        return Err(format!("import: {status} {body}").into());
+    }
+    Ok(serde_json::from_str(&body)?)
 }
 
 /// Finds `"key":` and parses the integer after it.
@@ -462,15 +468,7 @@ async fn writes(args: &Args, shared: &Arc<Shared>) -> Result<Value, Error> {
         let csv = format!(
             "sku,name,price,currency,stock,low_stock_threshold\n{sku},HOT ITEM,9.99,GBP,0,0\n"
         );
-        shared
-            .http
-            .post(format!("{}/api/v1/import", shared.base))
-            .header("authorization", &shared.auth)
-            .header("content-type", "text/csv")
-            .body(csv)
-            .send()
-            .await?
-            .error_for_status()?;
+        post_import(shared, csv).await?;
         shared
             .http
             .put(format!("{}/api/v1/skus/{sku}/stock", shared.base))
@@ -1002,22 +1000,9 @@ async fn import(args: &Args, shared: &Arc<Shared>) -> Result<Value, Error> {
         }
         let before = args.server_pid.and_then(ProcStat::read);
         let started = Instant::now();
-        let response = shared
-            .http
-            .post(format!("{}/api/v1/import", shared.base))
-            .header("authorization", &shared.auth)
-            .header("content-type", "text/csv")
-            .timeout(Duration::from_secs(3600))
-            .body(csv)
-            .send()
-            .await?;
-        let status = response.status();
-        let body: Value = response.json().await?;
+        let body = post_import(shared, csv).await?;
         let secs = started.elapsed().as_secs_f64();
         let after = args.server_pid.and_then(ProcStat::read);
-        if !status.is_success() {
-            return Err(format!("import: {status} {body}").into());
-        }
         let errors = body["errors"].as_array().map_or(0, Vec::len);
         let mut result = json!({
             "secs": secs,
