@@ -314,7 +314,9 @@ pub async fn apply(
         let Some((lines, codes, outcomes)) = in_flight.next().await else {
             break;
         };
-        flying.retain(|code| !codes.contains(code));
+        for code in &codes {
+            flying.remove(code);
+        }
         let mut committed = Vec::new();
         for (line, outcome) in lines.into_iter().zip(outcomes) {
             match row_result(outcome, &mut committed) {

@@ -58,7 +58,7 @@ impl Outgoing {
             sku: &change.sku,
             change: &change.event,
         })
-        .unwrap_or_default();
+        .expect("a sku message always serialises");
         debug_assert!(text.starts_with(SKU_MESSAGE_PREFIX));
         Self {
             event_id: change.event.event_id,

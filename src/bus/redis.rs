@@ -272,7 +272,7 @@ impl Shared {
                 .arg(sku.price_minor)
                 .arg(sku.price().to_decimal_string())
                 .arg(sku.currency.to_string())
-                .arg(serde_json::to_string(sku).unwrap_or_default())
+                .arg(sku.to_json_text())
                 .arg(message);
         }
         let mut connection = self.connection().await?;

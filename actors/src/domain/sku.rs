@@ -59,7 +59,14 @@ impl Sku {
     /// The API.md SKU object, as a `Value` (for code that edits it); its
     /// text comes from the `Serialize` impl, the one definition of it.
     pub fn to_json(&self) -> Value {
-        serde_json::to_value(self).unwrap_or(Value::Null)
+        serde_json::to_value(self).expect("a SKU always serialises")
+    }
+
+    /// The API.md SKU object as JSON text (the event row, the Redis hash).
+    pub fn to_json_text(&self) -> String {
+        // Every field is a string, a number or null, and no map has a
+        // non-string key: serde_json cannot fail on it.
+        serde_json::to_string(self).expect("a SKU always serialises")
     }
 }
 

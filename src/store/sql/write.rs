@@ -525,7 +525,7 @@ async fn insert_events(
             .bind(event.delta)
             .bind(event.reason.clone())
             .bind(event.actor.clone())
-            .bind(serde_json::to_string(&c.sku).ok())
+            .bind(Some(c.sku.to_json_text()))
             .bind(Some(c.sku.stock))
             .bind(Some(c.sku.price_minor))
             .bind(super::alerts_json(&c.alerts));
