@@ -218,6 +218,44 @@ fn spawn_refresher(
     })
 }
 
+/// Keeps the pre-aggregated history blocks up with the events table
+/// ([`SkuStore::roll_up_history`]): a round every
+/// [`HISTORY_ROLLUP_EVERY`], and rounds back to back while it is behind
+/// (a restart on a long events table). A failed round is retried at the
+/// next tick; a chart reads what no block covers event by event, so a late
+/// roll-up makes charts slower, never wrong.
+fn spawn_history_rollup(state: &AppState, shutdown: CancellationToken) {
+    let store = state.store.clone();
+    state.tasks.spawn(async move {
+        let mut tick = tokio::time::interval(HISTORY_ROLLUP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            loop {
+                match store.roll_up_history().await {
+                    Ok(round) => {
+                        ::metrics::counter!(metrics::HISTORY_BLOCKS_BUILT).increment(round.blocks);
+                        ::metrics::gauge!(metrics::HISTORY_ROLLUP_BEHIND).set(round.behind as f64);
+                        if round.behind == 0 || shutdown.is_cancelled() {
+                            break;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "history roll-up failed; retried at the next tick");
+                        break;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// How often the history roll-up looks for new events.
+const HISTORY_ROLLUP_EVERY: Duration = Duration::from_secs(1);
+
 /// How often expired idempotency keys are deleted.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 
@@ -320,6 +358,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
         shutdown: shutdown.clone(),
         tasks: tokio_util::task::TaskTracker::new(),
     });
+    spawn_history_rollup(&state, shutdown.clone());
     let refresher = spawn_refresher(
         state.clone(),
         Duration::from_secs(state.settings.metrics_refresh_secs.max(1)),

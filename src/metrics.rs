@@ -116,6 +116,12 @@ pub const WS_SUBSCRIBED_SKUS: &str = "skuwatch_ws_subscribed_skus";
 pub const PUSH_DROPPED: &str = "skuwatch_push_dropped_total";
 /// Counter: idempotency keys deleted after their 24 h window.
 pub const IDEMPOTENCY_KEYS_PURGED: &str = "skuwatch_idempotency_keys_purged_total";
+/// Counter: pre-aggregated history blocks built by the roll-up (each
+/// summarises 256 * 4^(level - 1) versions of one SKU; issue 15, target 4).
+pub const HISTORY_BLOCKS_BUILT: &str = "skuwatch_history_blocks_built_total";
+/// Gauge: committed events the history roll-up has not looked at yet
+/// (charts stay exact; a lag only makes long charts read more events).
+pub const HISTORY_ROLLUP_BEHIND: &str = "skuwatch_history_rollup_behind_events";
 /// Counter: write calls refused because the group-commit queue was full
 /// (each one a 503 `overloaded`; `SKUWATCH_WRITE_QUEUE`).
 pub const WRITE_QUEUE_REFUSED: &str = "skuwatch_write_queue_refused_total";
@@ -393,6 +399,16 @@ fn describe() {
         "Idempotency keys deleted after their 24 h window"
     );
     describe_counter!(
+        HISTORY_BLOCKS_BUILT,
+        Count,
+        "Pre-aggregated history blocks built by the roll-up"
+    );
+    describe_gauge!(
+        HISTORY_ROLLUP_BEHIND,
+        Count,
+        "Committed events the history roll-up has not looked at yet"
+    );
+    describe_counter!(
         WRITE_QUEUE_REFUSED,
         Count,
         "Write calls refused because the group-commit queue was full (503 overloaded)"
@@ -442,12 +458,14 @@ fn zero_known_series() {
         ACTOR_CHANGES_CONFLATED,
         IDEMPOTENCY_KEYS_PURGED,
         WRITE_QUEUE_REFUSED,
+        HISTORY_BLOCKS_BUILT,
     ] {
         counter!(name).absolute(0);
     }
     gauge!(WS_SESSIONS_OPEN).set(0.0);
     gauge!(ACTORS_ACTIVE).set(0.0);
     gauge!(ACTORS_PINNED).set(0.0);
+    gauge!(HISTORY_ROLLUP_BEHIND).set(0.0);
     gauge!(HTTP_IN_FLIGHT).set(0.0);
 }
 

@@ -239,6 +239,15 @@ pub struct HistoryPoint {
     pub reason: Option<String>,
 }
 
+/// What one round of [`SkuStore::roll_up_history`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistoryRollup {
+    /// Blocks built (each holds both fields).
+    pub blocks: u64,
+    /// Committed events the roll-up has not looked at yet.
+    pub behind: i64,
+}
+
 /// A stored user (the rows behind login). The hash never leaves the server,
 /// and `Debug` does not print it.
 #[derive(Clone, PartialEq, Eq)]
@@ -413,6 +422,14 @@ pub trait SkuStore: Send + Sync + 'static {
     /// ([`IDEMPOTENCY_WINDOW_US`]), so the table a client grows with fresh
     /// keys is bounded by one window of writes; returns how many.
     async fn purge_idempotency_keys(&self) -> Result<u64, StoreError>;
+
+    /// One round of the roll-up behind [`SkuStore::history`]: summarises
+    /// the events committed since the last round into the pre-aggregated
+    /// blocks a long chart reads (issue 15, target 4). Safe to run on
+    /// several instances at once. A no-op for a store that scans.
+    async fn roll_up_history(&self) -> Result<HistoryRollup, StoreError> {
+        Ok(HistoryRollup::default())
+    }
 
     /// Refreshes the planner statistics of the tables a write reads, after
     /// a bulk load grew them (the CSV import calls it as its row count

@@ -44,6 +44,11 @@ enum Mode {
     /// rows/s of each (issue 15, target 3). A tenth of the rows are at or
     /// below their low-stock threshold, so alerts are raised too.
     Import,
+    /// `--requests` all-time stock charts (`--limit` points) of the SKU
+    /// PREFIX-000000, one at a time: latency and server CPU per chart
+    /// (issue 15, target 4). The SKU's history is seeded beforehand
+    /// (`bench/seed-history.sh`).
+    History,
 }
 
 /// Load generator for skuwatch (public API only). Prints a JSON report.
@@ -90,6 +95,16 @@ struct Args {
     /// WebSocket clients (in `idle` mode: sessions to hold).
     #[arg(long, default_value_t = 0)]
     ws_clients: usize,
+    /// Slow readers: each WebSocket client reads only every this many
+    /// milliseconds (all that arrived), like a busy browser tab (0: reads
+    /// as messages arrive). Issue 15, target 2 uses 100.
+    #[arg(long, default_value_t = 0)]
+    ws_read_every_ms: u64,
+    /// Receive buffer of each WebSocket client's socket in bytes (SO_RCVBUF,
+    /// set before connecting; 0: the system's default). Issue 15, target 2
+    /// uses 65536.
+    #[arg(long, default_value_t = 0)]
+    ws_recv_buffer: u32,
     /// SKUs each WebSocket client subscribes to (0 = `all`).
     #[arg(long, default_value_t = 0)]
     ws_skus: usize,
@@ -106,6 +121,12 @@ struct Args {
     /// Idle mode: seconds to hold the sessions before measuring.
     #[arg(long, default_value_t = 5)]
     hold_secs: u64,
+    /// History mode: charts requested.
+    #[arg(long, default_value_t = 100)]
+    requests: usize,
+    /// History mode: `limit` of each chart.
+    #[arg(long, default_value_t = 500)]
+    limit: usize,
     /// Connections opened at once (idle mode and WebSocket set-up).
     #[arg(long, default_value_t = 200)]
     connect_parallel: usize,
@@ -197,6 +218,7 @@ async fn run(args: Args) -> Result<Value, Error> {
         Mode::Idle => idle(&args, &shared).await,
         Mode::Cold => cold(&args, &shared).await,
         Mode::Import => import(&args, &shared).await,
+        Mode::History => history(&args, &shared).await,
     }
 }
 
@@ -311,35 +333,79 @@ struct Received {
     closed_by_server: Option<String>,
 }
 
-async fn ws_connect(
-    shared: &Shared,
-) -> Result<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    Error,
-> {
+async fn ws_connect(shared: &Shared) -> Result<WsStream, Error> {
+    ws_connect_with(shared, 0).await
+}
+
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A session, on a socket whose receive buffer is `recv_buffer` bytes (0:
+/// the system's default).
+async fn ws_connect_with(shared: &Shared, recv_buffer: u32) -> Result<WsStream, Error> {
     let url = format!("{}/ws", shared.ws_base.replacen("http", "ws", 1));
     let mut request = url.into_client_request()?;
     request
         .headers_mut()
         .insert("authorization", shared.auth.parse()?);
-    let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+    if recv_buffer == 0 {
+        let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+        return Ok(socket);
+    }
+    let uri = request.uri();
+    let host = uri.host().ok_or("no host in --ws-url")?;
+    let addr = tokio::net::lookup_host((host, uri.port_u16().unwrap_or(80)))
+        .await?
+        .next()
+        .ok_or("the WebSocket host does not resolve")?;
+    let tcp = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // Before connecting: the window scale is agreed in the handshake.
+    tcp.set_recv_buffer_size(recv_buffer)?;
+    let stream = tcp.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (socket, _) =
+        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await?;
     Ok(socket)
+}
+
+/// What one watching client does.
+struct Watch {
+    /// Its subscribe message.
+    subscribe: String,
+    /// Arrivals to make room for.
+    expect_capacity: usize,
+    /// Track the lowest stock seen (hot mode).
+    check_stock: bool,
+    /// `--ws-read-every-ms` (zero: prompt).
+    read_every: Duration,
+    /// `--ws-recv-buffer`.
+    recv_buffer: u32,
 }
 
 /// One watching client: subscribes, then records arrivals until `stop`
 /// and `drain` pass.
 async fn watcher(
     shared: Arc<Shared>,
-    subscribe: String,
+    watch: Watch,
     ready: Arc<Semaphore>,
     done: Arc<AtomicBool>,
-    expect_capacity: usize,
-    check_stock: bool,
     gate: Arc<Semaphore>,
 ) -> Result<Received, Error> {
+    let Watch {
+        subscribe,
+        expect_capacity,
+        check_stock,
+        read_every,
+        recv_buffer,
+    } = watch;
     // Only the connecting is limited, not the watching.
     let permit = gate.acquire_owned().await?;
-    let mut socket = ws_connect(&shared).await?;
+    let mut socket = ws_connect_with(&shared, recv_buffer).await?;
     socket.send(Message::text(subscribe)).await?;
     drop(permit);
     ready.add_permits(1);
@@ -347,49 +413,63 @@ async fn watcher(
         arrivals: Vec::with_capacity(expect_capacity),
         ..Received::default()
     };
-    loop {
-        let next = tokio::time::timeout(Duration::from_millis(200), socket.next()).await;
-        let message = match next {
-            Err(_) => {
-                if done.load(Ordering::Relaxed) {
+    let mut ended = false;
+    while !ended {
+        // A slow reader sleeps, then takes all that arrived meanwhile.
+        if read_every > Duration::ZERO {
+            tokio::time::sleep(read_every).await;
+        }
+        loop {
+            let next = if read_every > Duration::ZERO {
+                match futures_util::FutureExt::now_or_never(socket.next()) {
+                    Some(next) => Ok(next),
+                    None => break,
+                }
+            } else {
+                tokio::time::timeout(Duration::from_millis(200), socket.next()).await
+            };
+            let message = match next {
+                Err(_) => break,
+                Ok(None) => {
+                    ended = true;
                     break;
                 }
-                continue;
-            }
-            Ok(None) => break,
-            Ok(Some(m)) => m?,
-        };
-        let at = now_ns();
-        match message {
-            Message::Text(text) => {
-                let bytes = text.as_bytes();
-                if bytes.starts_with(b"{\"type\":\"sku\"") {
-                    if bytes[13..].starts_with(b",\"conflated\":true") {
-                        got.conflated += 1;
-                    }
-                    if let Some(id) = find_int(bytes, b"\"event_id\":") {
-                        got.arrivals.push((id, at));
-                    }
-                    if check_stock {
-                        // Hot mode's checker: the SKU state's stock.
-                        if let Some(stock) = find_int(bytes, b"\"stock\":") {
-                            got.min_stock = Some(got.min_stock.map_or(stock, |m| m.min(stock)));
+                Ok(Some(m)) => m?,
+            };
+            let at = now_ns();
+            match message {
+                Message::Text(text) => {
+                    let bytes = text.as_bytes();
+                    if bytes.starts_with(b"{\"type\":\"sku\"") {
+                        if bytes[13..].starts_with(b",\"conflated\":true") {
+                            got.conflated += 1;
                         }
+                        if let Some(id) = find_int(bytes, b"\"event_id\":") {
+                            got.arrivals.push((id, at));
+                        }
+                        if check_stock {
+                            // Hot mode's checker: the SKU state's stock.
+                            if let Some(stock) = find_int(bytes, b"\"stock\":") {
+                                got.min_stock = Some(got.min_stock.map_or(stock, |m| m.min(stock)));
+                            }
+                        }
+                    } else {
+                        got.other += 1;
                     }
-                } else {
-                    got.other += 1;
                 }
+                Message::Close(frame) => {
+                    got.closed_by_server =
+                        Some(frame.map_or("none".into(), |f| u16::from(f.code).to_string()));
+                    ended = true;
+                    break;
+                }
+                _ => {}
             }
-            Message::Close(frame) => {
-                got.closed_by_server =
-                    Some(frame.map_or("none".into(), |f| u16::from(f.code).to_string()));
+            if done.load(Ordering::Relaxed) {
                 break;
             }
-            _ => {}
         }
-        if done.load(Ordering::Relaxed) {
-            break;
-        }
+        ended |= done.load(Ordering::Relaxed);
     }
     let _ = socket.close(None).await;
     Ok(got)
@@ -535,9 +615,14 @@ async fn writes(args: &Args, shared: &Arc<Shared>) -> Result<Value, Error> {
         subscriptions.push(skus);
         let gate = connect_gate.clone();
         let (shared, ready, done) = (shared.clone(), ready.clone(), done.clone());
-        watchers.push(tokio::spawn(watcher(
-            shared, subscribe, ready, done, capacity, hot, gate,
-        )));
+        let watch = Watch {
+            subscribe,
+            expect_capacity: capacity,
+            check_stock: hot,
+            read_every: Duration::from_millis(args.ws_read_every_ms),
+            recv_buffer: args.ws_recv_buffer,
+        };
+        watchers.push(tokio::spawn(watcher(shared, watch, ready, done, gate)));
     }
     if args.ws_clients > 0 {
         tokio::time::timeout(
@@ -658,6 +743,7 @@ async fn writes(args: &Args, shared: &Arc<Shared>) -> Result<Value, Error> {
             "rate": if args.rate > 0.0 { json!(args.rate) } else { json!("closed-loop") },
             "ws_clients": args.ws_clients,
             "ws_skus": if args.ws_skus == 0 { json!("all") } else { json!(args.ws_skus) },
+            "ws_read_every_ms": args.ws_read_every_ms, "ws_recv_buffer": args.ws_recv_buffer,
         }),
     );
     report.insert("elapsed_s".into(), json!(elapsed));
@@ -1024,4 +1110,54 @@ async fn import(args: &Args, shared: &Arc<Shared>) -> Result<Value, Error> {
     }
     report.insert("load_average".into(), json!(procstat::load_average()));
     Ok(Value::Object(report))
+}
+
+/// [`Mode::History`]: one chart at a time, so each latency is the query's.
+async fn history(args: &Args, shared: &Arc<Shared>) -> Result<Value, Error> {
+    let url = format!(
+        "{}/api/v1/skus/{}/history?field=stock&limit={}",
+        shared.base,
+        sku_code(&args.sku_prefix, 0),
+        args.limit
+    );
+    let chart = || async {
+        let response = shared
+            .http
+            .get(&url)
+            .header("authorization", &shared.auth)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            return Err(format!("history: {}", response.status()).into());
+        }
+        let body: Value = response.json().await?;
+        Ok::<usize, Error>(body["points"].as_array().map_or(0, Vec::len))
+    };
+    // Warm: connection, plan caches.
+    let mut points = 0;
+    for _ in 0..3 {
+        points = chart().await?;
+    }
+    let before = args.server_pid.and_then(ProcStat::read);
+    let mut latency = histogram();
+    for _ in 0..args.requests {
+        let start = now_ns();
+        chart().await?;
+        latency.record((now_ns() - start).max(1_000)).ok();
+    }
+    let after = args.server_pid.and_then(ProcStat::read);
+    let mut report = json!({
+        "mode": "history",
+        "requests": args.requests,
+        "limit": args.limit,
+        "points": points,
+        "latency": percentiles_ns(&latency),
+        "load_average": procstat::load_average(),
+    });
+    if let (Some(b), Some(a)) = (before, after) {
+        report["server"] = json!({
+            "cpu_ms_per_chart": (a.cpu_secs - b.cpu_secs) * 1e3 / args.requests.max(1) as f64,
+        });
+    }
+    Ok(report)
 }

@@ -4,6 +4,7 @@
 //! the same SQL through sqlx's `Any` driver; what differs (row locks, pool
 //! shape, migrations) is in [`Backend`].
 
+pub mod history;
 mod sql;
 mod users;
 

@@ -1,7 +1,5 @@
 //! One SQL implementation of [`SkuStore`] for both backends.
 
-use std::collections::BTreeSet;
-
 use async_trait::async_trait;
 use serde_json::Value;
 use skuwatch_actors::domain::{
@@ -9,8 +7,8 @@ use skuwatch_actors::domain::{
     SkuCode,
 };
 use skuwatch_actors::store::{
-    Cause, HistoryPoint, HistoryQuery, Idempotency, ListQuery, PoolStats, SkuStore, StoreError,
-    StoredResponse, Summary, UserRecord, WriteJob, WriteOutcome,
+    Cause, HistoryPoint, HistoryQuery, HistoryRollup, Idempotency, ListQuery, PoolStats, SkuStore,
+    StoreError, StoredResponse, Summary, UserRecord, WriteJob, WriteOutcome,
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Connection, Row, Transaction};
@@ -19,6 +17,7 @@ use super::Backend;
 
 mod alerts;
 mod group;
+mod history;
 mod upkeep;
 mod write;
 
@@ -492,86 +491,6 @@ pub(super) fn alerts_json(alerts: &[Alert]) -> Option<String> {
     (!alerts.is_empty()).then(|| serde_json::to_string(alerts).expect("an alert serialises"))
 }
 
-impl SqlStore {
-    /// The ids of the lowest and highest point of each of `buckets`
-    /// buckets (equal spans of event id), in one aggregate scan: each value
-    /// is packed with its event's offset (`v * span + offset`), so MIN and
-    /// MAX give the value and the earliest event holding it, with no sort.
-    /// Values are >= 0 (stock, and prices in minor units); when packing
-    /// would overflow, a window-function query does the same, slower.
-    #[allow(clippy::too_many_arguments)]
-    async fn bucket_extremes(
-        &self,
-        query: &HistoryQuery,
-        column: &str,
-        range: &str,
-        first: i64,
-        last: i64,
-        top: i64,
-        buckets: i64,
-    ) -> Result<Vec<i64>, StoreError> {
-        let span = last - first + 1;
-        let fits = top
-            .checked_add(1)
-            .and_then(|t| t.checked_mul(span))
-            .is_some();
-        let rows = if fits {
-            let sql = format!(
-                "SELECT (event_id - $5) * $6 / $7 AS bucket, \
-                 MIN(COALESCE({column}, 0) * $7 + (event_id - $5)) AS low, \
-                 MAX(COALESCE({column}, 0) * $7 + ($7 - 1 - (event_id - $5))) AS high \
-                 FROM events WHERE {range} GROUP BY (event_id - $5) * $6 / $7"
-            );
-            let rows = history_query(&sql, query)
-                .bind(first)
-                .bind(buckets)
-                .bind(span)
-                .fetch_all(&self.read)
-                .await
-                .map_err(db_error)?;
-            let mut ids = BTreeSet::new();
-            for row in rows {
-                let low: i64 = row.try_get("low").map_err(db_error)?;
-                let high: i64 = row.try_get("high").map_err(db_error)?;
-                ids.insert(first + low % span);
-                ids.insert(first + (span - 1 - high % span));
-            }
-            return Ok(ids.into_iter().collect());
-        } else {
-            let sql = format!(
-                "WITH points AS (SELECT event_id, COALESCE({column}, 0) AS v, \
-                   NTILE(CAST($5 AS INTEGER)) OVER (ORDER BY event_id) AS bucket \
-                   FROM events WHERE {range}), \
-                 ranked AS (SELECT event_id, \
-                   ROW_NUMBER() OVER (PARTITION BY bucket ORDER BY v, event_id) AS low, \
-                   ROW_NUMBER() OVER (PARTITION BY bucket ORDER BY v DESC, event_id) AS high \
-                   FROM points) \
-                 SELECT event_id FROM ranked WHERE low = 1 OR high = 1"
-            );
-            history_query(&sql, query)
-                .bind(buckets)
-                .fetch_all(&self.read)
-                .await
-                .map_err(db_error)?
-        };
-        rows.iter()
-            .map(|row| row.try_get::<i64, _>("event_id").map_err(db_error))
-            .collect()
-    }
-}
-
-/// Binds `$1`-`$4` of a history query: SKU, field, from, to.
-fn history_query<'q>(
-    sql: &'q str,
-    query: &'q HistoryQuery,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    sqlx::query(sql)
-        .bind(query.sku.as_str())
-        .bind(query.field.as_str())
-        .bind(query.from.map_or(i64::MIN, |t| t.0))
-        .bind(query.to.map_or(i64::MAX, |t| t.0))
-}
-
 /// `$first, $first+1, ...` for an `IN` list.
 fn placeholders(first: usize, count: usize) -> String {
     (first..first + count)
@@ -696,80 +615,11 @@ impl SkuStore for SqlStore {
     }
 
     async fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryPoint>, StoreError> {
-        // Creation (version 1, a meta event) carries the first value.
-        let column = match query.field {
-            Field::Price => "price_after",
-            _ => "stock_after",
-        };
-        let range = "sku = $1 AND (field = $2 OR (field = 'meta' AND version = 1)) \
-                     AND at_us >= $3 AND at_us <= $4";
-        let count_sql = format!("SELECT COUNT(*) FROM events WHERE {range}");
-        let count: i64 = history_query(&count_sql, query)
-            .fetch_one(&self.read)
-            .await
-            .map_err(db_error)?
-            .try_get(0)
-            .map_err(db_error)?;
-        let raw = format!(
-            "SELECT event_id, at_us, version, reason, {column} AS v FROM events \
-             WHERE {range} ORDER BY event_id"
-        );
-        let rows = if count <= query.limit {
-            history_query(&raw, query)
-                .fetch_all(&self.read)
-                .await
-                .map_err(db_error)?
-        } else {
-            let stats_sql = format!(
-                "SELECT MIN(event_id) AS first, MAX(event_id) AS last, \
-                 MAX(COALESCE({column}, 0)) AS top FROM events WHERE {range}"
-            );
-            let stats = history_query(&stats_sql, query)
-                .fetch_one(&self.read)
-                .await
-                .map_err(db_error)?;
-            let first: i64 = stats.try_get("first").map_err(db_error)?;
-            let last: i64 = stats.try_get("last").map_err(db_error)?;
-            let top: i64 = stats.try_get("top").map_err(db_error)?;
-            // A chart starts at the start of the range and ends at its last
-            // change (at `limit` 1, that one alone); the rest of the points
-            // go to buckets, two each, so the result never exceeds `limit`.
-            let mut ids = BTreeSet::from([last]);
-            if query.limit >= 2 {
-                ids.insert(first);
-            }
-            let buckets = (query.limit - 2) / 2;
-            if buckets > 0 {
-                ids.extend(
-                    self.bucket_extremes(query, column, range, first, last, top, buckets)
-                        .await?,
-                );
-            }
-            let sql = format!(
-                "SELECT event_id, at_us, version, reason, {column} AS v FROM events \
-                 WHERE event_id IN ({}) ORDER BY event_id",
-                placeholders(1, ids.len())
-            );
-            let mut select = sqlx::query(&sql);
-            for id in &ids {
-                select = select.bind(*id);
-            }
-            select.fetch_all(&self.read).await.map_err(db_error)?
-        };
-        rows.iter()
-            .map(|row| {
-                Ok(HistoryPoint {
-                    at: Micros(row.try_get("at_us").map_err(db_error)?),
-                    value: row
-                        .try_get::<Option<i64>, _>("v")
-                        .map_err(db_error)?
-                        .unwrap_or(0),
-                    version: row.try_get("version").map_err(db_error)?,
-                    event_id: row.try_get("event_id").map_err(db_error)?,
-                    reason: row.try_get("reason").map_err(db_error)?,
-                })
-            })
-            .collect()
+        history::history(self, query).await
+    }
+
+    async fn roll_up_history(&self) -> Result<HistoryRollup, StoreError> {
+        history::roll_up(self).await
     }
 
     async fn last_event_id(&self) -> Result<i64, StoreError> {

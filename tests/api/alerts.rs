@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use sqlx::Connection;
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{metric, Backend, TestApp};
 
 async fn alerts_of(app: &TestApp, sku: &str) -> Vec<Value> {
     let body: Value = app
@@ -230,6 +230,122 @@ both_backends!(
             .filter(|a| a["kind"] == "low_stock")
             .collect();
         assert_eq!(open.len(), 1);
+    }
+);
+
+/// The values of a stock chart, with their versions.
+async fn chart(app: &TestApp, sku: &str, limit: usize) -> Vec<(i64, i64)> {
+    let body: Value = app
+        .client
+        .get(app.url(&format!(
+            "/api/v1/skus/{sku}/history?field=stock&limit={limit}"
+        )))
+        .send()
+        .await
+        .expect("history")
+        .json()
+        .await
+        .expect("json");
+    body["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .map(|p| {
+            (
+                p["version"].as_i64().unwrap_or(0),
+                p["value"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect()
+}
+
+// Issue 15, target 4: long charts read pre-aggregated blocks, built from
+// the events table by the roll-up; a chart is the same with the blocks as
+// from the events alone, and keeps the true extremes.
+both_backends!(
+    a_chart_from_history_blocks_is_the_chart_from_the_events,
+    |backend: Backend| async move {
+        let app = TestApp::spawn(backend).await;
+        // 4,100 versions of one SKU through the write path (one import,
+        // its lines applied in file order): a wave, one stock-out and one
+        // spike, each inside a block, away from the blocks' edges.
+        let value = |i: i64| match i {
+            1500 => 0,
+            2900 => 9999,
+            _ => 100 + (i * 37) % 800,
+        };
+        let mut csv = String::from("sku,name,price,currency,stock\n");
+        for i in 0..4100 {
+            csv.push_str(&format!("HB,Blocks,1.00,GBP,{}\n", value(i)));
+        }
+        let response = app
+            .client
+            .post(app.url("/api/v1/import"))
+            .header("content-type", "text/csv")
+            .body(csv)
+            .send()
+            .await
+            .expect("import");
+        assert_eq!(response.status(), 200);
+        // Versions 1..=4100 close 16 level-1 blocks, 4 level-2, 1 level-3.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let page = app.metrics_page().await;
+            let built = metric(&page, "skuwatch_history_blocks_built_total").unwrap_or(0.0);
+            let behind = metric(&page, "skuwatch_history_rollup_behind_events").unwrap_or(1.0);
+            if built >= 21.0 && behind == 0.0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "built {built}, behind {behind}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        // Limits whose buckets span whole blocks of level 1 or 2, or none.
+        let limits = [2, 3, 4, 6, 10, 16, 40];
+        let mut with_blocks = Vec::new();
+        for limit in limits {
+            let points = chart(&app, "HB", limit).await;
+            assert!(
+                !points.is_empty() && points.len() <= limit,
+                "limit {limit}: {points:?}"
+            );
+            assert_eq!(
+                points.last(),
+                Some(&(4100, value(4099))),
+                "limit {limit} ends at now"
+            );
+            if limit >= 2 {
+                assert_eq!(
+                    points[0],
+                    (1, value(0)),
+                    "limit {limit} starts at the start"
+                );
+            }
+            if limit >= 4 {
+                assert!(
+                    points.contains(&(1501, 0)),
+                    "limit {limit}: the stock-out: {points:?}"
+                );
+                assert!(
+                    points.contains(&(2901, 9999)),
+                    "limit {limit}: the spike: {points:?}"
+                );
+            }
+            with_blocks.push(points);
+        }
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&app.db.url).await.expect("db");
+        let removed = sqlx::query("DELETE FROM history_blocks WHERE sku = 'HB'")
+            .execute(&mut conn)
+            .await
+            .expect("delete")
+            .rows_affected();
+        assert_eq!(removed, 2 * 21, "both fields of every block");
+        for (limit, expected) in limits.into_iter().zip(with_blocks) {
+            assert_eq!(chart(&app, "HB", limit).await, expected, "limit {limit}");
+        }
     }
 );
 
