@@ -34,6 +34,7 @@ pub mod cursor;
 pub mod feed;
 pub mod http;
 pub mod import;
+pub mod memory;
 pub mod metrics;
 pub mod outbox;
 pub mod replay;
@@ -193,6 +194,7 @@ fn spawn_refresher(
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_purge: Option<tokio::time::Instant> = None;
+        let mut load = memory::LoadWatch::new();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -201,6 +203,12 @@ fn spawn_refresher(
             metrics::set_pool_stats(&store.pool_stats());
             ::metrics::gauge!(metrics::LOGIN_THROTTLE_KEYS).set(state.throttle.keys() as f64);
             ::metrics::gauge!(metrics::WS_SUBSCRIBED_SKUS).set(state.subscribers.skus() as f64);
+            metrics::set_resident_memory();
+            let active = state.registry.active() + state.ws_sessions.total();
+            if load.observe(active, std::time::Instant::now()) {
+                memory::release_soon();
+                ::metrics::counter!(metrics::MEMORY_RELEASES).increment(1);
+            }
             match store.summary().await {
                 Ok(summary) => metrics::set_stock_health(&summary),
                 Err(error) => tracing::warn!(%error, "stock-health gauges not refreshed"),

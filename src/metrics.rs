@@ -122,6 +122,13 @@ pub const HISTORY_BLOCKS_BUILT: &str = "skuwatch_history_blocks_built_total";
 /// Gauge: committed events the history roll-up has not looked at yet
 /// (charts stay exact; a lag only makes long charts read more events).
 pub const HISTORY_ROLLUP_BEHIND: &str = "skuwatch_history_rollup_behind_events";
+/// Gauge: the process's resident memory (VmRSS), bytes; refreshed with the
+/// other gauges (Linux; absent elsewhere).
+pub const PROCESS_RESIDENT: &str = "skuwatch_process_resident_bytes";
+/// Counter: times the instance asked its threads to give free memory back
+/// to the system, after its load (SKU actors plus sessions) fell to half of
+/// its peak (src/memory.rs; issue 15, target 5).
+pub const MEMORY_RELEASES: &str = "skuwatch_memory_releases_total";
 /// Counter: write calls refused because the group-commit queue was full
 /// (each one a 503 `overloaded`; `SKUWATCH_WRITE_QUEUE`).
 pub const WRITE_QUEUE_REFUSED: &str = "skuwatch_write_queue_refused_total";
@@ -408,6 +415,16 @@ fn describe() {
         Count,
         "Committed events the history roll-up has not looked at yet"
     );
+    describe_gauge!(
+        PROCESS_RESIDENT,
+        Unit::Bytes,
+        "Resident memory of the process (VmRSS)"
+    );
+    describe_counter!(
+        MEMORY_RELEASES,
+        Count,
+        "Times the threads were asked to give free memory back after a load ended"
+    );
     describe_counter!(
         WRITE_QUEUE_REFUSED,
         Count,
@@ -459,6 +476,7 @@ fn zero_known_series() {
         IDEMPOTENCY_KEYS_PURGED,
         WRITE_QUEUE_REFUSED,
         HISTORY_BLOCKS_BUILT,
+        MEMORY_RELEASES,
     ] {
         counter!(name).absolute(0);
     }
@@ -466,6 +484,7 @@ fn zero_known_series() {
     gauge!(ACTORS_ACTIVE).set(0.0);
     gauge!(ACTORS_PINNED).set(0.0);
     gauge!(HISTORY_ROLLUP_BEHIND).set(0.0);
+    set_resident_memory();
     gauge!(HTTP_IN_FLIGHT).set(0.0);
 }
 
@@ -531,6 +550,22 @@ pub fn set_pool_stats(stats: &[PoolStats]) {
         gauge!(DB_POOL_CONNECTIONS, "pool" => s.pool).set(f64::from(s.size));
         gauge!(DB_POOL_IDLE, "pool" => s.pool).set(s.idle as f64);
         gauge!(DB_POOL_MAX, "pool" => s.pool).set(f64::from(s.max));
+    }
+}
+
+/// Sets [`PROCESS_RESIDENT`] from `/proc/self/status` (Linux only).
+pub fn set_resident_memory() {
+    let kib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|kib| kib.parse::<f64>().ok())
+        });
+    if let Some(kib) = kib {
+        gauge!(PROCESS_RESIDENT).set(kib * 1024.0);
     }
 }
 

@@ -426,3 +426,62 @@ async fn metrics_can_have_a_listener_of_their_own() {
     assert!(text.contains(r#"method="DELETE",route="/healthz",status="405""#));
     assert!(text.contains(r#"method="GET",route="unmatched",status="404""#));
 }
+
+/// Issue 15, target 5: when the load (SKU actors plus sessions) falls to
+/// half of its peak, the binary asks its threads to give their free pages
+/// back, and counts it; an instance that never had a load never does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_binary_releases_memory_when_its_load_ends() {
+    tokio::time::timeout(TEST_DEADLINE, async {
+        let db = TestDb::new(Backend::Sqlite).await;
+        let server = Binary::spawn(&db.url, &[("SKUWATCH_METRICS_REFRESH_SECS", "1")]).await;
+        let token = login(&server.base, "admin", ADMIN_PASSWORD).await;
+        let client = client_with(&token);
+        let releases = |page: &str| {
+            crate::helpers::metric(page, "skuwatch_memory_releases_total").expect("series")
+        };
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(
+            releases(&scrape(&client, &server).await),
+            0.0,
+            "no load yet"
+        );
+        let mut sockets = Vec::new();
+        for _ in 0..6 {
+            let mut request = format!("ws://{}/ws", server.addr)
+                .into_client_request()
+                .expect("request");
+            request.headers_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("header"),
+            );
+            let (socket, _) = tokio_tungstenite::connect_async(request).await.expect("ws");
+            sockets.push(socket);
+        }
+        // The refresher samples the load once a second: let it see the six.
+        loop {
+            let page = scrape(&client, &server).await;
+            if crate::helpers::metric(&page, "skuwatch_ws_sessions_open") == Some(6.0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(
+            releases(&scrape(&client, &server).await),
+            0.0,
+            "the load lasts"
+        );
+        for mut socket in sockets {
+            let _ = socket.close(None).await;
+        }
+        loop {
+            if releases(&scrape(&client, &server).await) >= 1.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("within the test deadline");
+}
