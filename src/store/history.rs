@@ -7,14 +7,20 @@
 //! level-`l - 1` blocks. A block is written once, when the SKU's next block
 //! has begun, and never changes, because events never do. Each block keeps,
 //! per field, its number of points and the event ids of its first, last,
-//! lowest and highest point, so a chart built from blocks is exact for
-//! those four: the same points a scan of every event would pick.
+//! lowest and highest point: exact for the versions it covers.
 //!
-//! A range of versions is covered by the largest blocks that fit
-//! ([`cover`]), capped at a level fine enough that each of the chart's
-//! buckets gets several blocks; what no stored block covers (the range's
-//! ragged ends, the SKU's newest versions, a block not built yet) is read
-//! event by event. The rules are here, pure; `sql/history.rs` does the I/O.
+//! A chart's buckets are equal spans of versions, and each part of the
+//! range (a block, or a single event) counts in the bucket its first
+//! version falls in, so a bucket's edges snap to the edges of the blocks
+//! read: its lowest and highest point are exact for the versions it
+//! gathered, and the range's first, last, lowest and highest point are
+//! always in the chart. A range is covered by the largest blocks that fit
+//! ([`cover`]), capped at a level no longer than a bucket ([`top_level`]);
+//! what no stored block covers (the range's ragged ends, the SKU's newest
+//! versions, a block not built yet) is read event by event, a missing block
+//! joined as the block would have been, so a chart is the same whether or
+//! not the roll-up has caught up. The rules are here, pure;
+//! `sql/history.rs` does the I/O.
 
 /// Versions in a level-1 block: the most events read one by one at each
 /// end of a range, and how often (in versions of one SKU) a block is built.
@@ -140,16 +146,16 @@ pub fn cover(lo: i64, hi: i64, top: u32) -> Vec<Piece> {
     pieces
 }
 
-/// The coarsest level whose blocks still give each of `buckets` buckets
-/// of a `span`-version range at least two blocks (0: none fits; read
-/// events). With no buckets (a chart of its two ends only) the coarsest.
+/// The coarsest level whose blocks are no longer than each of `buckets`
+/// buckets of a `span`-version range (0: none fits; read events). With no
+/// buckets (a chart of its two ends only) the coarsest.
 pub fn top_level(span: i64, buckets: i64) -> u32 {
     if buckets <= 0 {
         return LEVELS;
     }
     (1..=LEVELS)
         .rev()
-        .find(|&l| block_size(l).saturating_mul(2 * buckets) <= span)
+        .find(|&l| block_size(l).saturating_mul(buckets) <= span)
         .unwrap_or(0)
 }
 

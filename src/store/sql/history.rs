@@ -361,7 +361,7 @@ pub(super) async fn roll_up(store: &SqlStore) -> Result<HistoryRollup, StoreErro
         let version: i64 = row.try_get("version").map_err(db_error)?;
         let (mut level, mut index) = (1, version / BASE - 1);
         loop {
-            let spans = build_block(store, &built, &sku, level, index).await?;
+            let spans = build_block(store, &mut built, &sku, level, index).await?;
             built.insert((sku.clone(), level, index), spans);
             if level == LEVELS || (index + 1) % FANOUT != 0 {
                 break;
@@ -412,35 +412,59 @@ pub(super) async fn roll_up(store: &SqlStore) -> Result<HistoryRollup, StoreErro
 }
 
 /// One block's spans: a level-1 block from its events, a higher one from
-/// its children (built this round or stored), or from its events when a
-/// child is missing (a roll-up that started after it).
-async fn build_block(
-    store: &SqlStore,
-    built: &BTreeMap<(String, u32, i64), Spans>,
-    sku: &str,
+/// its children: built this round, stored, or (a roll-up that started
+/// after them) built now, each the same way. Never a whole high block from
+/// its events: at level 8 that would be 4 million rows.
+fn build_block<'a>(
+    store: &'a SqlStore,
+    built: &'a mut BTreeMap<(String, u32, i64), Spans>,
+    sku: &'a str,
     level: u32,
     index: i64,
-) -> Result<Spans, StoreError> {
-    let start = index * block_size(level);
-    if level > 1 {
-        let children = (index * FANOUT..(index + 1) * FANOUT)
-            .map(|child| built.get(&(sku.to_owned(), level - 1, child)).copied())
-            .collect::<Option<Vec<Spans>>>();
-        let children = match children {
-            Some(children) => Some(children),
-            None => stored_children(store, sku, level - 1, index * FANOUT).await?,
-        };
-        if let Some(children) = children {
-            return Ok([0, 1].map(|f| Span::join(children.iter().map(|c| c[f]))));
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Spans, StoreError>> + Send + 'a>> {
+    Box::pin(async move {
+        if level == 1 {
+            return level_one(store, sku, index).await;
         }
-    }
+        let first = index * FANOUT;
+        let mut children: Vec<Option<Spans>> = (first..first + FANOUT)
+            .map(|child| built.get(&(sku.to_owned(), level - 1, child)).copied())
+            .collect();
+        if children.iter().any(Option::is_none) {
+            let stored = stored_children(store, sku, level - 1, first).await?;
+            for (child, found) in children.iter_mut().zip(stored) {
+                if child.is_none() {
+                    *child = found;
+                }
+            }
+        }
+        let mut spans = Vec::with_capacity(FANOUT as usize);
+        for (offset, child) in children.into_iter().enumerate() {
+            let child = match child {
+                Some(child) => child,
+                None => {
+                    let at = first + offset as i64;
+                    let child = build_block(store, built, sku, level - 1, at).await?;
+                    built.insert((sku.to_owned(), level - 1, at), child);
+                    child
+                }
+            };
+            spans.push(child);
+        }
+        Ok([0, 1].map(|f| Span::join(spans.iter().map(|c| c[f]))))
+    })
+}
+
+/// A level-1 block from its [`BASE`] versions' events.
+async fn level_one(store: &SqlStore, sku: &str, index: i64) -> Result<Spans, StoreError> {
+    let start = index * BASE;
     let rows = sqlx::query(
         "SELECT event_id, version, field, stock_after, price_after FROM events \
          WHERE sku = $1 AND version >= $2 AND version <= $3 ORDER BY version",
     )
     .bind(sku)
     .bind(start)
-    .bind(start + block_size(level) - 1)
+    .bind(start + BASE - 1)
     .fetch_all(&store.read)
     .await
     .map_err(db_error)?;
@@ -460,14 +484,14 @@ async fn build_block(
     Ok(spans)
 }
 
-/// The [`FANOUT`] stored blocks of `level` from `first` on, if all are
-/// there.
+/// The [`FANOUT`] blocks of `level` from `first` on, each if stored (both
+/// fields).
 async fn stored_children(
     store: &SqlStore,
     sku: &str,
     level: u32,
     first: i64,
-) -> Result<Option<Vec<Spans>>, StoreError> {
+) -> Result<Vec<Option<Spans>>, StoreError> {
     let rows = sqlx::query(&format!(
         "SELECT field, block, {SPAN_COLUMNS} FROM history_blocks \
          WHERE sku = $1 AND level = $2 AND block >= $3 AND block <= $4"
@@ -480,15 +504,25 @@ async fn stored_children(
     .await
     .map_err(db_error)?;
     let mut children = vec![[None, None]; FANOUT as usize];
-    let mut found = 0;
+    let mut found = vec![0; FANOUT as usize];
     for row in &rows {
         let field: String = row.try_get("field").map_err(db_error)?;
         let block: i64 = row.try_get("block").map_err(db_error)?;
         let Some(f) = FIELDS.iter().position(|f| f.as_str() == field) else {
             continue;
         };
-        children[(block - first) as usize][f] = span_from_row(row)?;
-        found += 1;
+        let Some(child) = usize::try_from(block - first)
+            .ok()
+            .filter(|&c| c < children.len())
+        else {
+            continue;
+        };
+        children[child][f] = span_from_row(row)?;
+        found[child] += 1;
     }
-    Ok((found == FANOUT as usize * FIELDS.len()).then_some(children))
+    Ok(children
+        .into_iter()
+        .zip(found)
+        .map(|(spans, n)| (n == FIELDS.len()).then_some(spans))
+        .collect())
 }

@@ -100,8 +100,14 @@ async fn prepare(
     let live_jobs: Vec<&WriteJob> = live.iter().map(|&i| jobs[i]).collect();
     let codes: BTreeSet<&SkuCode> = live_jobs.iter().flat_map(|job| job.skus()).collect();
     let rows = lock_rows(store, tx, &codes).await?;
-    // Read the time once the rows are ours (per SKU, `at` follows `version`).
-    let now = Micros::now();
+    // Read the time once the rows are ours, and never before a locked
+    // row's last change (a clock stepped back, or another instance's clock
+    // ahead of ours): per SKU, `at` follows `version`, which the history's
+    // time ranges rely on.
+    let now = rows
+        .values()
+        .map(|sku| sku.updated_at)
+        .fold(Micros::now(), Micros::max);
     let active = active_alerts(tx, &codes).await?;
 
     let mut plan = plan(rows, active, &live_jobs, now);
