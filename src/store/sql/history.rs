@@ -17,6 +17,10 @@ use crate::store::history::{
 /// table; only every 256th version of a SKU leads to work).
 const ROLLUP_SCAN: i64 = 50_000;
 
+/// The advisory lock key of the roll-up's leader (PostgreSQL): any fixed
+/// number no other lock of this database uses.
+const ROLLUP_LOCK: i64 = 0x736b_7577_6869_7374; // "skuwhist"
+
 /// Which events are points of a field: its own changes, and the SKU's
 /// creation (version 1), which carries the first value of both.
 const POINTS_OF_FIELD: &str = "(field = $2 OR (field = 'meta' AND version = 1))";
@@ -327,12 +331,32 @@ type Spans = [Option<Span>; 2];
 /// after the stored cursor; each event that begins a level-1 block (its
 /// version a multiple of [`BASE`]) closes the SKU's previous one, which is
 /// built from its events, and each block that completes its parent builds
-/// the parent from its children. Blocks are immutable, so instances that
-/// roll up the same events at once write the same rows (the second
-/// insert does nothing).
+/// the parent from its children. On PostgreSQL one instance does a round
+/// at a time (an advisory lock held by the round's transaction); were two
+/// to overlap anyway, blocks are immutable, so both would write the same
+/// rows (the second insert does nothing).
 pub(super) async fn roll_up(store: &SqlStore) -> Result<HistoryRollup, StoreError> {
+    // On PostgreSQL one instance at a time does a round (the others would
+    // repeat its reads and wait on its inserts); the lock goes with the
+    // transaction that advances the cursor. SQLite has one instance.
+    let mut leader = None;
+    if store.backend == crate::store::Backend::Postgres {
+        let mut tx = store.writer().begin().await.map_err(db_error)?;
+        let won: bool = sqlx::query("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(ROLLUP_LOCK)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .try_get(0)
+            .map_err(db_error)?;
+        if !won {
+            tx.rollback().await.map_err(db_error)?;
+            return Ok(HistoryRollup::default());
+        }
+        leader = Some(tx);
+    }
     let upto: i64 = sqlx::query("SELECT upto FROM history_rollup WHERE id = 1")
-        .fetch_one(store.writer())
+        .fetch_one(&store.read)
         .await
         .map_err(db_error)?
         .try_get(0)
@@ -369,7 +393,10 @@ pub(super) async fn roll_up(store: &SqlStore) -> Result<HistoryRollup, StoreErro
             (level, index) = (level + 1, index / FANOUT);
         }
     }
-    let mut tx = store.writer().begin().await.map_err(db_error)?;
+    let mut tx = match leader {
+        Some(tx) => tx,
+        None => store.writer().begin().await.map_err(db_error)?,
+    };
     let rows: Vec<_> = built.iter().collect();
     for chunk in rows.chunks(200) {
         let values: Vec<String> = (0..chunk.len() * FIELDS.len())
