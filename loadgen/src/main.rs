@@ -132,6 +132,23 @@ struct Args {
     connect_parallel: usize,
 }
 
+/// The machine's busy CPU seconds and those of the database and Redis.
+struct MachineCpu {
+    busy: f64,
+    postgres: f64,
+    redis: f64,
+}
+
+impl MachineCpu {
+    fn read() -> Option<Self> {
+        Some(Self {
+            busy: procstat::machine_busy_secs()?,
+            postgres: procstat::programme_cpu_secs("postgres"),
+            redis: procstat::programme_cpu_secs("redis-server"),
+        })
+    }
+}
+
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 
 fn now_ns() -> u64 {
@@ -638,6 +655,7 @@ async fn writes(args: &Args, shared: &Arc<Shared>) -> Result<Value, Error> {
 
     let server_before = args.server_pid.and_then(ProcStat::read);
     let self_before = ProcStat::read_self();
+    let machine_before = MachineCpu::read();
     let started = Instant::now();
     let run_for = Duration::from_secs(args.duration);
     let per_writer_interval =
@@ -675,6 +693,7 @@ async fn writes(args: &Args, shared: &Arc<Shared>) -> Result<Value, Error> {
     done.store(true, Ordering::Relaxed);
     let server_after = args.server_pid.and_then(ProcStat::read);
     let self_after = ProcStat::read_self();
+    let machine_after = MachineCpu::read();
     let mut received = Vec::with_capacity(watchers.len());
     let mut ws_errors = 0u64;
     for w in watchers {
@@ -785,11 +804,29 @@ async fn writes(args: &Args, shared: &Arc<Shared>) -> Result<Value, Error> {
             }),
         );
     }
+    if let (Some(b), Some(a)) = (&machine_before, &machine_after) {
+        // Issue 15, target 1: the whole machine's CPU per write (server,
+        // PostgreSQL, Redis, this load tool, the kernel's share of each).
+        let busy = a.busy - b.busy;
+        let per_write = |secs: f64| if ok > 0 { secs * 1e6 / ok as f64 } else { 0.0 };
+        report.insert(
+            "machine".into(),
+            json!({
+                "cpu_s": busy,
+                "cpu_us_per_write": per_write(busy),
+                "postgres_cpu_us_per_write": per_write(a.postgres - b.postgres),
+                "redis_cpu_us_per_write": per_write(a.redis - b.redis),
+            }),
+        );
+    }
     if let (Some(b), Some(a)) = (&self_before, &self_after) {
         let cpu = a.cpu_secs - b.cpu_secs;
         report.insert(
             "loadgen".into(),
-            json!({ "cpu_s": cpu, "cpu_cores": cpu / (elapsed + args.drain_secs as f64), "rss_kib": a.rss_kib }),
+            json!({
+                "cpu_s": cpu, "cpu_cores": cpu / (elapsed + args.drain_secs as f64), "rss_kib": a.rss_kib,
+                "cpu_us_per_write": if ok > 0 { cpu * 1e6 / ok as f64 } else { 0.0 },
+            }),
         );
     }
     if hot {

@@ -238,21 +238,20 @@ async fn read_blocks(
     if runs.is_empty() {
         return Ok(HashMap::new());
     }
-    let terms: Vec<String> = (0..runs.len())
+    // One branch per run, each a range of the primary key, for the same
+    // reason as in `read_points`.
+    let branches: Vec<String> = (0..runs.len())
         .map(|i| {
             let n = 3 + 3 * i;
             format!(
-                "(level = ${n} AND block >= ${} AND block <= ${})",
+                "SELECT level, block, {SPAN_COLUMNS} FROM history_blocks WHERE sku = $1 \
+                 AND field = $2 AND level = ${n} AND block >= ${} AND block <= ${}",
                 n + 1,
                 n + 2
             )
         })
         .collect();
-    let sql = format!(
-        "SELECT level, block, {SPAN_COLUMNS} FROM history_blocks \
-         WHERE sku = $1 AND field = $2 AND ({})",
-        terms.join(" OR ")
-    );
+    let sql = branches.join(" UNION ALL ");
     let mut select = sqlx::query(&sql).bind(sku.as_str()).bind(field.as_str());
     for (level, first, last) in &runs {
         select = select.bind(i64::from(*level)).bind(*first).bind(*last);
@@ -300,15 +299,21 @@ async fn read_points(
     if ranges.is_empty() {
         return Ok(Vec::new());
     }
-    let terms: Vec<String> = (0..ranges.len())
-        .map(|i| format!("(version >= ${} AND version <= ${})", 3 + 2 * i, 4 + 2 * i))
+    // One branch per range, each a plain range of the (sku, version)
+    // index: with an OR of ranges a planner without fresh statistics
+    // scanned all the SKU's events (248 ms for a million, PostgreSQL).
+    let branches: Vec<String> = (0..ranges.len())
+        .map(|i| {
+            format!(
+                "SELECT event_id, version, {} AS v FROM events WHERE sku = $1 \
+                 AND version >= ${} AND version <= ${} AND {POINTS_OF_FIELD}",
+                column(field),
+                3 + 2 * i,
+                4 + 2 * i
+            )
+        })
         .collect();
-    let sql = format!(
-        "SELECT event_id, version, {} AS v FROM events WHERE sku = $1 AND {POINTS_OF_FIELD} \
-         AND ({}) ORDER BY version",
-        column(field),
-        terms.join(" OR ")
-    );
+    let sql = format!("{} ORDER BY version", branches.join(" UNION ALL "));
     let mut select = sqlx::query(&sql).bind(sku.as_str()).bind(field.as_str());
     for (from, to) in ranges {
         select = select.bind(*from).bind(*to);
