@@ -146,17 +146,30 @@ pub fn cover(lo: i64, hi: i64, top: u32) -> Vec<Piece> {
     pieces
 }
 
+/// Most versions a chart reads event by event when its buckets are
+/// narrower than a level-1 block: past it, level-1 blocks are read anyway
+/// and a bucket may get no part (a chart of fewer points than `limit`),
+/// so one request never fetches more than about this many rows (a
+/// `limit=10000` chart of a million versions would otherwise read them all).
+pub const MOST_SINGLE_EVENTS: i64 = 65_536;
+
 /// The coarsest level whose blocks are no longer than each of `buckets`
-/// buckets of a `span`-version range (0: none fits; read events). With no
-/// buckets (a chart of its two ends only) the coarsest.
+/// buckets of a `span`-version range (0: none fits; read events), but at
+/// least level 1 past [`MOST_SINGLE_EVENTS`]. With no buckets (a chart of
+/// its two ends only) the coarsest.
 pub fn top_level(span: i64, buckets: i64) -> u32 {
     if buckets <= 0 {
         return LEVELS;
     }
-    (1..=LEVELS)
+    let fits = (1..=LEVELS)
         .rev()
         .find(|&l| block_size(l).saturating_mul(buckets) <= span)
-        .unwrap_or(0)
+        .unwrap_or(0);
+    if fits == 0 && span > MOST_SINGLE_EVENTS {
+        1
+    } else {
+        fits
+    }
 }
 
 /// The event ids a chart of `limit` points shows, from the range's parts
@@ -273,6 +286,12 @@ mod tests {
             "1,024 * 498 <= 10^6 < 4,096 * 498"
         );
         assert_eq!(top_level(10_000, 249), 0, "too short for blocks");
+        assert_eq!(top_level(60_000, 4999), 0, "few enough to read one by one");
+        assert_eq!(
+            top_level(1_000_000, 4999),
+            1,
+            "bounded: blocks narrower than a bucket would be"
+        );
         assert_eq!(top_level(1_000_000, 0), LEVELS);
     }
 
