@@ -235,20 +235,8 @@ both_backends!(
 
 /// The values of a stock chart, with their versions.
 async fn chart(app: &TestApp, sku: &str, limit: usize) -> Vec<(i64, i64)> {
-    let body: Value = app
-        .client
-        .get(app.url(&format!(
-            "/api/v1/skus/{sku}/history?field=stock&limit={limit}"
-        )))
-        .send()
+    app.history(sku, "stock", limit)
         .await
-        .expect("history")
-        .json()
-        .await
-        .expect("json");
-    body["points"]
-        .as_array()
-        .expect("points")
         .iter()
         .map(|p| {
             (
@@ -386,16 +374,7 @@ both_backends!(
             .execute(&mut conn)
             .await
             .expect("insert");
-        let body: Value = app
-            .client
-            .get(app.url("/api/v1/skus/H/history?field=stock&limit=500"))
-            .send()
-            .await
-            .expect("history")
-            .json()
-            .await
-            .expect("json");
-        let points = body["points"].as_array().expect("points");
+        let points = app.history("H", "stock", 500).await;
         assert!(
             points.len() <= 500 && points.len() > 400,
             "{}",
@@ -412,18 +391,7 @@ both_backends!(
             .map(|p| p["event_id"].as_i64().unwrap_or(0))
             .collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "oldest first");
-        let short: Value = app
-            .client
-            .get(app.url("/api/v1/skus/H/history?field=price&limit=10"))
-            .send()
-            .await
-            .expect("history")
-            .json()
-            .await
-            .expect("json");
-        assert_eq!(
-            short["points"][0]["value"], "1.00",
-            "prices as decimal strings"
-        );
+        let short = app.history("H", "price", 10).await;
+        assert_eq!(short[0]["value"], "1.00", "prices as decimal strings");
     }
 );

@@ -254,6 +254,22 @@ impl TestApp {
         response.json().await.expect("json")
     }
 
+    /// The points of `GET /api/v1/skus/{sku}/history?field=&limit=`.
+    pub async fn history(&self, sku: &str, field: &str, limit: usize) -> Vec<Value> {
+        let page: Value = self
+            .client
+            .get(self.url(&format!(
+                "/api/v1/skus/{sku}/history?field={field}&limit={limit}"
+            )))
+            .send()
+            .await
+            .expect("history")
+            .json()
+            .await
+            .expect("json");
+        page["points"].as_array().cloned().expect("points")
+    }
+
     pub async fn get_sku(&self, sku: &str) -> (u16, Value) {
         let response = self
             .client

@@ -245,18 +245,7 @@ both_backends!(
 );
 
 async fn history(app: &TestApp, sku: &str, limit: usize) -> Vec<Value> {
-    let page: Value = app
-        .client
-        .get(app.url(&format!(
-            "/api/v1/skus/{sku}/history?field=stock&limit={limit}"
-        )))
-        .send()
-        .await
-        .expect("history")
-        .json()
-        .await
-        .expect("json");
-    page["points"].as_array().cloned().expect("points")
+    app.history(sku, "stock", limit).await
 }
 
 /// Every limit from 1 to past the number of points: never more than the
