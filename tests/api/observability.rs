@@ -66,6 +66,25 @@ impl Binary {
         format!("{}{path}", self.base)
     }
 
+    /// A WebSocket session on the binary, authenticated with `token`.
+    async fn ws(
+        &self,
+        token: &str,
+    ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>
+    {
+        let mut request = format!("ws://{}/ws", self.addr)
+            .into_client_request()
+            .expect("request");
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        tokio_tungstenite::connect_async(request)
+            .await
+            .expect("ws")
+            .0
+    }
+
     fn terminate(&self) {
         let pid = self.child.id().expect("running");
         let status = std::process::Command::new("kill")
@@ -182,14 +201,7 @@ async fn metrics_series_do_not_grow_with_the_catalog() {
         let token = login(&server.base, "admin", ADMIN_PASSWORD).await;
         let client = client_with(&token);
         // A watching dashboard, so the push path's series are in play.
-        let mut request = format!("ws://{}/ws", server.addr)
-            .into_client_request()
-            .expect("request");
-        request.headers_mut().insert(
-            "authorization",
-            format!("Bearer {token}").parse().expect("header"),
-        );
-        let (mut ws, _) = tokio_tungstenite::connect_async(request).await.expect("ws");
+        let mut ws = server.ws(&token).await;
         ws.send(Message::Text(
             json!({"type": "subscribe", "all": true, "alerts": true})
                 .to_string()
@@ -254,11 +266,7 @@ async fn sigterm_mid_burst_loses_no_acknowledged_write() {
 
         let mut sockets = Vec::new();
         for _ in 0..3 {
-            let mut request = format!("ws://{}/ws", server.addr).into_client_request().expect("request");
-            request
-                .headers_mut()
-                .insert("authorization", format!("Bearer {token}").parse().expect("header"));
-            let (mut ws, _) = tokio_tungstenite::connect_async(request).await.expect("ws");
+            let mut ws = server.ws(&token).await;
             ws.send(Message::Text(json!({"type": "subscribe", "skus": skus}).to_string().into()))
                 .await
                 .expect("subscribe");
@@ -448,15 +456,7 @@ async fn the_binary_releases_memory_when_its_load_ends() {
         );
         let mut sockets = Vec::new();
         for _ in 0..6 {
-            let mut request = format!("ws://{}/ws", server.addr)
-                .into_client_request()
-                .expect("request");
-            request.headers_mut().insert(
-                "authorization",
-                format!("Bearer {token}").parse().expect("header"),
-            );
-            let (socket, _) = tokio_tungstenite::connect_async(request).await.expect("ws");
-            sockets.push(socket);
+            sockets.push(server.ws(&token).await);
         }
         // The refresher samples the load once a second: let it see the six.
         loop {
