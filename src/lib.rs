@@ -228,8 +228,8 @@ fn spawn_refresher(
 
 /// Keeps the pre-aggregated history blocks up with the events table
 /// ([`SkuStore::roll_up_history`]): a round every
-/// [`HISTORY_ROLLUP_EVERY`], and rounds back to back while it is behind
-/// (a restart on a long events table). A failed round is retried at the
+/// [`HISTORY_ROLLUP_EVERY`], and rounds [`HISTORY_CATCH_UP_PAUSE`] apart
+/// while it is behind (a restart on a long events table). A failed round is retried at the
 /// next tick; a chart reads what no block covers event by event, so a late
 /// roll-up makes charts slower, never wrong.
 fn spawn_history_rollup(state: &AppState, shutdown: CancellationToken) {
@@ -250,6 +250,9 @@ fn spawn_history_rollup(state: &AppState, shutdown: CancellationToken) {
                         if round.behind == 0 || shutdown.is_cancelled() {
                             break;
                         }
+                        // Catching up (a restart, or migration 0006 on a long
+                        // events table) leaves room for the writes.
+                        tokio::time::sleep(HISTORY_CATCH_UP_PAUSE).await;
                     }
                     Err(error) => {
                         tracing::warn!(%error, "history roll-up failed; retried at the next tick");
@@ -263,6 +266,9 @@ fn spawn_history_rollup(state: &AppState, shutdown: CancellationToken) {
 
 /// How often the history roll-up looks for new events.
 const HISTORY_ROLLUP_EVERY: Duration = Duration::from_secs(1);
+
+/// The pause between catch-up rounds (each looks at up to 50,000 events).
+const HISTORY_CATCH_UP_PAUSE: Duration = Duration::from_millis(20);
 
 /// How often expired idempotency keys are deleted.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
