@@ -22,7 +22,7 @@ thread_local! {
 }
 
 /// Asks every runtime thread to return its free memory when it next
-/// parks, and returns the calling thread's now.
+/// parks; the calling thread collects its own at once.
 pub fn release_soon() {
     EPOCH.fetch_add(1, Ordering::Relaxed);
     on_park();

@@ -53,12 +53,12 @@ impl SessionSlot {
 }
 
 impl SessionCounts {
-    /// A slot for `user`, or `None` when `max` sessions are open already.
     /// Open sessions of every user.
     pub fn total(&self) -> usize {
         self.0.iter().map(|entry| *entry.value()).sum()
     }
 
+    /// A slot for `user`, or `None` when `max` sessions are open already.
     pub fn acquire(&self, user: &str, max: usize) -> Option<SessionSlot> {
         let mut count = self.0.entry(user.to_owned()).or_insert(0);
         if *count >= max {

@@ -254,6 +254,25 @@ impl TestApp {
         response.json().await.expect("json")
     }
 
+    /// `POST /api/v1/import` of `csv`, which must answer 200; the report.
+    /// Imports on a loaded test machine may take longer than the client's
+    /// default minute; correctness, not speed, is under test.
+    pub async fn import(&self, csv: String) -> Value {
+        let response = self
+            .client
+            .post(self.url("/api/v1/import"))
+            .timeout(Duration::from_secs(200))
+            .header("content-type", "text/csv")
+            .body(csv)
+            .send()
+            .await
+            .expect("import");
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("json")
+    }
+
     /// The points of `GET /api/v1/skus/{sku}/history?field=&limit=`.
     pub async fn history(&self, sku: &str, field: &str, limit: usize) -> Vec<Value> {
         let page: Value = self

@@ -75,20 +75,7 @@ async fn import_skus(app: &TestApp, prefix: &str, count: usize) -> Vec<String> {
     for sku in &skus {
         csv.push_str(&format!("{sku},Item {sku},1.00,GBP,10,10\n"));
     }
-    let response = app
-        .client
-        .post(app.url("/api/v1/import"))
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .expect("import");
-    assert_eq!(
-        response.status(),
-        200,
-        "{}",
-        response.text().await.unwrap_or_default()
-    );
+    app.import(csv).await;
     skus
 }
 

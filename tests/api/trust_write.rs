@@ -56,22 +56,6 @@ async fn put_stock(app: &TestApp, sku: &str, stock: i64) {
     assert_eq!(response.status(), 200);
 }
 
-async fn import(app: &TestApp, csv: String) -> Value {
-    // Imports on a loaded test machine may take longer than the client's
-    // default minute; correctness, not speed, is under test here.
-    let response = app
-        .client
-        .post(app.url("/api/v1/import"))
-        .timeout(Duration::from_secs(200))
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .expect("import");
-    assert_eq!(response.status(), 200);
-    response.json().await.expect("json")
-}
-
 fn catalog(prefix: &str, n: usize) -> String {
     let mut csv = String::from("sku,name,price,currency,stock\n");
     for i in 0..n {
@@ -380,7 +364,7 @@ both_backends!(
     |backend: Backend| async move {
         let app = TestApp::spawn(backend).await;
         let csv = catalog("D", 2000);
-        let (a, b) = tokio::join!(import(&app, csv.clone()), import(&app, csv));
+        let (a, b) = tokio::join!(app.import(csv.clone()), app.import(csv));
         check_two_imports(&a, &b, 2000);
         assert_eq!(creations(&app).await, 2000);
     }
@@ -393,7 +377,7 @@ async fn concurrent_imports_on_two_instances_create_each_sku_once() {
         let a = TestApp::spawn(Backend::Postgres).await;
         let b = a.another(|_| {}).await;
         let csv = catalog("E", 2000);
-        let (ra, rb) = tokio::join!(import(&a, csv.clone()), import(&b, csv));
+        let (ra, rb) = tokio::join!(a.import(csv.clone()), b.import(csv));
         check_two_imports(&ra, &rb, 2000);
         assert_eq!(creations(&a).await, 2000);
         // Both instances serve the state the other created.
@@ -578,7 +562,7 @@ both_backends!(
             registry.is_active(&skuwatch_actors::domain::SkuCode::parse("I00000").expect("code"))
         );
         // I00000 is in the catalog with stock 50; 1,199 other rows create.
-        let report = import(&app, catalog("I", 1200)).await;
+        let report = app.import(catalog("I", 1200)).await;
         assert_eq!(report["created"], 1199, "{report}");
         assert_eq!(report["updated"], 1, "{report}");
         assert_eq!(registry.active(), before, "no actor was started");
@@ -605,7 +589,7 @@ both_backends!(
         for line in 0..lines {
             csv.push_str(&format!("ORD{:04},Item,1.00,GBP,{line}\n", line % codes));
         }
-        let report = import(&app, csv).await;
+        let report = app.import(csv).await;
         assert_eq!(
             (&report["created"], &report["updated"]),
             (&json!(codes), &json!(lines - codes)),
