@@ -247,7 +247,8 @@ fn spawn_history_rollup(state: &AppState, shutdown: CancellationToken) {
                     Ok(round) => {
                         ::metrics::counter!(metrics::HISTORY_BLOCKS_BUILT).increment(round.blocks);
                         ::metrics::gauge!(metrics::HISTORY_ROLLUP_BEHIND).set(round.behind as f64);
-                        if round.behind == 0 || shutdown.is_cancelled() {
+                        // Another instance leading the catch-up: next tick.
+                        if round.behind == 0 || round.looked == 0 || shutdown.is_cancelled() {
                             break;
                         }
                         // Catching up (a restart, or migration 0006 on a long

@@ -244,7 +244,11 @@ pub struct HistoryPoint {
 pub struct HistoryRollup {
     /// Blocks built (each holds both fields).
     pub blocks: u64,
-    /// Committed events the roll-up has not looked at yet.
+    /// Events this round looked at (0 when another instance holds the
+    /// round, or there was nothing new).
+    pub looked: i64,
+    /// Committed events the roll-up (of any instance) has not looked at
+    /// yet.
     pub behind: i64,
 }
 

@@ -341,6 +341,19 @@ type Spans = [Option<Span>; 2];
 /// to overlap anyway, blocks are immutable, so both would write the same
 /// rows (the second insert does nothing).
 pub(super) async fn roll_up(store: &SqlStore) -> Result<HistoryRollup, StoreError> {
+    let cursor = || async {
+        sqlx::query("SELECT upto FROM history_rollup WHERE id = 1")
+            .fetch_one(&store.read)
+            .await
+            .map_err(db_error)?
+            .try_get::<i64, _>(0)
+            .map_err(db_error)
+    };
+    let newest = store.last_event_id().await?;
+    let mut upto = cursor().await?;
+    if upto >= newest {
+        return Ok(HistoryRollup::default());
+    }
     // On PostgreSQL one instance at a time does a round (the others would
     // repeat its reads and wait on its inserts); the lock goes with the
     // transaction that advances the cursor. SQLite has one instance.
@@ -356,23 +369,19 @@ pub(super) async fn roll_up(store: &SqlStore) -> Result<HistoryRollup, StoreErro
             .map_err(db_error)?;
         if !won {
             tx.rollback().await.map_err(db_error)?;
-            return Ok(HistoryRollup::default());
+            // Another instance is at it; the lag is the same for all.
+            return Ok(HistoryRollup {
+                behind: newest - upto,
+                ..HistoryRollup::default()
+            });
         }
         leader = Some(tx);
+        // The previous leader may have moved it since.
+        upto = cursor().await?;
     }
-    let upto: i64 = sqlx::query("SELECT upto FROM history_rollup WHERE id = 1")
-        .fetch_one(&store.read)
-        .await
-        .map_err(db_error)?
-        .try_get(0)
-        .map_err(db_error)?;
-    let newest = store.last_event_id().await?;
     let end = newest.min(upto.saturating_add(ROLLUP_SCAN));
     if end <= upto {
-        return Ok(HistoryRollup {
-            blocks: 0,
-            behind: 0,
-        });
+        return Ok(HistoryRollup::default());
     }
     let closing = sqlx::query(
         "SELECT sku, version FROM events WHERE event_id > $1 AND event_id <= $2 \
@@ -439,6 +448,7 @@ pub(super) async fn roll_up(store: &SqlStore) -> Result<HistoryRollup, StoreErro
     tx.commit().await.map_err(db_error)?;
     Ok(HistoryRollup {
         blocks: built.len() as u64,
+        looked: end - upto,
         behind: newest - end,
     })
 }
