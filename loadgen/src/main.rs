@@ -350,16 +350,12 @@ struct Received {
     closed_by_server: Option<String>,
 }
 
-async fn ws_connect(shared: &Shared) -> Result<WsStream, Error> {
-    ws_connect_with(shared, 0).await
-}
-
 type WsStream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A session, on a socket whose receive buffer is `recv_buffer` bytes (0:
 /// the system's default).
-async fn ws_connect_with(shared: &Shared, recv_buffer: u32) -> Result<WsStream, Error> {
+async fn ws_connect(shared: &Shared, recv_buffer: u32) -> Result<WsStream, Error> {
     let url = format!("{}/ws", shared.ws_base.replacen("http", "ws", 1));
     let mut request = url.into_client_request()?;
     request
@@ -422,7 +418,7 @@ async fn watcher(
     } = watch;
     // Only the connecting is limited, not the watching.
     let permit = gate.acquire_owned().await?;
-    let mut socket = ws_connect_with(&shared, recv_buffer).await?;
+    let mut socket = ws_connect(&shared, recv_buffer).await?;
     socket.send(Message::text(subscribe)).await?;
     drop(permit);
     ready.add_permits(1);
@@ -967,7 +963,7 @@ async fn idle(args: &Args, shared: &Arc<Shared>) -> Result<Value, Error> {
         let shared = shared.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await;
-            ws_connect(&shared).await
+            ws_connect(&shared, 0).await
         }));
     }
     let mut sockets = Vec::with_capacity(args.ws_clients);
