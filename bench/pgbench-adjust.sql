@@ -6,6 +6,8 @@
 \set n random(0, 9999)
 \set d random(0, 1) * 2 - 1
 BEGIN;
+-- As the server marks its writes (sent with its BEGIN in one round trip).
+SET LOCAL skuwatch.writer = 'server';
 SELECT sku, name, currency, price_minor, stock, low_stock_threshold, guard_max_change_pct,
        guard_min_price, guard_max_price, version, updated_us
   FROM skus WHERE sku = 'LG-' || lpad(:n::text, 6, '0') FOR UPDATE;

@@ -48,6 +48,7 @@ cleanup() {
   rm -f "$log"
 }
 trap cleanup EXIT
+DATABASE_URL="$db_url" "$bin/skuwatch" migrate >/dev/null
 # shellcheck disable=SC2086
 env DATABASE_URL="$db_url" SKUWATCH_BIND=127.0.0.1:0 SKUWATCH_ADMIN_PASSWORD="$password" \
   SKUWATCH_JWT_SECRET="bench-secret-$RANDOM-0123456789abcdef0123456789abcdef" \

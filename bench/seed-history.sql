@@ -16,6 +16,8 @@ SELECT g AS version,
             ELSE 100 + (g * 37) % 800 END AS stock,
        :t0 + g::bigint * 1000000 AS at_us
   FROM generate_series(1, :n) AS g;
+-- Written as the server writes: the events below are the SKU's own.
+SET skuwatch.writer = 'server';
 INSERT INTO skus (sku, name, currency, price_minor, stock, low_stock_threshold,
                   guard_max_change_pct, guard_min_price, guard_max_price, version,
                   updated_us, search_text)

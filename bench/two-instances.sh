@@ -27,6 +27,7 @@ cleanup() {
   rm -f "${logs[@]}"
 }
 trap cleanup EXIT
+DATABASE_URL="$db_url" target/release/skuwatch migrate >/dev/null
 start() {
   local log
   log=$(mktemp)

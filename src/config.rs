@@ -62,6 +62,12 @@ pub struct Settings {
     #[arg(long, env = "SKUWATCH_WRITE_QUEUE", default_value_t = crate::store::DEFAULT_WRITE_QUEUE)]
     pub write_queue: usize,
 
+    /// Run pending PostgreSQL migrations at start. Off by default: they are
+    /// a step of their own (`skuwatch migrate`), and an instance refuses
+    /// to start while they are pending. SQLite always migrates at start.
+    #[arg(long, env = "SKUWATCH_MIGRATE_ON_START", default_value_t = false, action = clap::ArgAction::Set)]
+    pub migrate_on_start: bool,
+
     /// Milliseconds a request waits in a SKU actor's queue before it is
     /// withdrawn and refused with 503 `overloaded` (nothing was done). A
     /// write the actor has started is never withdrawn. Below the request

@@ -45,6 +45,8 @@ const GAP_WAIT: Duration = Duration::from_millis(100);
 /// How often the database is asked whether the bus lost the newest changes.
 const TAIL_CHECK: Duration = Duration::from_secs(1);
 const PAGE: i64 = 500;
+/// The `reason` of a change written straight into the database.
+const EXTERNAL: &str = "external";
 
 pub struct Feed {
     store: Arc<dyn SkuStore>,
@@ -56,16 +58,21 @@ pub struct Feed {
     next: i64,
     pending: BTreeMap<i64, Arc<Committed>>,
     gap_since: Option<Instant>,
+    /// Notified when the database has changes no bus carries (written
+    /// straight into it: [`crate::external`]).
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Feed {
-    /// Subscribes to the bus and starts at the database's newest event.
+    /// Subscribes to the bus and starts at the database's newest event;
+    /// reads the database at once whenever `wake` is notified.
     pub async fn start(
         store: Arc<dyn SkuStore>,
         bus: Arc<dyn EventBus>,
         registry: Registry,
         subscribers: Arc<SkuSubscribers>,
         catalog: Catalog,
+        wake: Arc<tokio::sync::Notify>,
         shutdown: CancellationToken,
     ) -> Result<tokio::task::JoinHandle<()>, skuwatch_actors::store::StoreError> {
         let receiver = bus.subscribe();
@@ -79,6 +86,7 @@ impl Feed {
             next: last + 1,
             pending: BTreeMap::new(),
             gap_since: None,
+            wake,
         };
         Ok(tokio::spawn(feed.run(receiver, shutdown)))
     }
@@ -91,6 +99,7 @@ impl Feed {
         let mut gap_timer = tokio::time::interval(GAP_WAIT / 2);
         let mut last_tail_check = Instant::now();
         let mut connected = self.bus.connected();
+        let wake = self.wake.clone();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -101,6 +110,11 @@ impl Feed {
                         last_tail_check = Instant::now();
                         self.catch_up().await;
                     }
+                }
+                // A change written straight into the database.
+                _ = wake.notified() => {
+                    last_tail_check = Instant::now();
+                    self.catch_up().await;
                 }
                 received = receiver.recv() => match received {
                     Ok(change) => self.offer(change),
@@ -147,6 +161,9 @@ impl Feed {
     /// Hands one change, in `event_id` order, to its SKU's actor (cache)
     /// and to every subscriber: serialised once, the bytes shared.
     fn dispatch(&mut self, change: &Arc<Committed>) {
+        if change.event.reason.as_deref() == Some(EXTERNAL) {
+            metrics::counter!(crate::metrics::EXTERNAL_EVENTS).increment(1);
+        }
         self.registry.apply(change);
         let message = Arc::new(Outgoing::new(change));
         let catalog = self.catalog.sets();
@@ -279,6 +296,7 @@ mod tests {
             registry.clone(),
             Arc::new(SkuSubscribers::default()),
             Catalog::start().await.unwrap(),
+            Arc::new(tokio::sync::Notify::new()),
             shutdown.clone(),
         )
         .await

@@ -31,6 +31,7 @@ pub mod bus;
 pub mod catalog;
 pub mod config;
 pub mod cursor;
+pub mod external;
 pub mod feed;
 pub mod http;
 pub mod import;
@@ -312,6 +313,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
             acquire_timeout: Duration::from_millis(settings.db_acquire_timeout_ms.max(1)),
             lock_timeout: Duration::from_millis(settings.db_lock_timeout_ms.max(1)),
             write_queue: settings.write_queue.max(1),
+            migrate_on_start: settings.migrate_on_start,
         },
     )
     .await?;
@@ -343,12 +345,14 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
     let sessions = session::Sessions::start()
         .await
         .map_err(|e| ActorError::Unavailable(e.to_string()))?;
+    let feed_wake = Arc::new(tokio::sync::Notify::new());
     let feed = feed::Feed::start(
         store.clone(),
         bus.clone(),
         registry.clone(),
         subscribers.clone(),
         catalog.clone(),
+        feed_wake.clone(),
         shutdown.clone(),
     )
     .await?;
@@ -374,6 +378,13 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
         tasks: tokio_util::task::TaskTracker::new(),
     });
     spawn_history_rollup(&state, shutdown.clone());
+    external::spawn(
+        &state.settings.database_url.0,
+        state.store.clone(),
+        feed_wake,
+        &state.tasks,
+        shutdown.clone(),
+    );
     let refresher = spawn_refresher(
         state.clone(),
         Duration::from_secs(state.settings.metrics_refresh_secs.max(1)),

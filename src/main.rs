@@ -69,6 +69,19 @@ enum Cmd {
         )]
         database_url: String,
     },
+    /// Bring the database schema up to this build (PostgreSQL: a step of
+    /// its own before `serve`, which refuses to start while migrations are
+    /// pending; SQLite migrates at start anyway). Run it before starting
+    /// the new version in a rolling upgrade: older instances keep serving.
+    Migrate {
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            default_value = "sqlite://skuwatch.db",
+            hide_env_values = true
+        )]
+        database_url: String,
+    },
     /// Upsert a catalog CSV through a running server (`POST /api/v1/import`).
     Import {
         file: PathBuf,
@@ -175,6 +188,10 @@ async fn run() -> ExitCode {
             action,
             database_url,
         } => user(action, &database_url).await,
+        Cmd::Migrate { database_url } => skuwatch::store::migrate(&database_url)
+            .await
+            .map(|version| println!("database schema at migration {version}"))
+            .map_err(|e| format!("migration failed: {e}")),
         Cmd::Import { file, client } => import(file, client).await,
         Cmd::Replay {
             path,

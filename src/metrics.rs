@@ -119,6 +119,21 @@ pub const IDEMPOTENCY_KEYS_PURGED: &str = "skuwatch_idempotency_keys_purged_tota
 /// Counter: pre-aggregated history blocks built by the roll-up (each
 /// summarises 256 * 4^(level - 1) versions of one SKU; issue 15, target 4).
 pub const HISTORY_BLOCKS_BUILT: &str = "skuwatch_history_blocks_built_total";
+/// Counter: changes written straight into the database (reason
+/// `external`, issue 16) this instance's feed dispatched.
+pub const EXTERNAL_EVENTS: &str = "skuwatch_external_events_total";
+/// Counter: external events whose alerts this instance evaluated (each is
+/// settled by exactly one instance).
+pub const EXTERNAL_SETTLED: &str = "skuwatch_external_alerts_settled_total";
+/// Counter: wake-ups of the feed by the database, labelled `source`
+/// (`listen`: a PostgreSQL notification; `data_version`: SQLite's file
+/// changed; `reconnect`: the listener reconnected and catches up).
+pub const EXTERNAL_WAKEUPS: &str = "skuwatch_external_wakeups_total";
+/// Gauge: 1 while the database listener (PostgreSQL `LISTEN`, SQLite
+/// `data_version` poll) is connected.
+pub const EXTERNAL_LISTENER_UP: &str = "skuwatch_external_listener_up";
+/// Counter: database listener connections lost and made again.
+pub const EXTERNAL_LISTENER_RECONNECTS: &str = "skuwatch_external_listener_reconnects_total";
 /// Gauge: committed events the history roll-up has not looked at yet
 /// (charts stay exact; a lag only makes long charts read more events).
 pub const HISTORY_ROLLUP_BEHIND: &str = "skuwatch_history_rollup_behind_events";
@@ -410,6 +425,31 @@ fn describe() {
         Count,
         "Pre-aggregated history blocks built by the roll-up"
     );
+    describe_counter!(
+        EXTERNAL_EVENTS,
+        Count,
+        "Changes written straight into the database that the feed dispatched"
+    );
+    describe_counter!(
+        EXTERNAL_SETTLED,
+        Count,
+        "External events whose alerts this instance evaluated"
+    );
+    describe_counter!(
+        EXTERNAL_WAKEUPS,
+        Count,
+        "Feed wake-ups by the database listener, by source"
+    );
+    describe_gauge!(
+        EXTERNAL_LISTENER_UP,
+        Count,
+        "1 while the database listener for external changes is connected"
+    );
+    describe_counter!(
+        EXTERNAL_LISTENER_RECONNECTS,
+        Count,
+        "Database listener connections lost and made again"
+    );
     describe_gauge!(
         HISTORY_ROLLUP_BEHIND,
         Count,
@@ -477,6 +517,9 @@ fn zero_known_series() {
         WRITE_QUEUE_REFUSED,
         HISTORY_BLOCKS_BUILT,
         MEMORY_RELEASES,
+        EXTERNAL_EVENTS,
+        EXTERNAL_SETTLED,
+        EXTERNAL_LISTENER_RECONNECTS,
     ] {
         counter!(name).absolute(0);
     }
@@ -484,6 +527,10 @@ fn zero_known_series() {
     gauge!(ACTORS_ACTIVE).set(0.0);
     gauge!(ACTORS_PINNED).set(0.0);
     gauge!(HISTORY_ROLLUP_BEHIND).set(0.0);
+    gauge!(EXTERNAL_LISTENER_UP).set(0.0);
+    for source in ["listen", "data_version", "reconnect"] {
+        counter!(EXTERNAL_WAKEUPS, "source" => source).absolute(0);
+    }
     set_resident_memory();
     gauge!(HTTP_IN_FLIGHT).set(0.0);
 }

@@ -363,7 +363,9 @@ pub trait SkuStore: Send + Sync + 'static {
     async fn list(&self, query: &ListQuery) -> Result<Vec<Sku>, StoreError>;
 
     /// Committed events with `event_id > after`, oldest first, optionally only
-    /// for some SKUs. Gap-free: ids are assigned in commit order.
+    /// for some SKUs. Gap-free: ids are assigned in commit order. A change
+    /// written straight into the database is returned with its alerts: the
+    /// read raises them first if no one has yet (issue 16).
     async fn events_after(
         &self,
         after: i64,
@@ -426,6 +428,15 @@ pub trait SkuStore: Send + Sync + 'static {
     /// ([`IDEMPOTENCY_WINDOW_US`]), so the table a client grows with fresh
     /// keys is bounded by one window of writes; returns how many.
     async fn purge_idempotency_keys(&self) -> Result<u64, StoreError>;
+
+    /// Raises the alerts of changes written straight into the database
+    /// (issue 16) that no reader has met yet (their events are read with
+    /// their alerts: [`SkuStore::events_after`] settles what it meets);
+    /// one round, safe on several instances at once. Returns how many
+    /// events this call settled. A no-op for a store nothing else writes.
+    async fn settle_external_alerts(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
 
     /// One round of the roll-up behind [`SkuStore::history`]: summarises
     /// the events committed since the last round into the pre-aggregated

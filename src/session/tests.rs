@@ -75,6 +75,7 @@ async fn rig(tweak: impl FnOnce(&mut Settings)) -> Rig {
         registry.clone(),
         subscribers.clone(),
         catalog.clone(),
+        Arc::new(tokio::sync::Notify::new()),
         shutdown.clone(),
     )
     .await

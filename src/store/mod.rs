@@ -57,6 +57,12 @@ pub struct PoolSettings {
     /// Most `commit` calls waiting for a group committer; one more is
     /// refused at once, 503 `overloaded` (`SKUWATCH_WRITE_QUEUE`).
     pub write_queue: usize,
+    /// Run pending PostgreSQL migrations when connecting, instead of
+    /// refusing to start until `skuwatch migrate` has run them
+    /// (`SKUWATCH_MIGRATE_ON_START`; SQLite, the embedded default, always
+    /// migrates at start). A schema newer than this build is refused
+    /// either way.
+    pub migrate_on_start: bool,
 }
 
 impl Default for PoolSettings {
@@ -66,6 +72,7 @@ impl Default for PoolSettings {
             acquire_timeout: Duration::from_secs(5),
             lock_timeout: Duration::from_secs(10),
             write_queue: DEFAULT_WRITE_QUEUE,
+            migrate_on_start: true,
         }
     }
 }
@@ -74,6 +81,13 @@ impl Default for PoolSettings {
 /// `max_connections` sizes the PostgreSQL pool (SQLite has one writer).
 pub async fn connect(url: &str, max_connections: u32) -> Result<Arc<SqlStore>, StoreError> {
     Ok(Arc::new(SqlStore::connect(url, max_connections).await?))
+}
+
+/// Runs the backend's pending migrations (`skuwatch migrate`); returns
+/// the schema's migration version after it. Safe to run while other
+/// instances serve: a migration only adds.
+pub async fn migrate(url: &str) -> Result<i64, StoreError> {
+    SqlStore::migrate(url).await
 }
 
 /// [`connect`] with explicit pool settings (`skuwatch serve`).

@@ -16,6 +16,7 @@ use sqlx::{AnyConnection, AnyPool, Connection, Row, Transaction};
 use super::Backend;
 
 mod alerts;
+mod external;
 mod group;
 mod history;
 mod upkeep;
@@ -29,8 +30,9 @@ const SKU_COLUMNS: &str = "sku, name, currency, price_minor, stock, low_stock_th
      guard_max_change_pct, guard_min_price, guard_max_price, version, updated_us";
 
 /// Binds one SKU row, in the order of [`SKU_COLUMNS`] then `search_text`
-/// (the lower-cased "code name" that `q` searches); every writer of the
-/// `skus` table goes through here, so the row and its search text agree.
+/// (the lower-cased "code name" that `q` searches, with Unicode's rules,
+/// which SQLite's `lower()` lacks); every writer of the `skus` table goes
+/// through here or [`search_text`], so the row and its search text agree.
 fn bind_sku_row<'q>(
     query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     state: &'q Sku,
@@ -47,7 +49,14 @@ fn bind_sku_row<'q>(
         .bind(state.price_guard.max_price)
         .bind(state.version)
         .bind(state.updated_at.0)
-        .bind(format!("{} {}", state.sku, state.name).to_lowercase())
+        .bind(search_text(state))
+}
+
+/// The text `GET /skus?q=` searches: code and name, lower-cased. Computed
+/// here only, for the server's writes and, in the follow-up transaction,
+/// for changes written straight into the database (`external::settle`).
+fn search_text(state: &Sku) -> String {
+    format!("{} {}", state.sku, state.name).to_lowercase()
 }
 
 /// Stores the answer to a keyed write with its claimed idempotency key (in
@@ -76,6 +85,19 @@ const EVENT_COLUMNS: &str = "event_id, sku, version, at_us, field, old_value, ne
 
 const ALERT_COLUMNS: &str = "id, sku, kind, status, message, value, threshold, raised_us, \
      acknowledged_by, resolved_us";
+
+/// BEGIN of a server write transaction on PostgreSQL: marked for the
+/// triggers that turn any other writer's change into events
+/// (`migrations/postgres/0007`), sent with BEGIN as one simple query (no
+/// extra round trip). `skuwatch.writer` ends with the transaction, so a
+/// pooler in transaction mode cannot carry it to another client.
+const SERVER_BEGIN_POSTGRES: &str = "BEGIN; SET LOCAL skuwatch.writer = 'server'";
+
+/// BEGIN of a server write transaction on SQLite: the write lock is taken
+/// at once, waiting (busy timeout) for another process's write. A deferred
+/// transaction that read first could not take it after another process
+/// committed (`SQLITE_BUSY_SNAPSHOT`, with no wait): a 503 for nothing.
+const SERVER_BEGIN_SQLITE: &str = "BEGIN IMMEDIATE";
 
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -154,6 +176,58 @@ fn migration_error(e: sqlx::migrate::MigrateError) -> StoreError {
     StoreError::Database(Cause::new(e.to_string(), e))
 }
 
+/// The newest migration applied to the database (0 for a new one).
+async fn applied_version(conn: &mut AnyConnection) -> Result<i64, StoreError> {
+    // The table exists once any migration ran.
+    match sqlx::query("SELECT MAX(version) AS v FROM _sqlx_migrations WHERE success")
+        .fetch_one(&mut *conn)
+        .await
+    {
+        Ok(row) => Ok(row
+            .try_get::<Option<i64>, _>("v")
+            .map_err(db_error)?
+            .unwrap_or(0)),
+        Err(sqlx::Error::Database(_)) => Ok(0),
+        Err(other) => Err(db_error(other)),
+    }
+}
+
+/// Refuses a schema newer than this build knows (an old instance in a
+/// rolling upgrade would write what the new schema reads otherwise, e.g.
+/// changes the triggers of migration 0007 take for external ones); runs
+/// the pending migrations when `migrate`, and refuses to start on them
+/// otherwise (they are `skuwatch migrate`'s, issue 16).
+async fn check_schema(
+    conn: &mut AnyConnection,
+    migrator: &sqlx::migrate::Migrator,
+    migrate: bool,
+) -> Result<(), StoreError> {
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    let applied = applied_version(conn).await?;
+    if applied > known {
+        return Err(StoreError::Database(
+            format!(
+                "the database schema is at migration {applied}, newer than this build knows \
+                 ({known}): run a newer skuwatch"
+            )
+            .into(),
+        ));
+    }
+    if applied < known {
+        if !migrate {
+            return Err(StoreError::Database(
+                format!(
+                    "the database schema is at migration {applied}, this build needs {known}: \
+                     run `skuwatch migrate` first (or set SKUWATCH_MIGRATE_ON_START=true)"
+                )
+                .into(),
+            ));
+        }
+        migrator.run(conn).await.map_err(migration_error)?;
+    }
+    Ok(())
+}
+
 impl SqlStore {
     /// Connects with the default waits ([`super::PoolSettings`]).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
@@ -165,6 +239,28 @@ impl SqlStore {
             },
         )
         .await
+    }
+
+    /// Runs the pending migrations of `url`'s backend; returns the
+    /// schema's version after them. A newer schema is refused.
+    pub async fn migrate(url: &str) -> Result<i64, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") => {
+                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+            }
+            _ => url.to_owned(),
+        };
+        let mut conn = AnyConnection::connect(&url).await.map_err(db_error)?;
+        let migrator = match backend {
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+        };
+        check_schema(&mut conn, migrator, true).await?;
+        let version = applied_version(&mut conn).await?;
+        let _ = conn.close().await;
+        Ok(version)
     }
 
     pub async fn connect_with(
@@ -188,10 +284,7 @@ impl SqlStore {
                 // On a connection without the lock timeout: a second
                 // instance waits for the first's migrations.
                 let mut conn = AnyConnection::connect(url).await.map_err(db_error)?;
-                POSTGRES_MIGRATIONS
-                    .run(&mut conn)
-                    .await
-                    .map_err(migration_error)?;
+                check_schema(&mut conn, &POSTGRES_MIGRATIONS, settings.migrate_on_start).await?;
                 let _ = conn.close().await;
                 let pool = AnyPoolOptions::new()
                     .max_connections(max_connections)
@@ -228,10 +321,9 @@ impl SqlStore {
                     format!("{url}?mode=rwc")
                 };
                 let write = sqlite_pool(&url, 1, &settings).await?;
-                SQLITE_MIGRATIONS
-                    .run(&write)
-                    .await
-                    .map_err(migration_error)?;
+                let mut conn = write.acquire().await.map_err(db_error)?;
+                check_schema(&mut conn, &SQLITE_MIGRATIONS, true).await?;
+                drop(conn);
                 let read = sqlite_pool(&url, max_connections.clamp(1, 8), &settings).await?;
                 Self {
                     backend,
@@ -305,7 +397,11 @@ impl SqlStore {
     /// the `skuwatch_db_acquire_seconds` histogram.
     async fn begin(&self) -> Result<Tx, StoreError> {
         let started = std::time::Instant::now();
-        let tx = self.write.begin().await.map_err(db_error);
+        let statement = match self.backend {
+            Backend::Postgres => SERVER_BEGIN_POSTGRES,
+            Backend::Sqlite => SERVER_BEGIN_SQLITE,
+        };
+        let tx = self.write.begin_with(statement).await.map_err(db_error);
         metrics::histogram!(crate::metrics::DB_ACQUIRE, "pool" => self.write_pool_name())
             .record(started.elapsed().as_secs_f64());
         tx
@@ -597,25 +693,48 @@ impl SkuStore for SqlStore {
             format!(" AND sku IN ({})", placeholders(3, skus.len().max(1)))
         });
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id > $1{filter} \
+            "SELECT {EVENT_COLUMNS}, alerts_pending FROM events WHERE event_id > $1{filter} \
              ORDER BY event_id LIMIT $2"
         );
-        let mut query = sqlx::query(&sql).bind(after).bind(limit);
-        match skus {
-            Some([]) => query = query.bind(""),
-            Some(skus) => {
-                for sku in skus {
-                    query = query.bind(sku.as_str());
+        let read = || async {
+            let mut query = sqlx::query(&sql).bind(after).bind(limit);
+            match skus {
+                Some([]) => query = query.bind(""),
+                Some(skus) => {
+                    for sku in skus {
+                        query = query.bind(sku.as_str());
+                    }
                 }
+                None => {}
             }
-            None => {}
+            query.fetch_all(&self.read).await.map_err(db_error)
+        };
+        let rows = read().await?;
+        // An external change is handed out with its alerts, as an API
+        // change is: settle the pending ones met here, then read again.
+        let mut pending: Vec<SkuCode> = Vec::new();
+        for row in &rows {
+            if row.try_get::<i64, _>("alerts_pending").map_err(db_error)? == 1 {
+                let code: String = row.try_get("sku").map_err(db_error)?;
+                pending.push(SkuCode::parse(&code).map_err(|_| corrupt("event sku"))?);
+            }
         }
-        let rows = query.fetch_all(&self.read).await.map_err(db_error)?;
-        rows.iter().map(committed_from_row).collect()
+        if pending.is_empty() {
+            return rows.iter().map(committed_from_row).collect();
+        }
+        pending.sort();
+        pending.dedup();
+        let settled = external::settle(self, Some(&pending)).await?;
+        metrics::counter!(crate::metrics::EXTERNAL_SETTLED).increment(settled);
+        read().await?.iter().map(committed_from_row).collect()
     }
 
     async fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryPoint>, StoreError> {
         history::history(self, query).await
+    }
+
+    async fn settle_external_alerts(&self) -> Result<u64, StoreError> {
+        external::settle(self, None).await
     }
 
     async fn roll_up_history(&self) -> Result<HistoryRollup, StoreError> {

@@ -578,6 +578,17 @@ async fn no_password_secret_or_token_appears_in_the_logs() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("server");
+    // Drained while the server runs: a trace log fills a pipe's buffer in
+    // seconds, and a server blocked on writing its log answers nothing.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(server.stdout.take().expect("stdout")));
+    let stderr = drain(Box::new(server.stderr.take().expect("stderr")));
     let base = format!("http://127.0.0.1:{port}");
     let mut token = None;
     for _ in 0..100 {
@@ -619,19 +630,7 @@ async fn no_password_secret_or_token_appears_in_the_logs() {
         .arg(server.id().to_string())
         .status();
     let _ = server.wait();
-    let mut logs = String::new();
-    server
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut logs)
-        .expect("read");
-    server
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut logs)
-        .expect("read");
+    let logs = stdout.join().expect("stdout") + &stderr.join().expect("stderr");
     assert!(logs.contains("token issued"), "trace logs were captured");
     for secret in [
         ADMIN_PASSWORD,

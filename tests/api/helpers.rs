@@ -122,6 +122,8 @@ pub fn test_settings(database_url: &str) -> Settings {
         db_max_connections: 8,
         admin_password: Some(skuwatch::config::Secret(ADMIN_PASSWORD.to_owned())),
         jwt_secret: Some(skuwatch::config::Secret(JWT_SECRET.to_owned())),
+        // Each test's database is new: migrated as `skuwatch migrate` would.
+        migrate_on_start: true,
         ..Settings::default()
     }
 }

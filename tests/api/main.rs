@@ -7,6 +7,7 @@ mod alerts;
 mod auth;
 mod concurrency;
 mod dashboard;
+mod external;
 mod group_commit;
 mod input;
 mod limits;

@@ -28,7 +28,15 @@ struct Binary {
 }
 
 impl Binary {
+    /// `skuwatch migrate`, then `skuwatch serve`: the two steps of a start.
     async fn spawn(database_url: &str, env: &[(&str, &str)]) -> Self {
+        let migrated = Command::new(env!("CARGO_BIN_EXE_skuwatch"))
+            .arg("migrate")
+            .env("DATABASE_URL", database_url)
+            .output()
+            .await
+            .expect("skuwatch migrate");
+        assert!(migrated.status.success(), "{migrated:?}");
         let mut command = Command::new(env!("CARGO_BIN_EXE_skuwatch"));
         command
             .arg("serve")

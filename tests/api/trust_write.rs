@@ -403,6 +403,8 @@ impl Server {
         command
             .arg("serve")
             .env("DATABASE_URL", database_url)
+            // A new database: migrated at start rather than by `skuwatch migrate`.
+            .env("SKUWATCH_MIGRATE_ON_START", "true")
             .env("SKUWATCH_BIND", "127.0.0.1:0")
             .env("SKUWATCH_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("SKUWATCH_JWT_SECRET", JWT_SECRET)

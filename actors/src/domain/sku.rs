@@ -71,8 +71,15 @@ impl Sku {
 }
 
 impl Sku {
-    /// Reads back the JSON of [`Sku::to_json`], as kept with each event.
+    /// Reads back the JSON kept with each event: the API.md object of
+    /// [`Sku::to_json`], or the row's own columns (`price_minor`,
+    /// `guard_*`, `updated_us`), which the database writes for a change
+    /// made straight in SQL (`migrations/*/0007`): the SKU object is then
+    /// computed here, by the same code as for every other row.
     pub fn from_json(value: &Value) -> Option<Self> {
+        if value.get("price_minor").is_some() {
+            return Self::from_row_json(value);
+        }
         let text = |key: &str| value.get(key)?.as_str();
         let currency = Currency::parse(text("currency")?).ok()?;
         let money = |v: &Value| -> Option<Option<i64>> {
@@ -97,6 +104,32 @@ impl Sku {
             },
             version: value.get("version")?.as_i64()?,
             updated_at: Micros::parse_rfc3339(text("updated_at")?)?,
+        })
+    }
+}
+
+impl Sku {
+    /// The `skus` row as a JSON object of its columns.
+    fn from_row_json(value: &Value) -> Option<Self> {
+        let int = |key: &str| value.get(key)?.as_i64();
+        let optional = |key: &str| match value.get(key)? {
+            Value::Null => Some(None),
+            other => other.as_i64().map(Some),
+        };
+        Some(Self {
+            sku: SkuCode::parse(value.get("sku")?.as_str()?).ok()?,
+            name: value.get("name")?.as_str()?.to_owned(),
+            currency: Currency::parse(value.get("currency")?.as_str()?).ok()?,
+            price_minor: int("price_minor")?,
+            stock: int("stock")?,
+            low_stock_threshold: int("low_stock_threshold")?,
+            price_guard: PriceGuard {
+                max_change_pct: optional("guard_max_change_pct")?,
+                min_price: optional("guard_min_price")?,
+                max_price: optional("guard_max_price")?,
+            },
+            version: int("version")?,
+            updated_at: Micros(int("updated_us")?),
         })
     }
 }
@@ -199,6 +232,53 @@ pub struct Event {
     pub delta: Option<i64>,
     pub reason: Option<String>,
     pub actor: Option<String>,
+}
+
+impl Event {
+    /// The SKU right before this event, from the state right after it and
+    /// the event's `old` value: what alert rules compare against for a
+    /// change the server did not decide (an external write, issue 16).
+    /// `None` for a creation (no `old`), or an `old` that cannot be read.
+    /// The result's `updated_at` is `after`'s (not recorded per event).
+    pub fn state_before(&self, after: &Sku) -> Option<Sku> {
+        if self.old.is_null() {
+            return None;
+        }
+        let mut before = after.clone();
+        before.version = after.version - 1;
+        let money = |v: &Value| match v {
+            Value::Null => Some(None),
+            Value::String(s) => Money::parse(s, after.currency).ok().map(|m| Some(m.minor)),
+            _ => None,
+        };
+        match self.field {
+            Field::Stock => before.stock = self.old.as_i64()?,
+            Field::Price => {
+                before.price_minor = money(&self.old)??;
+            }
+            Field::Meta => {
+                if let Some(name) = self.old.get("name") {
+                    before.name = name.as_str()?.to_owned();
+                }
+                if let Some(threshold) = self.old.get("low_stock_threshold") {
+                    before.low_stock_threshold = threshold.as_i64()?;
+                }
+                if let Some(guard) = self.old.get("price_guard") {
+                    let pct = guard.get("max_change_pct")?;
+                    before.price_guard = PriceGuard {
+                        max_change_pct: if pct.is_null() {
+                            None
+                        } else {
+                            Some(pct.as_i64()?)
+                        },
+                        min_price: money(guard.get("min_price")?)?,
+                        max_price: money(guard.get("max_price")?)?,
+                    };
+                }
+            }
+        }
+        Some(before)
+    }
 }
 
 /// A committed change: the event, the SKU state right after it, and the
@@ -758,6 +838,67 @@ mod tests {
         s.updated_at = Micros(1_764_410_400_123_456);
         s.price_guard.min_price = Some(50);
         assert_eq!(Sku::from_json(&s.to_json()), Some(s));
+    }
+
+    #[test]
+    fn the_state_before_an_event_is_the_state_decide_started_from() {
+        let meta = WriteMeta::default();
+        let mut current = sku(9);
+        current.price_guard.min_price = Some(100);
+        let commands = [
+            Command::Adjust { delta: -4 },
+            Command::SetPrice {
+                price: Money::parse("1.50", current.currency).unwrap(),
+                confirm: true,
+            },
+            Command::Patch {
+                name: Some("Renamed".into()),
+                low_stock_threshold: Some(3),
+                price_guard: Some(GuardPatch {
+                    max_change_pct: Some(None),
+                    min_price: Some(Some(120)),
+                    max_price: None,
+                }),
+            },
+        ];
+        for command in &commands {
+            let change = decide(&current.sku, Some(&current), command, &meta, Micros(5))
+                .unwrap()
+                .remove(0);
+            let event = Event {
+                event_id: 1,
+                sku: current.sku.clone(),
+                version: change.state.version,
+                at: Micros(5),
+                field: change.field,
+                old: change.old,
+                new: change.new,
+                delta: change.delta,
+                reason: None,
+                actor: None,
+            };
+            let mut expected = current.clone();
+            expected.updated_at = Micros(5);
+            assert_eq!(
+                event.state_before(&change.state),
+                Some(expected),
+                "{command:?}"
+            );
+            current = change.state;
+        }
+    }
+
+    #[test]
+    fn the_row_form_an_external_change_stores_reads_back_to_the_same_state() {
+        let mut s = sku(7);
+        s.price_guard.min_price = Some(250);
+        let row = json!({
+            "sku": s.sku.as_str(), "name": s.name, "currency": s.currency.code(),
+            "price_minor": s.price_minor, "stock": 7, "low_stock_threshold": s.low_stock_threshold,
+            "guard_max_change_pct": s.price_guard.max_change_pct, "guard_min_price": 250,
+            "guard_max_price": null, "version": s.version, "updated_us": s.updated_at.0,
+        });
+        assert_eq!(Sku::from_json(&row), Some(s));
     }
 
     #[test]

@@ -409,7 +409,7 @@ pub(super) async fn roll_up(store: &SqlStore) -> Result<HistoryRollup, StoreErro
     }
     let mut tx = match leader {
         Some(tx) => tx,
-        None => store.writer().begin().await.map_err(db_error)?,
+        None => store.begin().await?,
     };
     let rows: Vec<_> = built.iter().collect();
     for chunk in rows.chunks(200) {

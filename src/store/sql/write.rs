@@ -161,7 +161,11 @@ async fn execute(
 
 /// Runs the alert statements in order; one alert row per op, as it is
 /// right after its statement.
-async fn apply_alerts(tx: &mut Tx, ops: &[AlertOp], now: Micros) -> Result<Vec<Alert>, StoreError> {
+pub(super) async fn apply_alerts(
+    tx: &mut Tx,
+    ops: &[AlertOp],
+    now: Micros,
+) -> Result<Vec<Alert>, StoreError> {
     let mut done: Vec<Alert> = Vec::with_capacity(ops.len());
     for op in ops {
         let row = match op {
@@ -290,7 +294,7 @@ async fn lock_rows(
 }
 
 /// Open or acknowledged alerts of the locked SKUs.
-async fn active_alerts(
+pub(super) async fn active_alerts(
     tx: &mut Tx,
     codes: &BTreeSet<&SkuCode>,
 ) -> Result<BTreeMap<SkuCode, Vec<(i64, AlertKind)>>, StoreError> {
