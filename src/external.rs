@@ -14,7 +14,9 @@
 //!   events table, since notifications sent meanwhile are gone.
 //! - **SQLite:** `PRAGMA data_version` on a connection of its own, every
 //!   [`DATA_VERSION_EVERY`]: it changes when another connection (another
-//!   process, or this server's writer) commits.
+//!   process, or this server's writer) commits; the event clock is then
+//!   read, and the feed reads the database only when it is behind it (the
+//!   server's own commits reach it through the bus first).
 //! - **Both:** a sweep every [`SETTLE_EVERY`] raises the alerts of
 //!   external events no reader has met (all instances were down when they
 //!   were written, or they were older than a feed's start).
@@ -27,7 +29,7 @@ use std::time::Duration;
 
 use skuwatch_actors::store::SkuStore;
 use sqlx::Connection;
-use tokio::sync::Notify;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -55,12 +57,14 @@ const RECONNECT_BACKOFF: [Duration; 4] = [
     Duration::from_secs(5),
 ];
 
-/// Starts the listener for `database_url` and the settlement sweep; `wake`
-/// is the feed's ([`crate::feed::Feed::start`]).
+/// Starts the listener for `database_url` and the settlement sweep. The
+/// listener tells the feed the newest `event_id` the database holds
+/// through `newest` ([`crate::feed::Feed::start`]); `i64::MAX` when it
+/// cannot tell which (a PostgreSQL notification carries none).
 pub fn spawn(
     database_url: &str,
     store: Arc<dyn SkuStore>,
-    wake: Arc<Notify>,
+    newest: watch::Sender<i64>,
     tasks: &TaskTracker,
     shutdown: CancellationToken,
 ) {
@@ -68,7 +72,7 @@ pub fn spawn(
         Ok(Backend::Postgres) => {
             tasks.spawn(listen_postgres(
                 database_url.to_owned(),
-                wake,
+                newest,
                 shutdown.clone(),
             ));
         }
@@ -76,7 +80,7 @@ pub fn spawn(
         Ok(Backend::Sqlite) if !database_url.contains(":memory:") => {
             tasks.spawn(watch_sqlite(
                 database_url.to_owned(),
-                wake,
+                newest,
                 shutdown.clone(),
             ));
         }
@@ -85,9 +89,8 @@ pub fn spawn(
     tasks.spawn(settle_pending(store, shutdown));
 }
 
-async fn listen_postgres(url: String, wake: Arc<Notify>, shutdown: CancellationToken) {
+async fn listen_postgres(url: String, newest: watch::Sender<i64>, shutdown: CancellationToken) {
     let mut failures = 0usize;
-    let mut connected_before = false;
     loop {
         let listener = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -107,12 +110,8 @@ async fn listen_postgres(url: String, wake: Arc<Notify>, shutdown: CancellationT
         };
         failures = 0;
         ::metrics::gauge!(metrics::EXTERNAL_LISTENER_UP).set(1.0);
-        if connected_before {
-            // What was committed while nobody listened: from the table.
-            ::metrics::counter!(metrics::EXTERNAL_WAKEUPS, "source" => "reconnect").increment(1);
-            wake.notify_one();
-        }
-        connected_before = true;
+        // What was committed while nobody listened is read from the table.
+        newest.send_replace(i64::MAX);
         loop {
             let received = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -120,9 +119,7 @@ async fn listen_postgres(url: String, wake: Arc<Notify>, shutdown: CancellationT
             };
             match received {
                 Ok(Some(_)) => {
-                    ::metrics::counter!(metrics::EXTERNAL_WAKEUPS, "source" => "listen")
-                        .increment(1);
-                    wake.notify_one();
+                    newest.send_replace(i64::MAX);
                 }
                 Ok(None) | Err(_) => {
                     tracing::warn!("external-change listener lost its connection; reconnecting");
@@ -149,7 +146,7 @@ async fn connect_listener(url: &str) -> Result<sqlx::postgres::PgListener, sqlx:
     Ok(listener)
 }
 
-async fn watch_sqlite(url: String, wake: Arc<Notify>, shutdown: CancellationToken) {
+async fn watch_sqlite(url: String, newest: watch::Sender<i64>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(DATA_VERSION_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut conn: Option<sqlx::SqliteConnection> = None;
@@ -163,6 +160,7 @@ async fn watch_sqlite(url: String, wake: Arc<Notify>, shutdown: CancellationToke
             match open_sqlite(&url).await {
                 Ok(opened) => {
                     conn = Some(opened);
+                    seen = None;
                     ::metrics::gauge!(metrics::EXTERNAL_LISTENER_UP).set(1.0);
                 }
                 Err(error) => {
@@ -172,29 +170,43 @@ async fn watch_sqlite(url: String, wake: Arc<Notify>, shutdown: CancellationToke
             }
         }
         let Some(open) = conn.as_mut() else { continue };
-        match sqlx::query_scalar::<_, i64>("PRAGMA data_version")
-            .fetch_one(&mut *open)
-            .await
-        {
-            Ok(version) => {
-                if seen.is_some_and(|seen| seen != version) {
-                    ::metrics::counter!(metrics::EXTERNAL_WAKEUPS, "source" => "data_version")
-                        .increment(1);
-                    wake.notify_one();
-                }
-                seen = Some(version);
+        match newest_event(open, &mut seen).await {
+            // The file changed (this server's own commits change it too):
+            // the feed reads the database only if it is behind the clock.
+            Ok(Some(last)) => {
+                newest.send_if_modified(|told| {
+                    let ahead = last > *told;
+                    *told = (*told).max(last);
+                    ahead
+                });
             }
+            Ok(None) => {}
             Err(error) => {
                 tracing::warn!(%error, "data_version watcher lost its connection");
                 ::metrics::gauge!(metrics::EXTERNAL_LISTENER_UP).set(0.0);
                 ::metrics::counter!(metrics::EXTERNAL_LISTENER_RECONNECTS).increment(1);
                 conn = None;
-                // A fresh connection has its own counter: catch up once.
-                seen = None;
-                wake.notify_one();
             }
         }
     }
+}
+
+/// The event clock when the file changed since `seen` (`PRAGMA
+/// data_version`, which counts other connections' commits), else `None`.
+async fn newest_event(
+    conn: &mut sqlx::SqliteConnection,
+    seen: &mut Option<i64>,
+) -> Result<Option<i64>, sqlx::Error> {
+    let version: i64 = sqlx::query_scalar("PRAGMA data_version")
+        .fetch_one(&mut *conn)
+        .await?;
+    if seen.replace(version) == Some(version) {
+        return Ok(None);
+    }
+    sqlx::query_scalar("SELECT last_event_id FROM event_clock WHERE id = 1")
+        .fetch_one(&mut *conn)
+        .await
+        .map(Some)
 }
 
 async fn open_sqlite(url: &str) -> Result<sqlx::SqliteConnection, sqlx::Error> {
@@ -218,9 +230,7 @@ async fn settle_pending(store: Arc<dyn SkuStore>, shutdown: CancellationToken) {
         for _ in 0..10 {
             match store.settle_external_alerts().await {
                 Ok(0) => break,
-                Ok(settled) => {
-                    ::metrics::counter!(metrics::EXTERNAL_SETTLED).increment(settled);
-                }
+                Ok(_) => {}
                 Err(error) => {
                     tracing::warn!(%error, "alerts of external changes not settled; retried");
                     break;

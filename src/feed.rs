@@ -58,21 +58,22 @@ pub struct Feed {
     next: i64,
     pending: BTreeMap<i64, Arc<Committed>>,
     gap_since: Option<Instant>,
-    /// Notified when the database has changes no bus carries (written
-    /// straight into it: [`crate::external`]).
-    wake: Arc<tokio::sync::Notify>,
+    /// The newest `event_id` the database is known to hold, told by its
+    /// listener ([`crate::external`]): changes written straight into it,
+    /// which no bus carries. `i64::MAX` when the listener cannot tell.
+    newest: tokio::sync::watch::Receiver<i64>,
 }
 
 impl Feed {
     /// Subscribes to the bus and starts at the database's newest event;
-    /// reads the database at once whenever `wake` is notified.
+    /// reads the database at once when `newest` goes past what it has.
     pub async fn start(
         store: Arc<dyn SkuStore>,
         bus: Arc<dyn EventBus>,
         registry: Registry,
         subscribers: Arc<SkuSubscribers>,
         catalog: Catalog,
-        wake: Arc<tokio::sync::Notify>,
+        newest: tokio::sync::watch::Receiver<i64>,
         shutdown: CancellationToken,
     ) -> Result<tokio::task::JoinHandle<()>, skuwatch_actors::store::StoreError> {
         let receiver = bus.subscribe();
@@ -86,7 +87,7 @@ impl Feed {
             next: last + 1,
             pending: BTreeMap::new(),
             gap_since: None,
-            wake,
+            newest,
         };
         Ok(tokio::spawn(feed.run(receiver, shutdown)))
     }
@@ -99,7 +100,7 @@ impl Feed {
         let mut gap_timer = tokio::time::interval(GAP_WAIT / 2);
         let mut last_tail_check = Instant::now();
         let mut connected = self.bus.connected();
-        let wake = self.wake.clone();
+        let mut newest = self.newest.clone();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -112,9 +113,12 @@ impl Feed {
                     }
                 }
                 // A change written straight into the database.
-                _ = wake.notified() => {
-                    last_tail_check = Instant::now();
-                    self.catch_up().await;
+                Ok(()) = newest.changed() => {
+                    if *newest.borrow_and_update() >= self.next {
+                        metrics::counter!(crate::metrics::EXTERNAL_WAKEUPS).increment(1);
+                        last_tail_check = Instant::now();
+                        self.catch_up().await;
+                    }
                 }
                 received = receiver.recv() => match received {
                     Ok(change) => self.offer(change),
@@ -296,7 +300,7 @@ mod tests {
             registry.clone(),
             Arc::new(SkuSubscribers::default()),
             Catalog::start().await.unwrap(),
-            Arc::new(tokio::sync::Notify::new()),
+            tokio::sync::watch::channel(0).1,
             shutdown.clone(),
         )
         .await

@@ -345,14 +345,14 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
     let sessions = session::Sessions::start()
         .await
         .map_err(|e| ActorError::Unavailable(e.to_string()))?;
-    let feed_wake = Arc::new(tokio::sync::Notify::new());
+    let (db_newest, db_newest_seen) = tokio::sync::watch::channel(0);
     let feed = feed::Feed::start(
         store.clone(),
         bus.clone(),
         registry.clone(),
         subscribers.clone(),
         catalog.clone(),
-        feed_wake.clone(),
+        db_newest_seen,
         shutdown.clone(),
     )
     .await?;
@@ -381,7 +381,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
     external::spawn(
         &state.settings.database_url.0,
         state.store.clone(),
-        feed_wake,
+        db_newest,
         &state.tasks,
         shutdown.clone(),
     );

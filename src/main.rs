@@ -61,26 +61,16 @@ enum Cmd {
     User {
         #[command(subcommand)]
         action: UserCmd,
-        #[arg(
-            long,
-            env = "DATABASE_URL",
-            default_value = "sqlite://skuwatch.db",
-            hide_env_values = true
-        )]
-        database_url: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
     /// Bring the database schema up to this build (PostgreSQL: a step of
     /// its own before `serve`, which refuses to start while migrations are
     /// pending; SQLite migrates at start anyway). Run it before starting
     /// the new version in a rolling upgrade: older instances keep serving.
     Migrate {
-        #[arg(
-            long,
-            env = "DATABASE_URL",
-            default_value = "sqlite://skuwatch.db",
-            hide_env_values = true
-        )]
-        database_url: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
     /// Upsert a catalog CSV through a running server (`POST /api/v1/import`).
     Import {
@@ -110,6 +100,18 @@ enum Cmd {
         #[arg(default_value = "http://127.0.0.1:8000/readyz")]
         url: String,
     },
+}
+
+/// The database of the commands that work on it directly.
+#[derive(Args)]
+struct DatabaseArgs {
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://skuwatch.db",
+        hide_env_values = true
+    )]
+    database_url: String,
 }
 
 #[derive(Subcommand)]
@@ -184,11 +186,8 @@ async fn run() -> ExitCode {
             demo,
             demo_speed,
         } => serve(settings, demo.then_some(demo_speed)).await,
-        Cmd::User {
-            action,
-            database_url,
-        } => user(action, &database_url).await,
-        Cmd::Migrate { database_url } => skuwatch::store::migrate(&database_url)
+        Cmd::User { action, database } => user(action, &database.database_url).await,
+        Cmd::Migrate { database } => skuwatch::store::migrate(&database.database_url)
             .await
             .map(|version| println!("database schema at migration {version}"))
             .map_err(|e| format!("migration failed: {e}")),

@@ -125,9 +125,9 @@ pub const EXTERNAL_EVENTS: &str = "skuwatch_external_events_total";
 /// Counter: external events whose alerts this instance evaluated (each is
 /// settled by exactly one instance).
 pub const EXTERNAL_SETTLED: &str = "skuwatch_external_alerts_settled_total";
-/// Counter: wake-ups of the feed by the database, labelled `source`
-/// (`listen`: a PostgreSQL notification; `data_version`: SQLite's file
-/// changed; `reconnect`: the listener reconnected and catches up).
+/// Counter: times the database listener told the feed of events it had
+/// not dispatched (a PostgreSQL notification, SQLite's file changed, or
+/// the listener reconnected), so it read them from the database at once.
 pub const EXTERNAL_WAKEUPS: &str = "skuwatch_external_wakeups_total";
 /// Gauge: 1 while the database listener (PostgreSQL `LISTEN`, SQLite
 /// `data_version` poll) is connected.
@@ -438,7 +438,7 @@ fn describe() {
     describe_counter!(
         EXTERNAL_WAKEUPS,
         Count,
-        "Feed wake-ups by the database listener, by source"
+        "Feed reads of the database on the word of its listener"
     );
     describe_gauge!(
         EXTERNAL_LISTENER_UP,
@@ -519,6 +519,7 @@ fn zero_known_series() {
         MEMORY_RELEASES,
         EXTERNAL_EVENTS,
         EXTERNAL_SETTLED,
+        EXTERNAL_WAKEUPS,
         EXTERNAL_LISTENER_RECONNECTS,
     ] {
         counter!(name).absolute(0);
@@ -528,9 +529,6 @@ fn zero_known_series() {
     gauge!(ACTORS_PINNED).set(0.0);
     gauge!(HISTORY_ROLLUP_BEHIND).set(0.0);
     gauge!(EXTERNAL_LISTENER_UP).set(0.0);
-    for source in ["listen", "data_version", "reconnect"] {
-        counter!(EXTERNAL_WAKEUPS, "source" => source).absolute(0);
-    }
     set_resident_memory();
     gauge!(HTTP_IN_FLIGHT).set(0.0);
 }

@@ -204,37 +204,8 @@ impl Planner {
             &held,
             change.price_anomaly.clone(),
         );
-        let first_alert = self.plan.alerts.len();
         let mut still = held;
-        for action in actions {
-            match action {
-                AlertAction::Raise {
-                    kind,
-                    message,
-                    value,
-                    threshold,
-                } => {
-                    let k = self.plan.alerts.len();
-                    still.push((-(k as i64) - 1, kind));
-                    self.plan.alerts.push(AlertOp::Raise {
-                        sku: sku.clone(),
-                        kind,
-                        message,
-                        value,
-                        threshold,
-                    });
-                }
-                AlertAction::Resolve { id } => {
-                    still.retain(|(held, _)| *held != id);
-                    let alert = if id < 0 {
-                        AlertRef::New((-id - 1) as usize)
-                    } else {
-                        AlertRef::Existing(id)
-                    };
-                    self.plan.alerts.push(AlertOp::Resolve(alert));
-                }
-            }
-        }
+        let alerts = push_alert_ops(&sku, actions, &mut still, &mut self.plan.alerts);
         self.active.insert(sku.clone(), still);
         self.current.insert(sku.clone(), change.state.clone());
         self.plan.events.push(PlannedEvent {
@@ -252,7 +223,7 @@ impl Planner {
                 actor: meta.actor.clone(),
             },
             state: change.state,
-            alerts: first_alert..self.plan.alerts.len(),
+            alerts,
         });
     }
 
@@ -271,6 +242,99 @@ impl Planner {
         }
         self.plan
     }
+}
+
+/// Appends the alert statements of `actions` (what one change of `sku`
+/// raises or resolves, from [`evaluate_alerts`]) to `ops`, keeping `held`
+/// (the SKU's active alerts as `(id, kind)`) in step: an alert raised by an
+/// earlier op of `ops` is held under the placeholder id `-(index + 1)`, and
+/// resolving it becomes [`AlertRef::New`]. Returns the range of `ops` added.
+pub fn push_alert_ops(
+    sku: &SkuCode,
+    actions: Vec<AlertAction>,
+    held: &mut Vec<(i64, AlertKind)>,
+    ops: &mut Vec<AlertOp>,
+) -> Range<usize> {
+    let first = ops.len();
+    for action in actions {
+        match action {
+            AlertAction::Raise {
+                kind,
+                message,
+                value,
+                threshold,
+            } => {
+                held.push((-(ops.len() as i64) - 1, kind));
+                ops.push(AlertOp::Raise {
+                    sku: sku.clone(),
+                    kind,
+                    message,
+                    value,
+                    threshold,
+                });
+            }
+            AlertAction::Resolve { id } => {
+                held.retain(|(h, _)| *h != id);
+                let alert = if id < 0 {
+                    AlertRef::New((-id - 1) as usize)
+                } else {
+                    AlertRef::Existing(id)
+                };
+                ops.push(AlertOp::Resolve(alert));
+            }
+        }
+    }
+    first..ops.len()
+}
+
+/// The alerts of changes the server did not decide (written straight into
+/// the database, issue 16): `changes`, in `event_id` order, judged against
+/// `rows` (their SKUs' rows as locked now) and `active` (those SKUs' open or
+/// acknowledged alerts). Returns the alert statements and, per change, the
+/// range of them it caused.
+///
+/// Each change is judged as an API change would be, from the state before
+/// it ([`Event::state_before`]) to its own, with the price guard as it was.
+/// After a SKU's last change here, the step from it to the row as it is now
+/// is judged too (its ops go to that change): an API write committed in
+/// between was judged against the alerts as they were before these, so the
+/// SKU's alerts end up describing its current state.
+pub fn external_alerts(
+    changes: &[Committed],
+    rows: &BTreeMap<SkuCode, Sku>,
+    mut active: BTreeMap<SkuCode, Vec<(i64, AlertKind)>>,
+) -> (Vec<AlertOp>, Vec<Range<usize>>) {
+    let mut ops = Vec::new();
+    let mut ranges = Vec::with_capacity(changes.len());
+    let last_of: BTreeMap<&SkuCode, usize> = changes
+        .iter()
+        .enumerate()
+        .map(|(i, change)| (&change.sku.sku, i))
+        .collect();
+    for (i, change) in changes.iter().enumerate() {
+        let code = &change.sku.sku;
+        let held = active.entry(code.clone()).or_default();
+        let before = change.event.state_before(&change.sku);
+        let anomaly = match (&before, change.event.field) {
+            (Some(before), crate::domain::Field::Price) => crate::domain::guard_violation(
+                &before.price_guard,
+                before.price(),
+                change.sku.price(),
+            ),
+            _ => None,
+        };
+        let actions = evaluate_alerts(before.as_ref(), &change.sku, held, anomaly);
+        let mut range = push_alert_ops(code, actions, held, &mut ops);
+        let now = rows
+            .get(code)
+            .filter(|row| last_of[code] == i && row.version > change.sku.version);
+        if let Some(row) = now {
+            let actions = evaluate_alerts(Some(&change.sku), row, held, None);
+            range.end = push_alert_ops(code, actions, held, &mut ops).end;
+        }
+        ranges.push(range);
+    }
+    (ops, ranges)
 }
 
 /// Decides a batch's lines in order against `current` (updated as lines
@@ -562,5 +626,82 @@ mod tests {
         ));
         assert!(plan.rows.is_empty());
         assert!(!plan.changes_anything());
+    }
+
+    /// An external stock change of `from`'s SKU to `stock`, one version on.
+    fn external(from: &Sku, stock: i64) -> Committed {
+        let mut after = from.clone();
+        after.stock = stock;
+        after.version += 1;
+        Committed {
+            event: Event {
+                event_id: 0,
+                sku: after.sku.clone(),
+                version: after.version,
+                at: Micros(0),
+                field: crate::domain::Field::Stock,
+                old: from.stock.into(),
+                new: stock.into(),
+                delta: Some(stock - from.stock),
+                reason: Some("external".into()),
+                actor: Some("erp".into()),
+            },
+            sku: after,
+            alerts: Vec::new(),
+        }
+    }
+
+    fn kinds(ops: &[AlertOp]) -> Vec<String> {
+        ops.iter()
+            .map(|op| match op {
+                AlertOp::Raise { sku, kind, .. } => format!("raise {sku} {}", kind.as_str()),
+                AlertOp::Resolve(AlertRef::New(k)) => format!("resolve new {k}"),
+                AlertOp::Resolve(AlertRef::Existing(id)) => format!("resolve {id}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn external_changes_are_judged_in_order_per_sku_even_when_interleaved() {
+        let a = row("A", 20);
+        let a1 = external(&a, 0);
+        let b1 = external(&row("B", 20), 15);
+        let a2 = external(&a1.sku, 3);
+        let now = rows(&[a2.sku.clone(), b1.sku.clone()]);
+        let changes = [a1, b1, a2];
+        let (ops, ranges) = external_alerts(&changes, &now, BTreeMap::new());
+        assert_eq!(
+            kinds(&ops[ranges[0].clone()]),
+            ["raise A out_of_stock", "raise A low_stock"]
+        );
+        assert!(ranges[1].is_empty());
+        // A's second change resolves the stock-out its first raised; the
+        // low-stock alert stays (3 is below 10).
+        assert_eq!(kinds(&ops[ranges[2].clone()]), ["resolve new 0"]);
+    }
+
+    #[test]
+    fn an_api_write_since_the_external_change_is_judged_from_it_to_the_row() {
+        let a = row("A", 20);
+        let a1 = external(&a, 0);
+        // An API write took the stock back to 5 before the settlement; it
+        // saw no active alert, so raised and resolved nothing.
+        let mut current = a1.sku.clone();
+        current.stock = 5;
+        current.version += 1;
+        let (ops, ranges) = external_alerts(&[a1], &rows(&[current]), BTreeMap::new());
+        assert_eq!(
+            kinds(&ops[ranges[0].clone()]),
+            ["raise A out_of_stock", "raise A low_stock", "resolve new 0"]
+        );
+        // Already-open alerts are resolved by id, not raised twice.
+        let a1 = external(&a, 0);
+        let open = BTreeMap::from([(code("A"), vec![(7, AlertKind::OutOfStock)])]);
+        let (ops, _) = external_alerts(
+            std::slice::from_ref(&a1),
+            &rows(std::slice::from_ref(&a1.sku)),
+            open,
+        );
+        assert_eq!(kinds(&ops), ["raise A low_stock"]);
     }
 }

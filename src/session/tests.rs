@@ -75,7 +75,7 @@ async fn rig(tweak: impl FnOnce(&mut Settings)) -> Rig {
         registry.clone(),
         subscribers.clone(),
         catalog.clone(),
-        Arc::new(tokio::sync::Notify::new()),
+        tokio::sync::watch::channel(0).1,
         shutdown.clone(),
     )
     .await

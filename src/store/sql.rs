@@ -176,6 +176,18 @@ fn migration_error(e: sqlx::migrate::MigrateError) -> StoreError {
     StoreError::Database(Cause::new(e.to_string(), e))
 }
 
+/// A SQLite URL that creates the file when it is missing (`mode=rwc`),
+/// unless it names a mode of its own.
+fn sqlite_url(url: &str) -> String {
+    if url.contains("mode=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
 /// The newest migration applied to the database (0 for a new one).
 async fn applied_version(conn: &mut AnyConnection) -> Result<i64, StoreError> {
     // The table exists once any migration ran.
@@ -247,10 +259,8 @@ impl SqlStore {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
         let url = match backend {
-            Backend::Sqlite if !url.contains("mode=") => {
-                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
-            }
-            _ => url.to_owned(),
+            Backend::Sqlite => sqlite_url(url),
+            Backend::Postgres => url.to_owned(),
         };
         let mut conn = AnyConnection::connect(&url).await.map_err(db_error)?;
         let migrator = match backend {
@@ -313,13 +323,7 @@ impl SqlStore {
                 }
             }
             Backend::Sqlite => {
-                let url = if url.contains("mode=") {
-                    url.to_owned()
-                } else if url.contains('?') {
-                    format!("{url}&mode=rwc")
-                } else {
-                    format!("{url}?mode=rwc")
-                };
+                let url = sqlite_url(url);
                 let write = sqlite_pool(&url, 1, &settings).await?;
                 let mut conn = write.acquire().await.map_err(db_error)?;
                 check_schema(&mut conn, &SQLITE_MIGRATIONS, true).await?;
@@ -724,8 +728,7 @@ impl SkuStore for SqlStore {
         }
         pending.sort();
         pending.dedup();
-        let settled = external::settle(self, Some(&pending)).await?;
-        metrics::counter!(crate::metrics::EXTERNAL_SETTLED).increment(settled);
+        external::settle(self, Some(&pending)).await?;
         read().await?.iter().map(committed_from_row).collect()
     }
 

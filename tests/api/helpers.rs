@@ -318,6 +318,18 @@ impl TestApp {
         )
     }
 
+    /// `GET path` (with the admin's token); the JSON body, whatever the status.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
     /// Every event of the feed, page by page.
     pub async fn all_events(&self) -> Vec<Value> {
         let mut after = 0;

@@ -3,7 +3,7 @@
 //! The database writes an external change's events in the writer's own
 //! transaction (`migrations/*/0007_external_changes.sql`), marked
 //! `alerts_pending`; it cannot run the alert rules, which live in Rust
-//! ([`evaluate_alerts`]). [`settle`] runs them in a follow-up transaction:
+//! ([`external_alerts`]). [`settle`] runs them in a follow-up transaction:
 //! it claims the pending events with a conditional update (`alerts_pending
 //! = 1` -> 0, so exactly one instance raises them, PostgreSQL instances
 //! taking turns on an advisory lock), evaluates them against the locked
@@ -15,19 +15,17 @@
 //! replay) sees an external event with the alerts it raised, as for an API
 //! change.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-use skuwatch_actors::domain::{
-    evaluate_alerts, guard_violation, AlertAction, AlertKind, Committed, Field, Micros, Sku,
-    SkuCode,
-};
-use skuwatch_actors::plan::{AlertOp, AlertRef};
+use skuwatch_actors::domain::{Committed, Micros, SkuCode};
+use skuwatch_actors::plan::external_alerts;
 use skuwatch_actors::store::StoreError;
 use sqlx::Row;
 
+use super::write::{active_alerts, apply_alerts, lock_rows};
 use super::{
-    alerts_json, committed_from_row, corrupt, db_error, placeholders, search_text, sku_from_row,
-    SqlStore, Tx, EVENT_COLUMNS, SKU_COLUMNS,
+    alerts_json, committed_from_row, corrupt, db_error, placeholders, search_text, SqlStore, Tx,
+    EVENT_COLUMNS,
 };
 use crate::store::Backend;
 
@@ -37,10 +35,20 @@ const SETTLE_LOCK: i64 = 0x736b_7577_6578_7431; // "skuwext1"
 /// SKUs whose pending events one round settles.
 const ROUND_SKUS: i64 = 200;
 
-/// Settles the pending events of `skus` (all pending events when `None`,
-/// up to [`ROUND_SKUS`] SKUs a round); returns how many this call claimed
-/// (0 when another instance had settled them).
+/// Settles the pending events of `skus` (when `None`: of the SKUs with the
+/// oldest pending events, up to [`ROUND_SKUS`]); returns how many this call
+/// claimed (0 when another instance had settled them).
 pub(super) async fn settle(store: &SqlStore, skus: Option<&[SkuCode]>) -> Result<u64, StoreError> {
+    // Looked for outside a transaction: the sweep finds nothing nearly
+    // always, and should not take the write lock (SQLite) or the
+    // settlement lock (PostgreSQL) to learn it.
+    let codes: BTreeSet<SkuCode> = match skus {
+        Some(skus) => skus.iter().cloned().collect(),
+        None => pending_skus(store).await?,
+    };
+    if codes.is_empty() {
+        return Ok(0);
+    }
     let mut tx = store.begin().await?;
     if store.backend == Backend::Postgres {
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -49,64 +57,32 @@ pub(super) async fn settle(store: &SqlStore, skus: Option<&[SkuCode]>) -> Result
             .await
             .map_err(db_error)?;
     }
-    let codes: BTreeSet<SkuCode> = match skus {
-        Some(skus) => skus.iter().cloned().collect(),
-        None => pending_skus(&mut tx).await?,
-    };
-    if codes.is_empty() {
+    let changes = pending_events(&mut tx, &codes).await?;
+    if changes.is_empty() {
         tx.rollback().await.map_err(db_error)?;
         return Ok(0);
     }
-    let events = pending_events(&mut tx, &codes).await?;
-    if events.is_empty() {
-        tx.rollback().await.map_err(db_error)?;
-        return Ok(0);
-    }
-    let touched: BTreeSet<&SkuCode> = events.iter().map(|c| &c.sku.sku).collect();
+    let touched: BTreeSet<&SkuCode> = changes.iter().map(|c| &c.sku.sku).collect();
     let rows = lock_rows(store, &mut tx, &touched).await?;
-    let mut active = super::write::active_alerts(&mut tx, &touched).await?;
-    let now = Micros::now();
-    let mut settled: Vec<Committed> = Vec::with_capacity(events.len());
-    for (i, change) in events.iter().enumerate() {
-        let code = &change.sku.sku;
-        let row = rows
-            .get(code)
-            .ok_or_else(|| corrupt("external event of a missing SKU"))?;
-        let active = active.entry(code.clone()).or_default();
-        let mut alerts = Vec::new();
-        let before = change.event.state_before(&change.sku);
-        let anomaly = match (&before, change.event.field) {
-            (Some(before), Field::Price) => {
-                guard_violation(&before.price_guard, before.price(), change.sku.price())
-            }
-            _ => None,
-        };
-        let actions = evaluate_alerts(before.as_ref(), &change.sku, active, anomaly);
-        alerts.extend(apply(&mut tx, code, actions, active, now).await?);
-        // The SKU's last pending event: an API write committed since was
-        // judged against the alerts as they were before this settlement,
-        // so the step from here to the row as it is now is judged too, and
-        // the alerts end up describing the SKU's current state.
-        let last_of_sku = events.get(i + 1).is_none_or(|next| &next.sku.sku != code);
-        if last_of_sku && row.version > change.sku.version {
-            let actions = evaluate_alerts(Some(&change.sku), row, active, None);
-            alerts.extend(apply(&mut tx, code, actions, active, now).await?);
-        }
+    let active = active_alerts(&mut tx, &touched).await?;
+    let (ops, ranges) = external_alerts(&changes, &rows, active);
+    let alerts = apply_alerts(&mut tx, &ops, Micros::now()).await?;
+    let mut settled: Vec<Committed> = Vec::with_capacity(changes.len());
+    for (mut change, range) in changes.into_iter().zip(ranges) {
+        change.alerts = alerts[range].to_vec();
         let claimed = sqlx::query(
             "UPDATE events SET alerts_pending = 0, alerts = $2 \
              WHERE event_id = $1 AND alerts_pending = 1",
         )
         .bind(change.event.event_id)
-        .bind(alerts_json(&alerts))
+        .bind(alerts_json(&change.alerts))
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
         if claimed.rows_affected() != 1 {
             return Err(corrupt("a pending external event was claimed twice"));
         }
-        let mut done = change.clone();
-        done.alerts = alerts;
-        settled.push(done);
+        settled.push(change);
     }
     // The search text, as the server computes it for its own writes
     // (Unicode's case rules; the trigger could only use SQL's lower()).
@@ -120,15 +96,16 @@ pub(super) async fn settle(store: &SqlStore, skus: Option<&[SkuCode]>) -> Result
     }
     tx.commit().await.map_err(super::commit_error)?;
     crate::metrics::alerts_raised(&settled);
+    metrics::counter!(crate::metrics::EXTERNAL_SETTLED).increment(settled.len() as u64);
     Ok(settled.len() as u64)
 }
 
 /// The SKUs with pending events, oldest events first.
-async fn pending_skus(tx: &mut Tx) -> Result<BTreeSet<SkuCode>, StoreError> {
+async fn pending_skus(store: &SqlStore) -> Result<BTreeSet<SkuCode>, StoreError> {
     let rows =
         sqlx::query("SELECT sku FROM events WHERE alerts_pending = 1 ORDER BY event_id LIMIT $1")
             .bind(ROUND_SKUS * 4)
-            .fetch_all(&mut **tx)
+            .fetch_all(store.reader())
             .await
             .map_err(db_error)?;
     let mut codes = BTreeSet::new();
@@ -158,64 +135,4 @@ async fn pending_events(
     }
     let rows = query.fetch_all(&mut **tx).await.map_err(db_error)?;
     rows.iter().map(committed_from_row).collect()
-}
-
-async fn lock_rows(
-    store: &SqlStore,
-    tx: &mut Tx,
-    codes: &BTreeSet<&SkuCode>,
-) -> Result<BTreeMap<SkuCode, Sku>, StoreError> {
-    let sql = format!(
-        "SELECT {SKU_COLUMNS} FROM skus WHERE sku IN ({}) ORDER BY sku{}",
-        placeholders(1, codes.len()),
-        store.for_update()
-    );
-    let mut query = sqlx::query(&sql);
-    for code in codes {
-        query = query.bind(code.as_str());
-    }
-    let mut rows = BTreeMap::new();
-    for row in query.fetch_all(&mut **tx).await.map_err(db_error)? {
-        let sku = sku_from_row(&row)?;
-        rows.insert(sku.sku.clone(), sku);
-    }
-    Ok(rows)
-}
-
-/// Writes `actions` and keeps `active` in step; returns the alert rows.
-async fn apply(
-    tx: &mut Tx,
-    code: &SkuCode,
-    actions: Vec<AlertAction>,
-    active: &mut Vec<(i64, AlertKind)>,
-    now: Micros,
-) -> Result<Vec<skuwatch_actors::domain::Alert>, StoreError> {
-    let ops: Vec<AlertOp> = actions
-        .into_iter()
-        .map(|action| match action {
-            AlertAction::Raise {
-                kind,
-                message,
-                value,
-                threshold,
-            } => AlertOp::Raise {
-                sku: code.clone(),
-                kind,
-                message,
-                value,
-                threshold,
-            },
-            AlertAction::Resolve { id } => AlertOp::Resolve(AlertRef::Existing(id)),
-        })
-        .collect();
-    let alerts = super::write::apply_alerts(tx, &ops, now).await?;
-    for alert in &alerts {
-        match alert.status {
-            skuwatch_actors::domain::AlertStatus::Resolved => {
-                active.retain(|(id, _)| *id != alert.id)
-            }
-            _ => active.push((alert.id, alert.kind)),
-        }
-    }
-    Ok(alerts)
 }

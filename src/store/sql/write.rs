@@ -271,7 +271,7 @@ fn bind_codes<'q>(
 }
 
 /// Reads and locks the rows of `codes` in one statement, in code order.
-async fn lock_rows(
+pub(super) async fn lock_rows(
     store: &SqlStore,
     tx: &mut Tx,
     codes: &BTreeSet<&SkuCode>,
