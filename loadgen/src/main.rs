@@ -49,6 +49,14 @@ enum Mode {
     /// (issue 15, target 4). The SKU's history is seeded beforehand
     /// (`bench/seed-history.sh`).
     History,
+    /// Only watches: `--ws-clients` sockets subscribed to all changes for
+    /// `--duration` seconds while something else writes (an external
+    /// writer straight into the database: `pgbench` with
+    /// `bench/pgbench-external.sql`, issue 16). Latency is from each
+    /// change's `at` (the time it was written, on the database's clock,
+    /// the same machine's) to its arrival; every socket's event ids are
+    /// checked for gaps, repeats and disorder.
+    Watch,
 }
 
 /// Load generator for skuwatch (public API only). Prints a JSON report.
@@ -236,6 +244,7 @@ async fn run(args: Args) -> Result<Value, Error> {
         Mode::Cold => cold(&args, &shared).await,
         Mode::Import => import(&args, &shared).await,
         Mode::History => history(&args, &shared).await,
+        Mode::Watch => watch_only(&args, &shared).await,
     }
 }
 
@@ -334,6 +343,30 @@ fn find_int(text: &[u8], key: &[u8]) -> Option<i64> {
     any.then_some(if neg { -n } else { n })
 }
 
+/// Microseconds since the Unix epoch, on the wall clock.
+fn wall_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The time after `key` in the server's one format
+/// (`2026-11-30T16:34:30.374763Z`), as microseconds since the epoch.
+fn find_rfc3339_us(hay: &[u8], key: &[u8]) -> Option<u64> {
+    let at = memfind(hay, key)? + key.len();
+    let t = std::str::from_utf8(hay.get(at..at + 27)?).ok()?;
+    let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let secs = days * 86_400 + num(11..13)? * 3600 + num(14..16)? * 60 + num(17..19)?;
+    u64::try_from(secs * 1_000_000 + num(20..26)?).ok()
+}
+
 fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -343,6 +376,8 @@ fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
 struct Received {
     /// (event_id, arrival ns) of every `sku` message.
     arrivals: Vec<(i64, u64)>,
+    /// Microseconds from each change's `at` to its arrival (watch mode).
+    lags_us: Vec<u64>,
     conflated: u64,
     other: u64,
     /// Lowest `"stock":` seen (hot mode's never-negative check).
@@ -394,6 +429,8 @@ struct Watch {
     expect_capacity: usize,
     /// Track the lowest stock seen (hot mode).
     check_stock: bool,
+    /// Record the lag from each change's `at` (watch mode).
+    lag_from_at: bool,
     /// `--ws-read-every-ms` (zero: prompt).
     read_every: Duration,
     /// `--ws-recv-buffer`.
@@ -413,6 +450,7 @@ async fn watcher(
         subscribe,
         expect_capacity,
         check_stock,
+        lag_from_at,
         read_every,
         recv_buffer,
     } = watch;
@@ -460,6 +498,11 @@ async fn watcher(
                         if let Some(id) = find_int(bytes, b"\"event_id\":") {
                             got.arrivals.push((id, at));
                         }
+                        if lag_from_at {
+                            if let Some(written) = find_rfc3339_us(bytes, b",\"at\":\"") {
+                                got.lags_us.push(wall_us().saturating_sub(written));
+                            }
+                        }
                         if check_stock {
                             // Hot mode's checker: the SKU state's stock.
                             if let Some(stock) = find_int(bytes, b"\"stock\":") {
@@ -486,6 +529,85 @@ async fn watcher(
     }
     let _ = socket.close(None).await;
     Ok(got)
+}
+
+/// Watch mode (see [`Mode::Watch`]).
+async fn watch_only(args: &Args, shared: &Arc<Shared>) -> Result<Value, Error> {
+    let ready = Arc::new(Semaphore::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let gate = Arc::new(Semaphore::new(args.connect_parallel.max(1)));
+    let watchers: Vec<_> = (0..args.ws_clients.max(1))
+        .map(|_| {
+            let watch = Watch {
+                subscribe: r#"{"type":"subscribe","all":true}"#.to_owned(),
+                expect_capacity: 1 << 16,
+                check_stock: false,
+                lag_from_at: true,
+                read_every: Duration::from_millis(args.ws_read_every_ms),
+                recv_buffer: args.ws_recv_buffer,
+            };
+            let (shared, ready, done, gate) =
+                (shared.clone(), ready.clone(), done.clone(), gate.clone());
+            tokio::spawn(watcher(shared, watch, ready, done, gate))
+        })
+        .collect();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        ready.acquire_many(watchers.len() as u32),
+    )
+    .await
+    .map_err(|_| "WebSocket clients did not all subscribe within 60 s")??
+    .forget();
+    eprintln!("loadgen: {} sockets watching", watchers.len());
+    let server_before = args.server_pid.and_then(ProcStat::read);
+    let machine_before = MachineCpu::read();
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.duration + args.drain_secs)).await;
+    done.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    let server_after = args.server_pid.and_then(ProcStat::read);
+    let machine_after = MachineCpu::read();
+    let mut lag = histogram();
+    let (mut delivered, mut gaps, mut repeats_or_disorder) = (0u64, 0i64, 0u64);
+    for w in watchers {
+        let got = w.await??;
+        delivered += got.arrivals.len() as u64;
+        for pair in got.arrivals.windows(2) {
+            let (a, b) = (pair[0].0, pair[1].0);
+            if b <= a {
+                repeats_or_disorder += 1;
+            } else {
+                gaps += b - a - 1;
+            }
+        }
+        for us in got.lags_us {
+            lag.record(us.max(1) * 1_000).ok();
+        }
+    }
+    let mut report = json!({
+        "mode": "watch",
+        "config": { "ws_clients": args.ws_clients.max(1), "duration_s": args.duration },
+        "deliveries": {
+            "received": delivered, "per_s": delivered as f64 / elapsed,
+            "ids_missing_between_arrivals": gaps,
+            "repeated_or_out_of_order": repeats_or_disorder,
+        },
+        "lag_from_written": percentiles_ns(&lag),
+    });
+    if let (Some(b), Some(a)) = (&server_before, &server_after) {
+        let cpu = a.cpu_secs - b.cpu_secs;
+        report["server"] = json!({
+            "cpu_s": cpu,
+            "cpu_us_per_delivery": if delivered > 0 { cpu * 1e6 / delivered as f64 } else { 0.0 },
+        });
+    }
+    if let (Some(b), Some(a)) = (&machine_before, &machine_after) {
+        report["machine"] = json!({
+            "busy_cores": (a.busy - b.busy) / elapsed,
+            "postgres_cores": (a.postgres - b.postgres) / elapsed,
+        });
+    }
+    Ok(report)
 }
 
 async fn get_json(shared: &Shared, path: &str) -> Result<Value, Error> {
@@ -632,6 +754,7 @@ async fn writes(args: &Args, shared: &Arc<Shared>) -> Result<Value, Error> {
             subscribe,
             expect_capacity: capacity,
             check_stock: hot,
+            lag_from_at: false,
             read_every: Duration::from_millis(args.ws_read_every_ms),
             recv_buffer: args.ws_recv_buffer,
         };
@@ -1193,4 +1316,24 @@ async fn history(args: &Args, shared: &Arc<Shared>) -> Result<Value, Error> {
         });
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_servers_times_read_back_to_the_microsecond() {
+        let message = br#"{"change":{"event_id":7,"at":"2026-11-30T16:34:30.374763Z"}}"#;
+        assert_eq!(
+            find_rfc3339_us(message, b",\"at\":\""),
+            Some(1_796_056_470_374_763)
+        );
+        let leap = br#"x,"at":"2024-02-29T23:59:59.999999Z""#;
+        assert_eq!(
+            find_rfc3339_us(leap, b",\"at\":\""),
+            Some(1_709_251_199_999_999)
+        );
+        assert_eq!(find_rfc3339_us(b"no time here", b",\"at\":\""), None);
+    }
 }
