@@ -8,7 +8,8 @@
 #   bench/two-instances.sh --mode writes --skus 1000 --writers 8 --rate 500 --duration 20 --ws-clients 4
 #
 # Environment: SKUWATCH_BENCH_POSTGRES (admin URL), REDIS_URL (default
-# redis://127.0.0.1:6379/0).
+# redis://127.0.0.1:6379/0), BEFORE_LOADGEN (a command run with $DB_URL
+# once both servers are up, as in bench/run.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 admin=${SKUWATCH_BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432/postgres}
@@ -46,6 +47,9 @@ start() {
 }
 start; url_a=$url
 start; url_b=$url
+if [[ -n "${BEFORE_LOADGEN:-}" ]]; then
+  DB_URL="$db_url" bash -c "$BEFORE_LOADGEN" >&2
+fi
 echo "# $(date -u +%FT%TZ) A=$url_a B=$url_b; before: $(uptime)" >&2
 target/release/loadgen --url "$url_a" --ws-url "$url_b" --user admin --password "$password" \
   --server-pid "${pids[1]}" "$@"

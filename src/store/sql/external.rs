@@ -17,7 +17,7 @@
 
 use std::collections::BTreeSet;
 
-use skuwatch_actors::domain::{Committed, Micros, SkuCode};
+use skuwatch_actors::domain::{Committed, Field, Micros, SkuCode};
 use skuwatch_actors::plan::external_alerts;
 use skuwatch_actors::store::StoreError;
 use sqlx::Row;
@@ -67,26 +67,29 @@ pub(super) async fn settle(store: &SqlStore, skus: Option<&[SkuCode]>) -> Result
     let active = active_alerts(&mut tx, &touched).await?;
     let (ops, ranges) = external_alerts(&changes, &rows, active);
     let alerts = apply_alerts(&mut tx, &ops, Micros::now()).await?;
+    claim(&mut tx, &changes).await?;
     let mut settled: Vec<Committed> = Vec::with_capacity(changes.len());
     for (mut change, range) in changes.into_iter().zip(ranges) {
         change.alerts = alerts[range].to_vec();
-        let claimed = sqlx::query(
-            "UPDATE events SET alerts_pending = 0, alerts = $2 \
-             WHERE event_id = $1 AND alerts_pending = 1",
-        )
-        .bind(change.event.event_id)
-        .bind(alerts_json(&change.alerts))
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        if claimed.rows_affected() != 1 {
-            return Err(corrupt("a pending external event was claimed twice"));
+        if !change.alerts.is_empty() {
+            sqlx::query("UPDATE events SET alerts = $2 WHERE event_id = $1")
+                .bind(change.event.event_id)
+                .bind(alerts_json(&change.alerts))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
         }
         settled.push(change);
     }
     // The search text, as the server computes it for its own writes
-    // (Unicode's case rules; the trigger could only use SQL's lower()).
-    for row in rows.values() {
+    // (Unicode's case rules; the trigger could only use SQL's lower()):
+    // for the SKUs an external change created or renamed.
+    let renamed: BTreeSet<&SkuCode> = settled
+        .iter()
+        .filter(|c| c.event.field == Field::Meta && c.event.new.get("name").is_some())
+        .map(|c| &c.sku.sku)
+        .collect();
+    for row in renamed.iter().filter_map(|code| rows.get(*code)) {
         sqlx::query("UPDATE skus SET search_text = $2 WHERE sku = $1")
             .bind(row.sku.as_str())
             .bind(search_text(row))
@@ -98,6 +101,26 @@ pub(super) async fn settle(store: &SqlStore, skus: Option<&[SkuCode]>) -> Result
     crate::metrics::alerts_raised(&settled);
     metrics::counter!(crate::metrics::EXTERNAL_SETTLED).increment(settled.len() as u64);
     Ok(settled.len() as u64)
+}
+
+/// Claims `changes` for this transaction: the conditional update that
+/// makes their alerts this instance's to raise. All or none: fewer rows
+/// means another instance claimed some (it cannot under the settlement
+/// lock and SQLite's one writer, so that is a fault).
+async fn claim(tx: &mut Tx, changes: &[Committed]) -> Result<(), StoreError> {
+    let sql = format!(
+        "UPDATE events SET alerts_pending = 0 WHERE alerts_pending = 1 AND event_id IN ({})",
+        placeholders(1, changes.len())
+    );
+    let mut query = sqlx::query(&sql);
+    for change in changes {
+        query = query.bind(change.event.event_id);
+    }
+    let claimed = query.execute(&mut **tx).await.map_err(db_error)?;
+    if claimed.rows_affected() != changes.len() as u64 {
+        return Err(corrupt("a pending external event was claimed twice"));
+    }
+    Ok(())
 }
 
 /// The SKUs with pending events, oldest events first.
