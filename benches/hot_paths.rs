@@ -32,6 +32,7 @@ fn committed(event_id: i64, code: &str) -> Committed {
         currency: gbp(),
         price_minor: 255,
         stock: 117,
+        reserved: 0,
         low_stock_threshold: 10,
         price_guard: PriceGuard::default(),
         version: event_id,

@@ -246,6 +246,22 @@ pub struct Settings {
     #[arg(long, env = "SKUWATCH_METRICS_REFRESH_SECS", default_value_t = 10)]
     pub metrics_refresh_secs: u64,
 
+    /// Milliseconds between the hold sweeper's looks for holds past their
+    /// expiry (issue 17): a hold is released within about this long of
+    /// its `expires_at`. Every instance sweeps; each hold expires once.
+    #[arg(long, env = "SKUWATCH_HOLD_SWEEP_MS", default_value_t = 200)]
+    pub hold_sweep_ms: u64,
+
+    /// Hours an ended hold (released, expired, committed) is kept for
+    /// `GET /holds` and idempotent retries before the sweeper deletes it.
+    #[arg(long, env = "SKUWATCH_HOLD_RETENTION_HOURS", default_value_t = 168)]
+    pub hold_retention_hours: u64,
+
+    /// Days a resolved alert is kept before the sweeper deletes it (the
+    /// events that raised and resolved it keep their copy).
+    #[arg(long, env = "SKUWATCH_ALERT_RETENTION_DAYS", default_value_t = 90)]
+    pub alert_retention_days: u64,
+
     /// Seconds that in-flight requests get to finish after SIGTERM/SIGINT;
     /// then the process exits anyway (uncommitted writes roll back).
     #[arg(long, env = "SKUWATCH_SHUTDOWN_TIMEOUT_SECS", default_value_t = 20)]

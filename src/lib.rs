@@ -33,6 +33,7 @@ pub mod config;
 pub mod cursor;
 pub mod external;
 pub mod feed;
+pub mod holds;
 pub mod http;
 pub mod import;
 pub mod memory;
@@ -182,8 +183,8 @@ pub struct App {
 /// instance reports the same stock numbers (dashboards take `max`).
 ///
 /// Also the sizes of the per-key structures clients can grow (login
-/// throttle, subscribed codes), and the purge of expired idempotency keys
-/// (every [`PURGE_EVERY`]). `/metrics` only renders what this collected, so
+/// throttle, subscribed codes); the purge of expired idempotency keys is
+/// the hold sweeper's ([`holds`]). `/metrics` only renders what this collected, so
 /// it never waits on the database.
 fn spawn_refresher(
     state: AppState,
@@ -194,7 +195,6 @@ fn spawn_refresher(
         let store = state.store.clone();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_purge: Option<tokio::time::Instant> = None;
         let mut load = memory::LoadWatch::new();
         loop {
             tokio::select! {
@@ -213,15 +213,6 @@ fn spawn_refresher(
             match store.summary().await {
                 Ok(summary) => metrics::set_stock_health(&summary),
                 Err(error) => tracing::warn!(%error, "stock-health gauges not refreshed"),
-            }
-            if last_purge.is_none_or(|at| at.elapsed() >= PURGE_EVERY) {
-                last_purge = Some(tokio::time::Instant::now());
-                match store.purge_idempotency_keys().await {
-                    Ok(purged) => {
-                        ::metrics::counter!(metrics::IDEMPOTENCY_KEYS_PURGED).increment(purged)
-                    }
-                    Err(error) => tracing::warn!(%error, "expired idempotency keys not purged"),
-                }
             }
         }
     })
@@ -271,9 +262,6 @@ const HISTORY_ROLLUP_EVERY: Duration = Duration::from_secs(1);
 
 /// The pause between catch-up rounds (each looks at up to 50,000 events).
 const HISTORY_CATCH_UP_PAUSE: Duration = Duration::from_millis(20);
-
-/// How often expired idempotency keys are deleted.
-const PURGE_EVERY: Duration = Duration::from_secs(60);
 
 /// Sets `seen` once the bus listener has connected for the first time, so
 /// `/readyz` can tell a starting instance (`"starting"`) from one that lost
@@ -378,6 +366,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
         tasks: tokio_util::task::TaskTracker::new(),
     });
     spawn_history_rollup(&state, shutdown.clone());
+    holds::spawn(&state, shutdown.clone());
     external::spawn(
         &state.settings.database_url.0,
         state.store.clone(),

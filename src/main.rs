@@ -120,7 +120,7 @@ enum UserCmd {
     /// never from the command line.
     Add {
         name: String,
-        #[arg(long, default_value = "viewer", value_parser = ["admin", "viewer"])]
+        #[arg(long, default_value = "viewer", value_parser = ["admin", "viewer", "checkout"])]
         role: String,
     },
     /// List users (never their password hashes).
@@ -356,7 +356,7 @@ async fn user(action: UserCmd, database_url: &str) -> Result<(), String> {
             if !auth::valid_password(&password) {
                 return Err("a password is 8-1024 characters".into());
             }
-            let role = Role::parse(&role).ok_or("role must be admin or viewer")?;
+            let role = Role::parse(&role).ok_or("role must be admin, viewer or checkout")?;
             let user = skuwatch::http::new_user(name.clone(), password, role)
                 .await
                 .map_err(|_| "cannot hash the password")?;

@@ -20,11 +20,12 @@ use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use skuwatch_actors::domain::{AlertKind, AlertStatus, Committed};
+use skuwatch_actors::domain::{AlertKind, AlertStatus, Committed, HoldStatus};
 pub use skuwatch_actors::metrics::{
     ACTORS_ACTIVE, ACTORS_PINNED, ACTOR_ACTIVATIONS, ACTOR_CHANGES_CONFLATED, ACTOR_COMMIT_WRITES,
     ACTOR_MAILBOX_REFUSED, ACTOR_PASSIVATIONS, ACTOR_PINS_REFUSED, ACTOR_RESTARTS,
 };
+use skuwatch_actors::store::{Prunable, WriteOutcome};
 
 // --- HTTP --------------------------------------------------------------
 /// Counter `{method, route, status}`: HTTP requests answered.
@@ -136,6 +137,17 @@ pub const EXTERNAL_LISTENER_UP: &str = "skuwatch_external_listener_up";
 pub const EXTERNAL_LISTENER_RECONNECTS: &str = "skuwatch_external_listener_reconnects_total";
 /// Gauge: committed events the history roll-up has not looked at yet
 /// (charts stay exact; a lag only makes long charts read more events).
+/// Holds active now (issue 17; the same on every instance: read from the
+/// database).
+pub const HOLDS_ACTIVE: &str = "skuwatch_holds_active";
+/// Hold changes committed by this instance, by `change` (created,
+/// extended, released, expired, committed).
+pub const HOLD_CHANGES: &str = "skuwatch_hold_changes_total";
+/// From a hold's `expires_at` to the commit of its expiry, on the
+/// database's clock (the sweeper's lag).
+pub const HOLD_EXPIRY_LAG: &str = "skuwatch_hold_expiry_lag_seconds";
+/// Rows the sweeper deleted once old enough, by `what` (holds, alerts).
+pub const UPKEEP_PRUNED: &str = "skuwatch_upkeep_pruned_total";
 pub const HISTORY_ROLLUP_BEHIND: &str = "skuwatch_history_rollup_behind_events";
 /// Gauge: the process's resident memory (VmRSS), bytes; refreshed with the
 /// other gauges (Linux; absent elsewhere).
@@ -239,6 +251,9 @@ pub fn install() -> PrometheusHandle {
                     b.set_buckets_for_metric(Matcher::Full(WS_PUSH_LATENCY.into()), PUSH_BUCKETS)
                 })
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BUS_LAG.into()), PUSH_BUCKETS))
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(HOLD_EXPIRY_LAG.into()), PUSH_BUCKETS)
+                })
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         Matcher::Full(ACTOR_COMMIT_WRITES.into()),
@@ -450,6 +465,22 @@ fn describe() {
         Count,
         "Database listener connections lost and made again"
     );
+    describe_gauge!(HOLDS_ACTIVE, Count, "Holds active now");
+    describe_counter!(
+        HOLD_CHANGES,
+        Count,
+        "Hold changes committed by this instance, by change (created, extended, released, expired, committed)"
+    );
+    describe_histogram!(
+        HOLD_EXPIRY_LAG,
+        Unit::Seconds,
+        "From a hold's expires_at to the commit that expired it (database clock)"
+    );
+    describe_counter!(
+        UPKEEP_PRUNED,
+        Count,
+        "Ended holds and resolved alerts deleted after their retention, by what"
+    );
     describe_gauge!(
         HISTORY_ROLLUP_BEHIND,
         Count,
@@ -497,6 +528,13 @@ fn zero_known_series() {
         counter!(LOGIN_THROTTLED, "scope" => scope).absolute(0);
     }
     counter!(PUSH_DROPPED, "queue" => "feed").absolute(0);
+    for change in HOLD_CHANGE_KINDS {
+        counter!(HOLD_CHANGES, "change" => change).absolute(0);
+    }
+    for what in [Prunable::EndedHolds, Prunable::ResolvedAlerts] {
+        counter!(UPKEEP_PRUNED, "what" => what.as_str()).absolute(0);
+    }
+    gauge!(HOLDS_ACTIVE).set(0.0);
     for kind in ["overloaded", "outcome_unknown"] {
         counter!(REFUSED_503, "kind" => kind).absolute(0);
     }
@@ -572,6 +610,23 @@ pub fn alerts_raised(changes: &[Committed]) {
         if alert.status == AlertStatus::Open {
             counter!(ALERTS_RAISED, "kind" => alert.kind.as_str()).increment(1);
         }
+    }
+}
+
+/// The `change` label values of [`HOLD_CHANGES`].
+const HOLD_CHANGE_KINDS: [&str; 5] = ["created", "extended", "released", "expired", "committed"];
+
+/// Counts a committed hold job by what it did.
+pub fn hold_changed(outcome: &WriteOutcome) {
+    if let WriteOutcome::Held { hold, changes } = outcome {
+        let change = match hold.status {
+            HoldStatus::Active if changes.is_empty() => "extended",
+            HoldStatus::Active => "created",
+            HoldStatus::Released => "released",
+            HoldStatus::Expired => "expired",
+            HoldStatus::Committed => "committed",
+        };
+        counter!(HOLD_CHANGES, "change" => change).increment(1);
     }
 }
 

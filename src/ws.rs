@@ -114,7 +114,8 @@ pub(crate) fn authorize(
         )
     })?;
     let role = claims.caller().role;
-    if role != Role::Admin && !app.settings.ws_viewers {
+    // A checkout caller never watches (issue 17: holds routes only).
+    if !(role == Role::Admin || (role == Role::Viewer && app.settings.ws_viewers)) {
         return Err((
             StatusCode::FORBIDDEN,
             close::FORBIDDEN,

@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use crate::domain::{
-    decide, evaluate_alerts, Alert, AlertAction, AlertKind, Change, Command, Committed,
-    DomainError, Event, Micros, Shortfall, Sku, SkuCode, WriteMeta,
+    decide, decide_hold, evaluate_alerts, Alert, AlertAction, AlertKind, Change, Command,
+    Committed, DomainError, Event, Hold, HoldId, Micros, Shortfall, Sku, SkuCode, WriteMeta,
 };
 use crate::store::{AdjustmentLine, WriteJob, WriteOutcome};
 
@@ -32,6 +32,30 @@ pub enum JobPlan {
     Unchanged,
     /// Accepted: its events are `Plan::events[range]`, in order.
     Changed(Range<usize>),
+    /// A hold job accepted: its hold write is `Plan::holds[hold]`, its
+    /// events `Plan::events[events]` (none for an extension).
+    Held { hold: usize, events: Range<usize> },
+}
+
+/// A hold row to write, in plan order (a hold changed twice in one plan
+/// is written twice, in order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HoldWrite {
+    /// The hold after the job; its `event_ids` are set by
+    /// [`Plan::set_hold_events`] once the events have ids.
+    pub hold: Hold,
+    /// New row (else an update of the stored one).
+    pub insert: bool,
+    /// The job's events: `Plan::events[events]`.
+    pub events: Range<usize>,
+}
+
+/// The hold rows a group's hold jobs read, as locked, and the database's
+/// clock read in the same transaction (hold times are on it).
+#[derive(Debug, Clone, Default)]
+pub struct HoldRows {
+    pub rows: BTreeMap<HoldId, Hold>,
+    pub clock: Micros,
 }
 
 /// The row of a SKU after the whole plan.
@@ -88,13 +112,28 @@ pub struct Plan {
     pub rows: BTreeMap<SkuCode, RowWrite>,
     pub alerts: Vec<AlertOp>,
     pub events: Vec<PlannedEvent>,
+    pub holds: Vec<HoldWrite>,
 }
 
 impl Plan {
     /// Whether anything is to be written: every row write and alert op
     /// comes from an event.
     pub fn changes_anything(&self) -> bool {
-        !self.events.is_empty()
+        !self.events.is_empty() || !self.holds.is_empty()
+    }
+
+    /// Sets each hold's `event_ids` from its events as committed (same
+    /// order as `Plan::events`), before the store writes the hold rows.
+    /// An extension (no events) keeps the ids it had.
+    pub fn set_hold_events(&mut self, committed: &[Committed]) {
+        for write in &mut self.holds {
+            if !write.events.is_empty() {
+                write.hold.event_ids = committed[write.events.clone()]
+                    .iter()
+                    .map(|c| c.event.event_id)
+                    .collect();
+            }
+        }
     }
 
     /// Takes the planned events out as committed changes, once the store
@@ -117,6 +156,7 @@ impl Plan {
     /// one run, in job order, so they are moved, not copied).
     pub fn outcomes(self, committed: Vec<Committed>) -> Vec<WriteOutcome> {
         let mut committed = committed.into_iter();
+        let mut holds = self.holds.into_iter().map(|write| write.hold);
         self.jobs
             .into_iter()
             .map(|job| match job {
@@ -125,18 +165,27 @@ impl Plan {
                 JobPlan::Changed(range) => {
                     WriteOutcome::Committed(committed.by_ref().take(range.len()).collect())
                 }
+                JobPlan::Held { events, .. } => match holds.next() {
+                    Some(hold) => WriteOutcome::Held {
+                        hold: Box::new(hold),
+                        changes: committed.by_ref().take(events.len()).collect(),
+                    },
+                    None => unreachable!("one hold write per held job"),
+                },
             })
             .collect()
     }
 }
 
 /// Plans `jobs` in order against `rows` (the locked rows, by code; a SKU
-/// absent here has no row) and `active` (the open or acknowledged alerts of
-/// those SKUs as `(id, kind)`), at `now` (read after the rows were locked,
-/// so per SKU `at` follows `version`).
+/// absent here has no row), `active` (the open or acknowledged alerts of
+/// those SKUs as `(id, kind)`) and `holds` (the hold rows hold jobs read,
+/// locked), at `now` (read after the rows were locked, so per SKU `at`
+/// follows `version`).
 pub fn plan(
     rows: BTreeMap<SkuCode, Sku>,
     active: BTreeMap<SkuCode, Vec<(i64, AlertKind)>>,
+    holds: HoldRows,
     jobs: &[&WriteJob],
     now: Micros,
 ) -> Plan {
@@ -146,8 +195,11 @@ pub fn plan(
         // Raised-in-plan alerts are carried as negative ids (-(k + 1)) so
         // that `evaluate_alerts` sees them like stored ones.
         active,
+        judge_from: BTreeMap::new(),
         plan: Plan::default(),
     };
+    let clock = holds.clock;
+    let mut hold_rows = holds.rows;
     for (index, job) in jobs.iter().enumerate() {
         let decided = match job {
             WriteJob::Single { sku, request } => decide(
@@ -167,6 +219,46 @@ pub fn plan(
                     .map(|(code, sku)| (code.clone(), sku.clone()))
                     .collect();
                 decide_batch(lines, &mut scratch, meta, now).map(|changes| (changes, meta))
+            }
+            WriteJob::Hold { action, meta, .. } => {
+                let stored = hold_rows.get(action.id());
+                let mut scratch: BTreeMap<SkuCode, Sku> = job
+                    .skus()
+                    .chain(stored.iter().flat_map(|h| h.lines.iter().map(|l| &l.sku)))
+                    .filter_map(|code| planner.current.get_key_value(code))
+                    .map(|(code, sku)| (code.clone(), sku.clone()))
+                    .collect();
+                let decided = decide_hold(
+                    action,
+                    stored,
+                    &mut scratch,
+                    meta.actor.as_deref(),
+                    clock,
+                    now,
+                );
+                let job_plan = match decided {
+                    Err(rejection) => JobPlan::Rejected(rejection),
+                    Ok(None) => JobPlan::Unchanged,
+                    Ok(Some(decision)) => {
+                        let start = planner.plan.events.len();
+                        for change in decision.changes {
+                            planner.push(index, change, meta, now);
+                        }
+                        let events = start..planner.plan.events.len();
+                        hold_rows.insert(decision.hold.id.clone(), decision.hold.clone());
+                        planner.plan.holds.push(HoldWrite {
+                            hold: decision.hold,
+                            insert: decision.insert,
+                            events: events.clone(),
+                        });
+                        JobPlan::Held {
+                            hold: planner.plan.holds.len() - 1,
+                            events,
+                        }
+                    }
+                };
+                planner.plan.jobs.push(job_plan);
+                continue;
             }
         };
         let job_plan = match decided {
@@ -191,22 +283,35 @@ struct Planner {
     /// The SKUs that had a row when locked.
     existed: std::collections::BTreeSet<SkuCode>,
     active: BTreeMap<SkuCode, Vec<(i64, AlertKind)>>,
+    /// Per SKU, the state a change judged with the next one started from
+    /// ([`Change::judged_with_next`]).
+    judge_from: BTreeMap<SkuCode, Option<Sku>>,
     plan: Plan,
 }
 
 impl Planner {
     fn push(&mut self, job: usize, change: Change, meta: &WriteMeta, now: Micros) {
         let sku = change.state.sku.clone();
-        let held = self.active.remove(&sku).unwrap_or_default();
-        let actions = evaluate_alerts(
-            change.previous.as_ref(),
-            &change.state,
-            &held,
-            change.price_anomaly.clone(),
-        );
-        let mut still = held;
-        let alerts = push_alert_ops(&sku, actions, &mut still, &mut self.plan.alerts);
-        self.active.insert(sku.clone(), still);
+        let alerts = if change.judged_with_next {
+            self.judge_from.insert(sku.clone(), change.previous.clone());
+            self.plan.alerts.len()..self.plan.alerts.len()
+        } else {
+            let before = self
+                .judge_from
+                .remove(&sku)
+                .unwrap_or_else(|| change.previous.clone());
+            let held = self.active.remove(&sku).unwrap_or_default();
+            let actions = evaluate_alerts(
+                before.as_ref(),
+                &change.state,
+                &held,
+                change.price_anomaly.clone(),
+            );
+            let mut still = held;
+            let alerts = push_alert_ops(&sku, actions, &mut still, &mut self.plan.alerts);
+            self.active.insert(sku.clone(), still);
+            alerts
+        };
         self.current.insert(sku.clone(), change.state.clone());
         self.plan.events.push(PlannedEvent {
             job,
@@ -219,7 +324,10 @@ impl Planner {
                 old: change.old,
                 new: change.new,
                 delta: change.delta,
-                reason: meta.reason.clone(),
+                reason: change
+                    .reason
+                    .map(str::to_owned)
+                    .or_else(|| meta.reason.clone()),
                 actor: meta.actor.clone(),
             },
             state: change.state,
@@ -393,6 +501,7 @@ pub fn decide_batch(
             Err(DomainError::InsufficientStock(_)) => shortfalls.push(Shortfall {
                 sku: line.sku.clone(),
                 stock: stock_before.get(&line.sku).copied().unwrap_or(0),
+                reserved: current.get(&line.sku).map_or(0, |row| row.reserved),
                 delta: next,
                 line: Some(i),
             }),
@@ -438,6 +547,7 @@ mod tests {
             currency: Currency::parse("GBP").unwrap(),
             price_minor: 255,
             stock,
+            reserved: 0,
             low_stock_threshold: 10,
             price_guard: PriceGuard::default(),
             version: 3,
@@ -484,7 +594,13 @@ mod tests {
 
     fn run(rows: &BTreeMap<SkuCode, Sku>, jobs: &[WriteJob]) -> Plan {
         let refs: Vec<&WriteJob> = jobs.iter().collect();
-        plan(rows.clone(), BTreeMap::new(), &refs, Micros(7))
+        plan(
+            rows.clone(),
+            BTreeMap::new(),
+            HoldRows::default(),
+            &refs,
+            Micros(7),
+        )
     }
 
     #[test]
@@ -557,7 +673,7 @@ mod tests {
         active.insert(code("A"), Vec::new());
         let jobs = [adjust("A", -12), adjust("A", 20)];
         let refs: Vec<&WriteJob> = jobs.iter().collect();
-        let plan = plan(locked, active, &refs, Micros(7));
+        let plan = plan(locked, active, HoldRows::default(), &refs, Micros(7));
         // The sale to 0 raises out_of_stock and low_stock; the restock to 20
         // resolves both, referring to the raises by position.
         assert_eq!(plan.events[0].alerts, 0..2);
@@ -577,7 +693,7 @@ mod tests {
         );
         let jobs = [adjust("A", 1)];
         let refs: Vec<&WriteJob> = jobs.iter().collect();
-        let plan = plan(locked, active, &refs, Micros(7));
+        let plan = plan(locked, active, HoldRows::default(), &refs, Micros(7));
         assert_eq!(plan.alerts, [AlertOp::Resolve(AlertRef::Existing(41))]);
     }
 

@@ -16,8 +16,8 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use crate::bus::EventBus;
-use crate::domain::WriteMeta;
 use crate::domain::{Committed, Sku, SkuCode};
+use crate::domain::{HoldAction, WriteMeta};
 use crate::handle::{ChangeSlot, SkuHandle};
 use crate::messages::{Claim, InjectedFaults, SkuMsg, SupervisorMsg, WriteRequest};
 use crate::metrics;
@@ -338,6 +338,32 @@ impl Registry {
             idempotency,
         };
         self.ask(&lead, true, |claim, port| {
+            SkuMsg::Write(Box::new(job.clone()), claim, port)
+        })
+        .await
+    }
+
+    /// Runs a hold job (issue 17) through the actor of `lead`, the lowest
+    /// SKU code among the hold's lines, like an atomic batch
+    /// ([`Registry::write_batch`] says why one coordinating actor), so a
+    /// hold's creation, extension, release and commit all queue in one
+    /// pipeline, in the order sent. The sweeper's expiries go to the store
+    /// directly (`src/holds.rs` says why).
+    #[tracing::instrument(level = "debug", skip_all, fields(sku = %lead))]
+    pub async fn write_hold(
+        &self,
+        lead: &SkuCode,
+        action: HoldAction,
+        meta: WriteMeta,
+        idempotency: Option<Idempotency>,
+    ) -> Result<WriteOutcome, ActorError> {
+        let _slot = self.hold_write(lead)?;
+        let job = WriteJob::Hold {
+            action,
+            meta,
+            idempotency,
+        };
+        self.ask(lead, true, |claim, port| {
             SkuMsg::Write(Box::new(job.clone()), claim, port)
         })
         .await

@@ -25,7 +25,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::Instrument;
 
 use crate::bus::EventBus;
-use crate::domain::{Committed, DomainError, Sku, SkuCode, WriteMeta};
+use crate::domain::{Committed, DomainError, Sku, SkuCode};
 use crate::handle::{ChangeSlot, SkuHandle};
 use crate::messages::{Claim, InjectedFaults, SkuMsg, WriteReply};
 use crate::store::{SkuStore, StoreError, WriteJob, WriteOutcome};
@@ -208,7 +208,7 @@ impl SkuActorState {
                 continue;
             }
             if let Some(reasons) = &mut reasons {
-                reasons.push(job_meta(&write.job).reason.clone());
+                reasons.push(write.job.meta().reason.clone());
             }
             jobs.push(write.job);
             replies.push(write.reply);
@@ -237,11 +237,8 @@ impl SkuActorState {
                 // the outcomes.
                 let changes: Vec<Arc<Committed>> = outcomes
                     .iter()
-                    .filter_map(|o| match o {
-                        Ok(WriteOutcome::Committed(changes)) => Some(changes),
-                        _ => None,
-                    })
                     .flatten()
+                    .flat_map(WriteOutcome::changes)
                     .cloned()
                     .map(Arc::new)
                     .collect();
@@ -287,8 +284,8 @@ impl SkuActorState {
         let mut absent = false;
         for (outcome, reply) in outcomes.into_iter().zip(in_flight.replies) {
             match &outcome {
-                Ok(WriteOutcome::Committed(changes)) => {
-                    for change in changes {
+                Ok(committed @ (WriteOutcome::Committed(_) | WriteOutcome::Held { .. })) => {
+                    for change in committed.changes() {
                         if change.sku.sku == self.sku {
                             self.offer(&change.sku);
                         } else if let Some(handle) = self.ctx.actors.get(&change.sku.sku) {
@@ -315,14 +312,6 @@ impl SkuActorState {
             self.stop_if_absent(myself);
         }
         self.start_commit(myself);
-    }
-}
-
-/// The meta data of a job (the faults match on its `reason`).
-fn job_meta(job: &WriteJob) -> &WriteMeta {
-    match job {
-        WriteJob::Single { request, .. } => &request.meta,
-        WriteJob::Batch { meta, .. } => meta,
     }
 }
 
@@ -480,7 +469,7 @@ impl Actor for SkuActor {
                 if faults
                     .fail_before_start
                     .as_ref()
-                    .is_some_and(|f| f.fires(job_meta(&job).reason.as_deref()))
+                    .is_some_and(|f| f.fires(job.meta().reason.as_deref()))
                 {
                     return Err("fault injected before the write started".into());
                 }

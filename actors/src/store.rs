@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use std::collections::BTreeMap;
 
 use crate::domain::{
-    Alert, AlertKind, AlertStatus, Command, Committed, DomainError, Field, Micros, Sku, SkuCode,
-    WriteMeta,
+    Alert, AlertKind, AlertStatus, Command, Committed, DomainError, Field, Hold, HoldAction,
+    HoldId, HoldStatus, Micros, Sku, SkuCode, WriteMeta,
 };
 
 /// A storage failure that is not a domain rule: connection lost, constraint
@@ -156,6 +156,23 @@ pub enum WriteOutcome {
     Replayed(StoredResponse),
     /// The idempotency key was seen before with a different request.
     IdempotencyMismatch,
+    /// A hold job did its work: the hold as it is now, and the SKU
+    /// changes it made (none for an extension).
+    Held {
+        hold: Box<Hold>,
+        changes: Vec<Committed>,
+    },
+}
+
+impl WriteOutcome {
+    /// The committed changes, in `event_id` order (none for a refusal or
+    /// a replay): what goes to the bus and the actors' caches.
+    pub fn changes(&self) -> &[Committed] {
+        match self {
+            WriteOutcome::Committed(changes) | WriteOutcome::Held { changes, .. } => changes,
+            _ => &[],
+        }
+    }
 }
 
 /// One single-SKU write, as the HTTP layer hands it to the SKU's actor.
@@ -179,6 +196,14 @@ pub enum WriteJob {
         meta: WriteMeta,
         idempotency: Option<Idempotency>,
     },
+    /// A hold's creation or change (issue 17). The store locks the hold's
+    /// row before its SKUs' rows (every writer's order: holds, then SKUs
+    /// by code).
+    Hold {
+        action: HoldAction,
+        meta: WriteMeta,
+        idempotency: Option<Idempotency>,
+    },
 }
 
 impl WriteJob {
@@ -186,17 +211,49 @@ impl WriteJob {
     pub fn idempotency(&self) -> Option<&Idempotency> {
         match self {
             WriteJob::Single { request, .. } => request.idempotency.as_ref(),
-            WriteJob::Batch { idempotency, .. } => idempotency.as_ref(),
+            WriteJob::Batch { idempotency, .. } | WriteJob::Hold { idempotency, .. } => {
+                idempotency.as_ref()
+            }
         }
     }
 
-    /// The SKUs the job writes (a batch may name one several times).
+    /// The meta data of the job (who, why, `If-Match`).
+    pub fn meta(&self) -> &WriteMeta {
+        match self {
+            WriteJob::Single { request, .. } => &request.meta,
+            WriteJob::Batch { meta, .. } | WriteJob::Hold { meta, .. } => meta,
+        }
+    }
+
+    /// The hold a hold job reads (not one it creates), to lock before the
+    /// SKU rows.
+    pub fn stored_hold(&self) -> Option<&HoldId> {
+        match self {
+            WriteJob::Hold {
+                action: HoldAction::Create { .. },
+                ..
+            } => None,
+            WriteJob::Hold { action, .. } => Some(action.id()),
+            _ => None,
+        }
+    }
+
+    /// The SKUs the job writes (a batch may name one several times); a
+    /// hold job other than a creation names those of its stored hold,
+    /// which only the store knows ([`WriteJob::stored_hold`]).
     pub fn skus(&self) -> impl Iterator<Item = &SkuCode> {
-        let (one, lines) = match self {
-            WriteJob::Single { sku, .. } => (Some(sku), &[][..]),
-            WriteJob::Batch { lines, .. } => (None, &lines[..]),
+        let (one, lines, held) = match self {
+            WriteJob::Single { sku, .. } => (Some(sku), &[][..], &[][..]),
+            WriteJob::Batch { lines, .. } => (None, &lines[..], &[][..]),
+            WriteJob::Hold {
+                action: HoldAction::Create { lines, .. },
+                ..
+            } => (None, &[][..], &lines[..]),
+            WriteJob::Hold { .. } => (None, &[][..], &[][..]),
         };
-        one.into_iter().chain(lines.iter().map(|line| &line.sku))
+        one.into_iter()
+            .chain(lines.iter().map(|line| &line.sku))
+            .chain(held.iter().map(|line| &line.sku))
     }
 }
 
@@ -205,6 +262,36 @@ impl WriteJob {
 pub struct AdjustmentLine {
     pub sku: SkuCode,
     pub delta: i64,
+}
+
+/// Filters for the hold list (API.md v1 additions, `GET /holds`), in id
+/// (so creation) order.
+#[derive(Debug, Clone, Default)]
+pub struct HoldQuery {
+    /// Keyset cursor: only holds after this id.
+    pub after: Option<HoldId>,
+    /// Only holds with a line of this SKU.
+    pub sku: Option<SkuCode>,
+    pub status: Option<HoldStatus>,
+    pub limit: i64,
+}
+
+/// What the sweeper may delete once it is old enough (issue 17).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prunable {
+    /// Holds released, expired or committed, by when they ended.
+    EndedHolds,
+    /// Resolved alerts, by when they were resolved.
+    ResolvedAlerts,
+}
+
+impl Prunable {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Prunable::EndedHolds => "holds",
+            Prunable::ResolvedAlerts => "alerts",
+        }
+    }
 }
 
 /// Filters for the SKU list (API.md `GET /skus`), ordered by `sku`.
@@ -428,6 +515,36 @@ pub trait SkuStore: Send + Sync + 'static {
     /// ([`IDEMPOTENCY_WINDOW_US`]), so the table a client grows with fresh
     /// keys is bounded by one window of writes; returns how many.
     async fn purge_idempotency_keys(&self) -> Result<u64, StoreError>;
+
+    // --- Holds (issue 17). Written only through `commit`.
+
+    /// The hold as committed, or `None`.
+    async fn load_hold(&self, _id: &HoldId) -> Result<Option<Hold>, StoreError> {
+        Ok(None)
+    }
+
+    /// Holds in id order, filtered.
+    async fn list_holds(&self, _query: &HoldQuery) -> Result<Vec<Hold>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Up to `limit` active holds past their expiry on the database's
+    /// clock, oldest expiry first (the sweeper's question; an index
+    /// answers it).
+    async fn due_holds(&self, _limit: i64) -> Result<Vec<HoldId>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Active holds in all (the `skuwatch_holds_active` gauge).
+    async fn count_active_holds(&self) -> Result<i64, StoreError> {
+        Ok(0)
+    }
+
+    /// Deletes what ended more than `older_than_us` microseconds ago
+    /// (ended holds, resolved alerts); returns how many rows.
+    async fn prune(&self, _what: Prunable, _older_than_us: i64) -> Result<u64, StoreError> {
+        Ok(0)
+    }
 
     /// Raises the alerts of changes written straight into the database
     /// (issue 16) that no reader has met yet (their events are read with

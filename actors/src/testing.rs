@@ -21,8 +21,8 @@ use tokio::sync::{broadcast, watch};
 
 use crate::bus::EventBus;
 use crate::domain::{
-    Alert, AlertKind, AlertStatus, Command, Committed, Currency, Field, Micros, Money, NewSku,
-    PriceGuard, Sku, SkuCode, WriteMeta,
+    Alert, AlertKind, AlertStatus, Command, Committed, Currency, Field, Hold, HoldId, Micros,
+    Money, NewSku, PriceGuard, Sku, SkuCode, WriteMeta,
 };
 use crate::plan::{AlertOp, AlertRef};
 use crate::store::{
@@ -51,6 +51,7 @@ struct Data {
     alerts: Vec<Alert>,
     users: BTreeMap<String, UserRecord>,
     keys: HashMap<(String, String), Key>,
+    holds: BTreeMap<HoldId, Hold>,
     /// Injected failures, taken one per write call, in order.
     failures: VecDeque<FailAt>,
     /// Loads left to fail with [`StoreError::Unavailable`].
@@ -254,7 +255,24 @@ impl MemoryStore {
                     .push((alert.id, alert.kind));
             }
         }
-        let mut plan = crate::plan::plan(rows, active, &live_jobs, now);
+        // A hold's SKUs are those of its stored row.
+        let holds = crate::plan::HoldRows {
+            rows: live_jobs
+                .iter()
+                .filter_map(|job| job.stored_hold())
+                .filter_map(|id| data.holds.get(id).map(|h| (id.clone(), h.clone())))
+                .collect(),
+            clock: now,
+        };
+        let mut rows = rows;
+        for hold in holds.rows.values() {
+            for line in &hold.lines {
+                if let Some(sku) = data.skus.get(&line.sku) {
+                    rows.insert(line.sku.clone(), sku.clone());
+                }
+            }
+        }
+        let mut plan = crate::plan::plan(rows, active, holds, &live_jobs, now);
         for (code, row) in &plan.rows {
             data.skus.insert(code.clone(), row.state.clone());
         }
@@ -263,6 +281,10 @@ impl MemoryStore {
         for change in &mut committed {
             change.event.event_id = data.events.len() as i64 + 1;
             data.events.push(change.clone());
+        }
+        plan.set_hold_events(&committed);
+        for write in &plan.holds {
+            data.holds.insert(write.hold.id.clone(), write.hold.clone());
         }
         for (outcome, i) in plan.outcomes(committed).into_iter().zip(live) {
             if let Some(idem) = jobs[i].idempotency() {
@@ -389,6 +411,11 @@ impl SkuStore for MemoryStore {
             return Err(unavailable("injected load failure"));
         }
         Ok(data.skus.get(sku).cloned())
+    }
+
+    async fn load_hold(&self, id: &HoldId) -> Result<Option<Hold>, StoreError> {
+        self.check_available()?;
+        Ok(self.data().holds.get(id).cloned())
     }
 
     async fn load_many(&self, skus: &[SkuCode]) -> Result<Vec<Sku>, StoreError> {

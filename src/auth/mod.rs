@@ -20,12 +20,15 @@ pub use throttle::LoginThrottle;
 use crate::http::error::{ApiError, ProblemKind};
 use crate::http::AppState;
 
-/// What a user may do: `admin` everything, `viewer` read-only REST.
+/// What a user may do: `admin` everything, `viewer` read-only REST,
+/// `checkout` only the holds routes (issue 17: a shop's checkout service
+/// holds and sells units, and needs nothing else).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Admin,
     Viewer,
+    Checkout,
 }
 
 impl Role {
@@ -33,6 +36,7 @@ impl Role {
         match raw {
             "admin" => Some(Role::Admin),
             "viewer" => Some(Role::Viewer),
+            "checkout" => Some(Role::Checkout),
             _ => None,
         }
     }
@@ -41,6 +45,7 @@ impl Role {
         match self {
             Role::Admin => "admin",
             Role::Viewer => "viewer",
+            Role::Checkout => "checkout",
         }
     }
 }
@@ -76,6 +81,16 @@ pub struct Caller {
 /// A caller with the `admin` role; a `viewer` gets 403 (API.md, Auth).
 #[derive(Debug, Clone)]
 pub struct Admin(pub Caller);
+
+/// A caller who may read the catalog, events and alerts: `admin` or
+/// `viewer`; a `checkout` caller gets 403 (issue 17).
+#[derive(Debug, Clone)]
+pub struct Reader(pub Caller);
+
+/// A caller who may create and change holds: `admin` or `checkout`; a
+/// `viewer` gets 403 (API.md v1 additions, Holds).
+#[derive(Debug, Clone)]
+pub struct HoldWriter(pub Caller);
 
 pub fn unauthorized(detail: &str) -> ApiError {
     ApiError::new(ProblemKind::Unauthorized, detail)
@@ -124,5 +139,35 @@ impl FromRequestParts<AppState> for Admin {
             ));
         }
         Ok(Admin(caller))
+    }
+}
+
+impl FromRequestParts<AppState> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, app).await?;
+        if caller.role == Role::Checkout {
+            return Err(ApiError::new(
+                ProblemKind::Forbidden,
+                "the checkout role may only use the holds routes",
+            ));
+        }
+        Ok(Reader(caller))
+    }
+}
+
+impl FromRequestParts<AppState> for HoldWriter {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, app).await?;
+        if caller.role == Role::Viewer {
+            return Err(ApiError::new(
+                ProblemKind::Forbidden,
+                "this needs the admin or checkout role",
+            ));
+        }
+        Ok(HoldWriter(caller))
     }
 }

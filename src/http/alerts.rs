@@ -11,7 +11,7 @@ use super::error::ApiError;
 use super::extract::ApiQuery;
 use super::validate::Checks;
 use super::AppState;
-use crate::auth::{Admin, Caller};
+use crate::auth::{Admin, Reader};
 
 /// Query of `GET /api/v1/alerts`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -44,7 +44,7 @@ pub struct AlertParams {
 )]
 pub async fn list(
     State(app): State<AppState>,
-    _: Caller,
+    _: Reader,
     ApiQuery(params): ApiQuery<AlertParams>,
 ) -> Result<Response, ApiError> {
     let mut checks = Checks::default();
@@ -105,6 +105,6 @@ pub async fn acknowledge(
         (status = 503, response = super::openapi::Unavailable),
     )
 )]
-pub async fn summary(State(app): State<AppState>, _: Caller) -> Result<Response, ApiError> {
+pub async fn summary(State(app): State<AppState>, _: Reader) -> Result<Response, ApiError> {
     Ok(Json(app.store.summary().await?).into_response())
 }

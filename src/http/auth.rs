@@ -127,7 +127,7 @@ pub struct NewUserBody {
     /// 8-1024 characters.
     #[schema(min_length = 8, max_length = 1024)]
     password: String,
-    #[schema(pattern = "^(admin|viewer)$")]
+    #[schema(pattern = "^(admin|viewer|checkout)$")]
     role: String,
 }
 
@@ -179,7 +179,7 @@ pub async fn create_user(
     }
     let role = Role::parse(&role);
     if role.is_none() {
-        checks.fail("role", "must be admin or viewer");
+        checks.fail("role", "must be admin, viewer or checkout");
     }
     checks.finish()?;
     let user = new_user(username, password, role.unwrap_or(Role::Viewer)).await?;

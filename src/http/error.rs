@@ -53,6 +53,10 @@ pub enum ProblemKind {
     AlreadyExists,
     /// 409, with `skus`.
     InsufficientStock,
+    /// 409, with `lines` (issue 17).
+    InsufficientAvailable,
+    /// 409, with `status` and `event_ids` (issue 17).
+    HoldNotActive,
     /// 409, with `newest_event_id`.
     CursorAhead,
     /// 409, with `newest_event_id`.
@@ -108,6 +112,12 @@ impl ProblemKind {
                 "insufficient_stock",
                 "Insufficient stock",
             ),
+            K::InsufficientAvailable => (
+                StatusCode::CONFLICT,
+                "insufficient_available",
+                "Not enough available",
+            ),
+            K::HoldNotActive => (StatusCode::CONFLICT, "hold_not_active", "Hold not active"),
             K::CursorAhead => (
                 StatusCode::CONFLICT,
                 "cursor_ahead",
@@ -198,7 +208,7 @@ struct Problem {
     detail: String,
     errors: Vec<FieldError>,
     /// Extension members, e.g. the SKUs that lacked stock.
-    extra: Option<(&'static str, Value)>,
+    extra: Vec<(&'static str, Value)>,
     /// `Retry-After` in seconds (RFC 9110 §10.2.3), for 429 and 503s where
     /// nothing was done.
     retry_after: Option<u64>,
@@ -210,7 +220,7 @@ impl ApiError {
             kind,
             detail: detail.into(),
             errors: Vec::new(),
-            extra: None,
+            extra: Vec::new(),
             retry_after: None,
         }))
     }
@@ -247,7 +257,7 @@ impl ApiError {
     }
 
     fn with_extra(mut self, key: &'static str, value: Value) -> Self {
-        self.0.extra = Some((key, value));
+        self.0.extra.push((key, value));
         self
     }
 
@@ -319,7 +329,7 @@ impl ApiError {
         if !problem.errors.is_empty() {
             body["errors"] = json!(problem.errors);
         }
-        if let Some((key, value)) = &problem.extra {
+        for (key, value) in &problem.extra {
             body[*key] = value.clone();
         }
         body
@@ -370,10 +380,18 @@ impl From<DomainError> for ApiError {
                         FieldError::new(
                             s.line
                                 .map_or("delta".to_owned(), |i| format!("adjustments[{i}].delta")),
-                            format!(
-                                "SKU {} has {} in stock; {} would take it below 0",
-                                s.sku, s.stock, s.delta
-                            ),
+                            if s.reserved > 0 {
+                                format!(
+                                    "SKU {} has {} in stock, {} of them held; {} would take \
+                                     it below the held units",
+                                    s.sku, s.stock, s.reserved, s.delta
+                                )
+                            } else {
+                                format!(
+                                    "SKU {} has {} in stock; {} would take it below 0",
+                                    s.sku, s.stock, s.delta
+                                )
+                            },
                         )
                     })
                     .collect();
@@ -387,6 +405,33 @@ impl From<DomainError> for ApiError {
                     .with_errors(errors)
                     .with_extra("skus", json!(skus))
             }
+            DomainError::InsufficientAvailable(short) => {
+                let errors = short
+                    .iter()
+                    .map(|s| {
+                        FieldError::new(
+                            format!("lines[{}].quantity", s.line),
+                            format!(
+                                "SKU {} has {} available; {} asked for",
+                                s.sku, s.available, s.quantity
+                            ),
+                        )
+                    })
+                    .collect();
+                let skus: Vec<_> = short.iter().map(|s| s.sku.as_str()).collect();
+                Self::new(
+                    ProblemKind::InsufficientAvailable,
+                    format!("not enough available for {}", skus.join(", ")),
+                )
+                .with_errors(errors)
+                .with_extra("lines", json!(short))
+            }
+            DomainError::HoldNotFound(_) => Self::not_found(detail),
+            DomainError::HoldNotActive {
+                status, event_ids, ..
+            } => Self::new(ProblemKind::HoldNotActive, detail)
+                .with_extra("status", json!(status))
+                .with_extra("event_ids", json!(event_ids)),
             DomainError::CurrencyMismatch { .. } => Self::field("currency", detail),
             DomainError::StockOverflow(_) => Self::field("delta", detail),
             DomainError::Invalid { field, message } => Self::field(&field, message),
@@ -475,7 +520,7 @@ pub fn committed_or_error(
     outcome: WriteOutcome,
 ) -> Result<Vec<skuwatch_actors::domain::Committed>, ErrorResponse> {
     match outcome {
-        WriteOutcome::Committed(changes) => Ok(changes),
+        WriteOutcome::Committed(changes) | WriteOutcome::Held { changes, .. } => Ok(changes),
         WriteOutcome::Rejected(error) => Err(error.into()),
         WriteOutcome::IdempotencyMismatch => Err(ApiError::new(
             ProblemKind::IdempotencyMismatch,

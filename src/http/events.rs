@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::extract::{query_time, ApiQuery, Round, SkuPath};
 use super::validate::Checks;
 use super::AppState;
-use crate::auth::Caller;
+use crate::auth::Reader;
 use crate::cursor::{Cursor, Refused};
 
 /// Query of `GET /api/v1/events`.
@@ -52,7 +52,7 @@ pub struct EventsParams {
 )]
 pub async fn feed(
     State(app): State<AppState>,
-    _: Caller,
+    _: Reader,
     ApiQuery(params): ApiQuery<EventsParams>,
 ) -> Result<Response, ApiError> {
     let mut checks = Checks::default();
@@ -160,7 +160,7 @@ pub struct HistoryParams {
 )]
 pub async fn history(
     State(app): State<AppState>,
-    _: Caller,
+    _: Reader,
     SkuPath(sku): SkuPath,
     ApiQuery(params): ApiQuery<HistoryParams>,
 ) -> Result<Response, ApiError> {

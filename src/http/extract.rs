@@ -8,6 +8,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use skuwatch_actors::domain::{Micros, SkuCode};
+use skuwatch_actors::store::{Idempotency, StoredResponse, WriteOutcome};
 
 use super::error::{ApiError, FieldError, ProblemKind};
 
@@ -605,6 +606,31 @@ fn parse_idempotency_key(value: &[u8]) -> Option<String> {
 }
 
 /// Hash of what makes two requests "the same" for an idempotency key.
+/// The request's `Idempotency-Key`, if any, with what identifies the
+/// request: `route` (routes that share keys share one), the user (keys
+/// are per user: the token's `sub`, since each client makes its own, and
+/// a key must never hand one user the answer to another's write, nor let
+/// one user's key block another's; README, Standards and leniencies; a
+/// username has no `:`, so scopes cannot collide), and the validated
+/// request (so key order, spacing and trimmed blanks do not matter).
+pub fn idempotency(
+    headers: &HeaderMap,
+    route: &str,
+    username: &str,
+    request: &str,
+    render: fn(&WriteOutcome) -> StoredResponse,
+) -> Result<Option<Idempotency>, ApiError> {
+    let Some(key) = idempotency_key(headers)? else {
+        return Ok(None);
+    };
+    Ok(Some(Idempotency {
+        key,
+        scope: format!("{route}:{username}"),
+        fingerprint: fingerprint(&[request.as_bytes()]),
+        render,
+    }))
+}
+
 pub fn fingerprint(parts: &[&[u8]]) -> String {
     let mut hasher = Sha256::new();
     for part in parts {

@@ -8,6 +8,7 @@ mod dashboard;
 pub mod error;
 mod events;
 pub(crate) mod extract;
+mod holds;
 pub mod links;
 pub mod observe;
 pub mod openapi;
@@ -294,6 +295,11 @@ pub fn router(
         .route("/alerts", get(alerts::list))
         .route("/alerts/{id}/ack", post(alerts::acknowledge))
         .route("/summary", get(alerts::summary))
+        .route("/holds", get(holds::list).post(holds::create))
+        .route("/holds/{id}", get(holds::get))
+        .route("/holds/{id}/extend", post(holds::extend))
+        .route("/holds/{id}/release", post(holds::release))
+        .route("/holds/{id}/commit", post(holds::commit))
         .route("/auth/token", post(auth::token))
         .route("/users", post(auth::create_user))
         .route(

@@ -192,6 +192,13 @@ pub struct SkuDoc {
     price: String,
     #[schema(minimum = 0, example = 120)]
     stock: i64,
+    /// Units held by active holds (API.md v1 additions).
+    #[schema(minimum = 0, example = 2)]
+    reserved: i64,
+    /// `stock - reserved`; negative after a physical count below what is
+    /// held. Stock alerts and `below_threshold` are judged on it.
+    #[schema(example = 118)]
+    available: i64,
     #[schema(minimum = 0, example = 10)]
     low_stock_threshold: i64,
     price_guard: PriceGuardDoc,
@@ -245,7 +252,7 @@ pub struct EventDoc {
     #[schema(format = DateTime)]
     at: String,
     field: EventField,
-    /// Stock as an integer, price as a decimal string, meta as an object (or `null` on creation).
+    /// Stock or reserved as an integer, price as a decimal string, meta as an object (or `null` on creation).
     #[schema(value_type = Value)]
     old: serde_json::Value,
     #[schema(value_type = Value)]
@@ -268,6 +275,76 @@ pub enum EventField {
     Stock,
     Price,
     Meta,
+    /// Units held (reasons `hold`, `hold_released`, `hold_expired`, `hold_committed`).
+    Reserved,
+}
+
+/// A hold (API.md v1 additions, Holds).
+#[derive(ToSchema)]
+#[schema(as = Hold)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct HoldDoc {
+    /// A UUID; ids sort by creation time.
+    #[schema(
+        pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+        example = "019ad5a2-7c3e-7d21-9b1a-2f4c8e6d0a11"
+    )]
+    id: String,
+    status: HoldStatusDoc,
+    lines: Vec<HoldLineDoc>,
+    #[schema(required = true, example = "cart-77")]
+    reference: Option<String>,
+    /// Who created it.
+    #[schema(required = true)]
+    actor: Option<String>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    /// When the sweeper releases it (the database's clock) unless it ended first.
+    #[schema(format = DateTime)]
+    expires_at: String,
+    #[schema(required = true, format = DateTime)]
+    ended_at: Option<String>,
+    /// The events of its latest change: its creation while active; its
+    /// end once ended (for a commit, the `sale` adjustments too).
+    event_ids: Vec<i64>,
+}
+
+/// One line of a hold.
+#[derive(ToSchema)]
+#[schema(as = HoldLine)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct HoldLineDoc {
+    #[schema(
+        pattern = r"^[^\s/\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]{1,64}$"
+    )]
+    sku: String,
+    #[schema(minimum = 1)]
+    quantity: i64,
+}
+
+/// Where a hold is in its life.
+#[derive(ToSchema)]
+#[schema(as = HoldStatus)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum HoldStatusDoc {
+    Active,
+    Released,
+    Expired,
+    Committed,
+}
+
+/// One page of holds, in creation order.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct HoldPage {
+    items: Vec<HoldDoc>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    #[schema(required = true)]
+    next_cursor: Option<String>,
 }
 
 /// A page of the global change feed.
@@ -566,6 +643,12 @@ impl Modify for Security {
         super::alerts::list,
         super::alerts::acknowledge,
         super::alerts::summary,
+        super::holds::create,
+        super::holds::list,
+        super::holds::get,
+        super::holds::extend,
+        super::holds::release,
+        super::holds::commit,
         super::import,
         crate::ws::upgrade,
         super::healthz,
@@ -588,6 +671,7 @@ impl Modify for Security {
         (name = "stock", description = "Stock adjustments with Idempotency-Key"),
         (name = "events", description = "Change feed and history"),
         (name = "alerts", description = "Low stock, out of stock, price anomalies"),
+        (name = "holds", description = "Checkout holds: reserve, extend, release, commit; expiry"),
         (name = "live", description = "WebSocket push"),
         (name = "operations", description = "Health, readiness, this document"),
     )

@@ -14,7 +14,7 @@ use super::error::{ApiError, ErrorResponse};
 use super::extract::{if_match, ApiJson, ApiQuery, SkuPath};
 use super::validate::{Checks, GuardInput};
 use super::{write_one, AppState};
-use crate::auth::{Admin, Caller};
+use crate::auth::{Admin, Caller, Reader};
 
 /// Default `low_stock_threshold` (API.md, SKUs).
 pub const DEFAULT_LOW_STOCK_THRESHOLD: i64 = 10;
@@ -63,7 +63,7 @@ pub struct ListParams {
 )]
 pub async fn list(
     State(app): State<AppState>,
-    _: Caller,
+    _: Reader,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Response, ApiError> {
     let mut checks = Checks::default();
@@ -161,7 +161,7 @@ async fn current(app: &AppState, sku: &SkuCode) -> Result<Sku, ApiError> {
 )]
 pub async fn get(
     State(app): State<AppState>,
-    _: Caller,
+    _: Reader,
     SkuPath(sku): SkuPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {

@@ -10,10 +10,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use skuwatch_actors::domain::{Command, SkuCode, WriteMeta};
 use skuwatch_actors::messages::WriteRequest;
-use skuwatch_actors::store::{AdjustmentLine, Idempotency, StoredResponse, WriteOutcome};
+use skuwatch_actors::store::{AdjustmentLine, StoredResponse, WriteOutcome};
 
-use super::error::{committed_or_error, stored_rejection, ApiError, ErrorResponse};
-use super::extract::{fingerprint, idempotency_key, if_match, ApiJson, SkuPath};
+use super::error::{committed_or_error, stored_rejection, ErrorResponse};
+use super::extract::{idempotency, if_match, ApiJson, SkuPath};
 use super::validate::Checks;
 use super::AppState;
 use crate::auth::Admin;
@@ -74,35 +74,6 @@ fn render_batch(outcome: &WriteOutcome) -> StoredResponse {
 /// write.
 const IDEMPOTENCY_SCOPE: &str = "stock_adjustments";
 
-/// Where a user's keys live: keys are per user (the token's `sub`), since
-/// each client makes its own (`order-1001` from two systems is two
-/// requests), and a key must never hand one user the answer to another's
-/// write, nor let one user's key block another's (README, Standards and
-/// leniencies). A username has no `:` (`auth::valid_username`), so scopes
-/// cannot collide.
-fn idempotency_scope(username: &str) -> String {
-    format!("{IDEMPOTENCY_SCOPE}:{username}")
-}
-
-/// The key with what identifies the request: the route and the validated
-/// request (so key order, spacing and trimmed blanks do not matter).
-fn idempotency(
-    headers: &HeaderMap,
-    username: &str,
-    request: &str,
-    render: fn(&WriteOutcome) -> StoredResponse,
-) -> Result<Option<Idempotency>, ApiError> {
-    let Some(key) = idempotency_key(headers)? else {
-        return Ok(None);
-    };
-    Ok(Some(Idempotency {
-        key,
-        scope: idempotency_scope(username),
-        fingerprint: fingerprint(&[request.as_bytes()]),
-        render,
-    }))
-}
-
 /// `POST /api/v1/skus/{sku}/stock/adjustments` -> `{"sku": SKU, "event_id": n}`.
 #[utoipa::path(
     post, path = "/api/v1/skus/{sku}/stock/adjustments", tag = "stock", security(("bearer" = [])),
@@ -137,6 +108,7 @@ pub async fn adjust(
     checks.finish()?;
     let idempotency = idempotency(
         &headers,
+        IDEMPOTENCY_SCOPE,
         &caller.username,
         &format!("single|{sku}|{}|{:?}", body.value.delta, reason),
         render_single,
@@ -253,7 +225,13 @@ pub async fn adjust_batch(
     };
     let request = format!("{:?}|{:?}", parsed, meta.reason);
     let user = meta.actor.as_deref().unwrap_or_default();
-    let idem = idempotency(&headers, user, &format!("batch|{request}"), render_batch)?;
+    let idem = idempotency(
+        &headers,
+        IDEMPOTENCY_SCOPE,
+        user,
+        &format!("batch|{request}"),
+        render_batch,
+    )?;
     let outcome = app.registry.write_batch(parsed, meta, idem).await?;
     let body = batch_body(&outcome);
     committed_or_error(outcome)?;

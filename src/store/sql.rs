@@ -3,12 +3,12 @@
 use async_trait::async_trait;
 use serde_json::Value;
 use skuwatch_actors::domain::{
-    Alert, AlertKind, AlertStatus, Committed, Currency, Event, Field, Micros, PriceGuard, Sku,
-    SkuCode,
+    Alert, AlertKind, AlertStatus, Committed, Currency, Event, Field, Hold, HoldId, Micros,
+    PriceGuard, Sku, SkuCode,
 };
 use skuwatch_actors::store::{
-    Cause, HistoryPoint, HistoryQuery, HistoryRollup, Idempotency, ListQuery, PoolStats, SkuStore,
-    StoreError, StoredResponse, Summary, UserRecord, WriteJob, WriteOutcome,
+    Cause, HistoryPoint, HistoryQuery, HistoryRollup, HoldQuery, Idempotency, ListQuery, PoolStats,
+    Prunable, SkuStore, StoreError, StoredResponse, Summary, UserRecord, WriteJob, WriteOutcome,
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Connection, Row, Transaction};
@@ -19,6 +19,7 @@ mod alerts;
 mod external;
 mod group;
 mod history;
+mod holds;
 mod upkeep;
 mod write;
 
@@ -26,7 +27,8 @@ pub use group::DEFAULT_QUEUE as DEFAULT_WRITE_QUEUE;
 
 use skuwatch_actors::store::IDEMPOTENCY_WINDOW_US;
 
-const SKU_COLUMNS: &str = "sku, name, currency, price_minor, stock, low_stock_threshold, \
+const SKU_COLUMNS: &str =
+    "sku, name, currency, price_minor, stock, reserved, low_stock_threshold, \
      guard_max_change_pct, guard_min_price, guard_max_price, version, updated_us";
 
 /// Binds one SKU row, in the order of [`SKU_COLUMNS`] then `search_text`
@@ -43,6 +45,7 @@ fn bind_sku_row<'q>(
         .bind(state.currency.code())
         .bind(state.price_minor)
         .bind(state.stock)
+        .bind(state.reserved)
         .bind(state.low_stock_threshold)
         .bind(state.price_guard.max_change_pct)
         .bind(state.price_guard.min_price)
@@ -540,6 +543,7 @@ fn sku_from_row(row: &AnyRow) -> Result<Sku, StoreError> {
         currency: Currency::parse(&currency).map_err(|_| corrupt("currency"))?,
         price_minor: get_i64("price_minor")?,
         stock: get_i64("stock")?,
+        reserved: get_i64("reserved")?,
         low_stock_threshold: get_i64("low_stock_threshold")?,
         price_guard: PriceGuard {
             max_change_pct: get_opt("guard_max_change_pct")?,
@@ -669,7 +673,8 @@ impl SkuStore for SqlStore {
             sql.push_str(&format!(" AND search_text LIKE ${i} ESCAPE '\\'"));
         }
         if query.below_threshold {
-            sql.push_str(" AND stock < low_stock_threshold");
+            // On `available` (issue 17, API.md v1 additions).
+            sql.push_str(" AND stock - reserved < low_stock_threshold");
         }
         sql.push_str(&format!(" ORDER BY sku LIMIT ${}", next()));
         let mut q = sqlx::query(&sql);
@@ -734,6 +739,26 @@ impl SkuStore for SqlStore {
 
     async fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryPoint>, StoreError> {
         history::history(self, query).await
+    }
+
+    async fn load_hold(&self, id: &HoldId) -> Result<Option<Hold>, StoreError> {
+        holds::load(self, id).await
+    }
+
+    async fn list_holds(&self, query: &HoldQuery) -> Result<Vec<Hold>, StoreError> {
+        holds::list(self, query).await
+    }
+
+    async fn due_holds(&self, limit: i64) -> Result<Vec<HoldId>, StoreError> {
+        holds::due(self, limit).await
+    }
+
+    async fn count_active_holds(&self) -> Result<i64, StoreError> {
+        holds::count_active(self).await
+    }
+
+    async fn prune(&self, what: Prunable, older_than_us: i64) -> Result<u64, StoreError> {
+        holds::prune(self, what, older_than_us).await
     }
 
     async fn settle_external_alerts(&self) -> Result<u64, StoreError> {

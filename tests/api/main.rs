@@ -9,6 +9,7 @@ mod concurrency;
 mod dashboard;
 mod external;
 mod group_commit;
+mod holds;
 mod input;
 mod limits;
 mod observability;

@@ -162,17 +162,20 @@ pub fn evaluate(
     price_anomaly: Option<String>,
 ) -> Vec<AlertAction> {
     let active_of = |kind| active.iter().find(|(_, k)| *k == kind).map(|(id, _)| *id);
-    let stock_rose = before.is_some_and(|b| after.stock > b.stock);
+    // Judged on `available` (issue 17): held units cannot be sold, so a
+    // SKU whose stock is all held is out of stock to a shop.
+    let available = after.available();
+    let stock_rose = before.is_some_and(|b| available > b.available());
     let threshold_moved =
         before.is_some_and(|b| b.low_stock_threshold != after.low_stock_threshold);
     let mut actions = Vec::new();
 
     match active_of(AlertKind::OutOfStock) {
-        Some(id) if after.stock > 0 => actions.push(AlertAction::Resolve { id }),
-        None if after.stock == 0 && !stock_rose => actions.push(AlertAction::Raise {
+        Some(id) if available > 0 => actions.push(AlertAction::Resolve { id }),
+        None if available <= 0 && !stock_rose => actions.push(AlertAction::Raise {
             kind: AlertKind::OutOfStock,
             message: format!("{} is out of stock", after.sku),
-            value: after.stock.into(),
+            value: available.into(),
             threshold: 0.into(),
         }),
         _ => {}
@@ -180,18 +183,18 @@ pub fn evaluate(
 
     let threshold = after.low_stock_threshold;
     match active_of(AlertKind::LowStock) {
-        Some(id) if after.stock >= recovery_level(threshold) => {
+        Some(id) if available >= recovery_level(threshold) => {
             actions.push(AlertAction::Resolve { id })
         }
         // Never raised by an increase; a threshold change re-evaluates.
-        None if after.stock < threshold && (!stock_rose || threshold_moved) => {
+        None if available < threshold && (!stock_rose || threshold_moved) => {
             actions.push(AlertAction::Raise {
                 kind: AlertKind::LowStock,
                 message: format!(
                     "{} is low: {} left, threshold {}",
-                    after.sku, after.stock, threshold
+                    after.sku, available, threshold
                 ),
-                value: after.stock.into(),
+                value: available.into(),
                 threshold: threshold.into(),
             })
         }
@@ -225,6 +228,7 @@ mod tests {
             currency: Currency::parse("GBP").unwrap(),
             price_minor: 39900,
             stock,
+            reserved: 0,
             low_stock_threshold: 10,
             price_guard: PriceGuard::default(),
             version: 1,

@@ -1,6 +1,7 @@
 //! Domain types: validated once at the edge, then trusted everywhere.
 
 mod alerts;
+mod hold;
 mod money;
 mod sku;
 mod sku_code;
@@ -9,6 +10,10 @@ mod time;
 pub use alerts::{
     evaluate as evaluate_alerts, guard_violation, recovery_level, Alert, AlertAction, AlertKind,
     AlertStatus,
+};
+pub use hold::{
+    decide_hold, Hold, HoldAction, HoldDecision, HoldId, HoldLine, HoldShortfall, HoldStatus,
+    DEFAULT_HOLD_TTL_US, MAX_HOLD_TTL_US,
 };
 pub use money::{Currency, Money, MoneyError};
 pub use sku::{

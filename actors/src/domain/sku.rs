@@ -41,6 +41,9 @@ pub struct Sku {
     pub price_minor: i64,
     /// Units on hand; never negative (also a CHECK in the database).
     pub stock: i64,
+    /// Units held by active holds (issue 17; a CHECK keeps it >= 0). A
+    /// physical count may set `stock` below it: see [`Sku::available`].
+    pub reserved: i64,
     pub low_stock_threshold: i64,
     pub price_guard: PriceGuard,
     /// Incremented by exactly 1 on every change.
@@ -49,6 +52,13 @@ pub struct Sku {
 }
 
 impl Sku {
+    /// Units that can still be sold or held: `stock - reserved` (API.md v1
+    /// additions). Negative after a physical count below what is held;
+    /// the stock alerts and `below_threshold` are judged on it.
+    pub fn available(&self) -> i64 {
+        self.stock.saturating_sub(self.reserved)
+    }
+
     pub fn price(&self) -> Money {
         Money {
             minor: self.price_minor,
@@ -96,6 +106,7 @@ impl Sku {
             currency,
             price_minor: Money::parse(text("price")?, currency).ok()?.minor,
             stock: value.get("stock")?.as_i64()?,
+            reserved: reserved(value)?,
             low_stock_threshold: value.get("low_stock_threshold")?.as_i64()?,
             price_guard: PriceGuard {
                 max_change_pct: guard.get("max_change_pct")?.as_i64(),
@@ -122,6 +133,7 @@ impl Sku {
             currency: Currency::parse(value.get("currency")?.as_str()?).ok()?,
             price_minor: int("price_minor")?,
             stock: int("stock")?,
+            reserved: reserved(value)?,
             low_stock_threshold: int("low_stock_threshold")?,
             price_guard: PriceGuard {
                 max_change_pct: optional("guard_max_change_pct")?,
@@ -134,6 +146,15 @@ impl Sku {
     }
 }
 
+/// `reserved` of a stored SKU object: 0 in those written before holds
+/// existed (issue 17).
+fn reserved(value: &Value) -> Option<i64> {
+    match value.get("reserved") {
+        None => Some(0),
+        Some(v) => v.as_i64(),
+    }
+}
+
 /// The API.md SKU object, written field by field: a SKU is serialised
 /// several times a write (the event row, the HTTP answer, the bus, the
 /// push), and going through a `Value` tree cost an allocation per key each
@@ -142,12 +163,14 @@ impl Sku {
 impl Serialize for Sku {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut object = s.serialize_struct("Sku", 9)?;
+        let mut object = s.serialize_struct("Sku", 11)?;
         object.serialize_field("sku", &self.sku)?;
         object.serialize_field("name", &self.name)?;
         object.serialize_field("currency", &self.currency)?;
         object.serialize_field("price", &self.price().to_decimal_string())?;
         object.serialize_field("stock", &self.stock)?;
+        object.serialize_field("reserved", &self.reserved)?;
+        object.serialize_field("available", &self.available())?;
         object.serialize_field("low_stock_threshold", &self.low_stock_threshold)?;
         object.serialize_field("price_guard", &GuardJson(self))?;
         object.serialize_field("version", &self.version)?;
@@ -196,6 +219,8 @@ pub enum Field {
     Price,
     /// Creation, name, threshold or price guard.
     Meta,
+    /// The units held by holds (issue 17): `old`/`new` are `reserved`.
+    Reserved,
 }
 
 impl Field {
@@ -204,6 +229,7 @@ impl Field {
             Field::Stock => "stock",
             Field::Price => "price",
             Field::Meta => "meta",
+            Field::Reserved => "reserved",
         }
     }
 
@@ -212,6 +238,7 @@ impl Field {
             "stock" => Some(Field::Stock),
             "price" => Some(Field::Price),
             "meta" => Some(Field::Meta),
+            "reserved" => Some(Field::Reserved),
             _ => None,
         }
     }
@@ -253,6 +280,7 @@ impl Event {
         };
         match self.field {
             Field::Stock => before.stock = self.old.as_i64()?,
+            Field::Reserved => before.reserved = self.old.as_i64()?,
             Field::Price => {
                 before.price_minor = money(&self.old)??;
             }
@@ -436,6 +464,22 @@ pub enum DomainError {
     /// A price outside the SKU's guard without `confirm` (API.md, SKUs).
     #[error("{0}")]
     PriceGuard(String),
+    /// A hold's lines asked for more than is available (409
+    /// `insufficient_available`, API.md v1 additions); nothing was held.
+    #[error("not enough available")]
+    InsufficientAvailable(Vec<super::HoldShortfall>),
+    /// No hold has this id (404).
+    #[error("hold {0} does not exist")]
+    HoldNotFound(super::HoldId),
+    /// The hold ended (or passed its expiry) before this call (409
+    /// `hold_not_active`): says how it ended and, once committed, the
+    /// events of its sale.
+    #[error("hold {id} is {}", status.as_str())]
+    HoldNotActive {
+        id: super::HoldId,
+        status: super::HoldStatus,
+        event_ids: Vec<i64>,
+    },
 }
 
 /// `4`, `4 or 5`, or what `If-Match` named when it named no version.
@@ -455,12 +499,19 @@ fn versions(expected: &[i64]) -> String {
 pub struct Shortfall {
     pub sku: SkuCode,
     pub stock: i64,
+    /// Units held (issue 17): an adjustment may not take `stock` below it.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub reserved: i64,
     /// What the adjustment took: its delta, or in a batch the lowest sum
     /// the SKU's lines reach.
     pub delta: i64,
     /// In a batch, the index of the line that went below 0.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<usize>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// The outcome of [`decide`]: the new state and the event to append
@@ -477,6 +528,14 @@ pub struct Change {
     /// Why an accepted price change is outside the guard (it raises a
     /// `price_anomaly` alert).
     pub price_anomaly: Option<String>,
+    /// The event's reason when the rule sets it (holds: `hold`,
+    /// `hold_expired`, ...); `None` takes the writer's.
+    pub reason: Option<&'static str>,
+    /// The first of two changes that are one step for the alerts (a
+    /// committed hold's sale, then its release: `available` does not
+    /// move): judged together with the next change of the SKU, from this
+    /// one's `previous`, so no alert opens and closes in between.
+    pub judged_with_next: bool,
 }
 
 /// Applies `command` to `current` (the row as locked in the transaction).
@@ -643,10 +702,13 @@ fn decide_one(
                 .stock
                 .checked_add(*delta)
                 .ok_or_else(|| DomainError::StockOverflow(sku.clone()))?;
-            if stock < 0 {
+            // Held units are sold already: a sale never takes them
+            // (issue 17). A physical count (`SetStock`) may.
+            if stock < 0 || (*delta < 0 && stock < current.reserved) {
                 return Err(DomainError::InsufficientStock(vec![Shortfall {
                     sku: sku.clone(),
                     stock: current.stock,
+                    reserved: current.reserved,
                     delta: *delta,
                     line: None,
                 }]));
@@ -668,6 +730,8 @@ fn decide_one(
         new,
         delta,
         price_anomaly,
+        reason: None,
+        judged_with_next: false,
     })
 }
 
@@ -678,6 +742,7 @@ fn create(sku: &SkuCode, new: &NewSku, now: Micros) -> Change {
         currency: new.price.currency,
         price_minor: new.price.minor,
         stock: new.stock,
+        reserved: 0,
         low_stock_threshold: new.low_stock_threshold,
         price_guard: new.price_guard.clone(),
         version: 1,
@@ -696,6 +761,8 @@ fn create(sku: &SkuCode, new: &NewSku, now: Micros) -> Change {
         new: created,
         delta: None,
         price_anomaly: None,
+        reason: None,
+        judged_with_next: false,
     }
 }
 
@@ -714,6 +781,7 @@ mod tests {
             currency: Currency::parse("GBP").unwrap(),
             price_minor: 255,
             stock,
+            reserved: 0,
             low_stock_threshold: 10,
             price_guard: PriceGuard::default(),
             version: 7,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 /// Microseconds since 1970-01-01T00:00:00Z. Stored as an integer in both
 /// backends so history is exact; shown as RFC 3339 UTC with microseconds
 /// (API.md, Conventions).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Micros(pub i64);
 
 impl Micros {

@@ -55,8 +55,9 @@ pub(super) async fn acknowledge_alert(
 pub(super) async fn summary(store: &SqlStore) -> Result<Summary, StoreError> {
     let row = sqlx::query(
         "SELECT COUNT(*) AS skus, \
-         COALESCE(SUM(CASE WHEN stock < low_stock_threshold THEN 1 ELSE 0 END), 0) AS below, \
-         COALESCE(SUM(CASE WHEN stock = 0 THEN 1 ELSE 0 END), 0) AS out FROM skus",
+         COALESCE(SUM(CASE WHEN stock - reserved < low_stock_threshold THEN 1 ELSE 0 END), 0) \
+         AS below, \
+         COALESCE(SUM(CASE WHEN stock - reserved <= 0 THEN 1 ELSE 0 END), 0) AS out FROM skus",
     )
     .fetch_one(&store.read)
     .await

@@ -28,8 +28,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use skuwatch_actors::domain::{Alert, AlertKind, Committed, Micros, Sku, SkuCode};
-use skuwatch_actors::plan::{plan, AlertOp, AlertRef, Plan, RowWrite};
+use skuwatch_actors::domain::{Alert, AlertKind, Committed, HoldId, Micros, Sku, SkuCode};
+use skuwatch_actors::plan::{plan, AlertOp, AlertRef, HoldRows, Plan, RowWrite};
 use skuwatch_actors::store::{StoreError, WriteJob, WriteOutcome};
 use sqlx::Row;
 
@@ -60,9 +60,8 @@ pub(super) async fn transaction(
         if keep {
             tx.commit().await.map_err(commit_error)?;
             for outcome in &outcomes {
-                if let WriteOutcome::Committed(changes) = outcome {
-                    crate::metrics::alerts_raised(changes);
-                }
+                crate::metrics::alerts_raised(outcome.changes());
+                crate::metrics::hold_changed(outcome);
             }
         } else {
             // Nothing changed and no key to keep.
@@ -98,7 +97,26 @@ async fn prepare(
     }
     let live: Vec<usize> = (0..jobs.len()).filter(|&i| outcomes[i].is_none()).collect();
     let live_jobs: Vec<&WriteJob> = live.iter().map(|&i| jobs[i]).collect();
-    let codes: BTreeSet<&SkuCode> = live_jobs.iter().flat_map(|job| job.skus()).collect();
+    // Hold rows first (issue 17): their lines name the SKUs to lock.
+    let mut holds = HoldRows::default();
+    if live_jobs
+        .iter()
+        .any(|job| matches!(job, WriteJob::Hold { .. }))
+    {
+        holds.clock = super::holds::clock(store, tx).await?;
+        let ids: BTreeSet<&HoldId> = live_jobs.iter().filter_map(|j| j.stored_hold()).collect();
+        holds.rows = super::holds::lock(store, tx, &ids).await?;
+    }
+    let held: Vec<SkuCode> = holds
+        .rows
+        .values()
+        .flat_map(|hold| hold.lines.iter().map(|line| line.sku.clone()))
+        .collect();
+    let codes: BTreeSet<&SkuCode> = live_jobs
+        .iter()
+        .flat_map(|job| job.skus())
+        .chain(&held)
+        .collect();
     let rows = lock_rows(store, tx, &codes).await?;
     // Read the time once the rows are ours, and never before a locked
     // row's last change (a clock stepped back, or another instance's clock
@@ -110,11 +128,11 @@ async fn prepare(
         .fold(Micros::now(), Micros::max);
     let active = active_alerts(tx, &codes).await?;
 
-    let mut plan = plan(rows, active, &live_jobs, now);
+    let mut plan = plan(rows, active, holds, &live_jobs, now);
+    let mut keep = plan.changes_anything();
     let Some(committed) = execute(store.backend, tx, &mut plan, now).await? else {
         return Ok(None);
     };
-    let mut keep = !committed.is_empty();
     for (outcome, &i) in plan.outcomes(committed).into_iter().zip(&live) {
         // Answers of keyed jobs, kept for their retries.
         if let Some(idem) = jobs[i].idempotency() {
@@ -155,7 +173,14 @@ async fn execute(
     }
     let alerts = apply_alerts(tx, &plan.alerts, now).await?;
     let mut committed = plan.take_committed(&alerts);
-    append_events(backend, tx, &mut committed).await?;
+    if !committed.is_empty() {
+        append_events(backend, tx, &mut committed).await?;
+    }
+    if !plan.holds.is_empty() {
+        // After the events: a hold row records their ids.
+        plan.set_hold_events(&committed);
+        super::holds::write(tx, &plan.holds).await?;
+    }
     Ok(Some(committed))
 }
 
@@ -322,12 +347,13 @@ pub(super) async fn active_alerts(
 }
 
 /// Columns of the multi-row UPDATE, in bind order.
-const UPDATE_COLUMNS: [&str; 12] = [
+const UPDATE_COLUMNS: [&str; 13] = [
     "sku",
     "name",
     "currency",
     "price_minor",
     "stock",
+    "reserved",
     "low_stock_threshold",
     "guard_max_change_pct",
     "guard_min_price",
@@ -406,9 +432,9 @@ async fn update_rows_once(
     Ok(())
 }
 
-const UPDATE_TYPES: [&str; 12] = [
+const UPDATE_TYPES: [&str; 13] = [
     "text", "text", "text", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint",
-    "bigint", "text",
+    "bigint", "bigint", "text",
 ];
 
 /// The VALUES rows with casts on the first one (PostgreSQL takes a VALUES

@@ -1,0 +1,157 @@
+//! The hold sweeper (issue 17): releases holds past their expiry, and
+//! prunes what would otherwise grow for ever (idempotency keys past their
+//! 24 h window, ended holds, resolved alerts), each after its setting.
+//!
+//! The database holds the truth: an expiry is a [`HoldAction::Expire`]
+//! job, decided in the write transaction against the hold row locked
+//! there and the database's clock, so a hold expires exactly once however
+//! many instances sweep, and a commit racing the expiry finds it either
+//! active (the commit wins) or ended (409 `hold_not_active`, `expired`).
+//! Every instance sweeps, so holds expire while the instance that created
+//! them is down.
+//!
+//! Why the sweeper commits through the store and not through SKU actors
+//! (ARCHITECTURE.md says actor timers only make expiry prompt): a round
+//! expires many holds of many SKUs in one group transaction, and a
+//! passivated SKU does not need its actor started to lose a hold. The
+//! write path is the same [`SkuStore::commit`] the actors use; the changes
+//! reach the actors' caches and the sessions through the bus, like any
+//! other instance's writes. A poll every `SKUWATCH_HOLD_SWEEP_MS` (200 ms)
+//! on an index of the active holds' expiry makes expiry prompt without a
+//! timer per actor.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use skuwatch_actors::bus::EventBus;
+use skuwatch_actors::domain::{Committed, HoldAction, WriteMeta};
+use skuwatch_actors::store::{Prunable, SkuStore, WriteJob, WriteOutcome};
+use tokio_util::sync::CancellationToken;
+
+use crate::http::AppState;
+use crate::metrics;
+
+/// Holds expired per round at most; a full round is followed by another
+/// at once.
+const ROUND: i64 = 256;
+
+/// How often the active-holds gauge is read and old rows are pruned.
+const GAUGE_EVERY: Duration = Duration::from_secs(5);
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Starts the sweeper on the state's task tracker.
+pub fn spawn(state: &AppState, shutdown: CancellationToken) {
+    let store = state.store.clone();
+    let bus = state.bus.clone();
+    let settings = state.settings.clone();
+    state.tasks.spawn(async move {
+        let every = Duration::from_millis(settings.hold_sweep_ms.max(1));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_gauge: Option<tokio::time::Instant> = None;
+        let mut last_prune: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            loop {
+                match sweep(store.as_ref(), bus.as_ref()).await {
+                    Ok(n) if n == ROUND as usize && !shutdown.is_cancelled() => continue,
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "hold sweep failed; retried at the next tick");
+                        break;
+                    }
+                }
+            }
+            if last_gauge.is_none_or(|at| at.elapsed() >= GAUGE_EVERY) {
+                last_gauge = Some(tokio::time::Instant::now());
+                match store.count_active_holds().await {
+                    Ok(n) => ::metrics::gauge!(metrics::HOLDS_ACTIVE).set(n as f64),
+                    Err(error) => tracing::warn!(%error, "active-holds gauge not refreshed"),
+                }
+            }
+            if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                last_prune = Some(tokio::time::Instant::now());
+                prune(store.as_ref(), &settings).await;
+            }
+        }
+    });
+}
+
+/// One round: expires up to [`ROUND`] due holds in one commit call and
+/// publishes their changes. Returns how many holds were due.
+pub async fn sweep(
+    store: &dyn SkuStore,
+    bus: &dyn EventBus,
+) -> Result<usize, skuwatch_actors::store::StoreError> {
+    let due = store.due_holds(ROUND).await?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let count = due.len();
+    let jobs = due
+        .into_iter()
+        .map(|id| WriteJob::Hold {
+            action: HoldAction::Expire { id },
+            meta: WriteMeta {
+                reason: None,
+                actor: Some("skuwatch".into()),
+                if_match: None,
+            },
+            idempotency: None,
+        })
+        .collect();
+    let mut changes: Vec<Arc<Committed>> = Vec::new();
+    for outcome in store.commit(jobs).await {
+        match outcome {
+            Ok(WriteOutcome::Held {
+                hold,
+                changes: done,
+            }) => {
+                if let Some(ended) = hold.ended_at {
+                    let lag = (ended.0 - hold.expires_at.0).max(0) as f64 / 1e6;
+                    ::metrics::histogram!(metrics::HOLD_EXPIRY_LAG).record(lag);
+                }
+                changes.extend(done.into_iter().map(Arc::new));
+            }
+            // Ended meanwhile (a commit or release won, or another
+            // instance's sweeper): nothing to do.
+            Ok(_) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    if !changes.is_empty() {
+        bus.publish(&changes);
+    }
+    Ok(count)
+}
+
+/// Deletes what is past its retention; a failure is logged and retried
+/// at the next round.
+async fn prune(store: &dyn SkuStore, settings: &crate::Settings) {
+    match store.purge_idempotency_keys().await {
+        Ok(purged) => ::metrics::counter!(metrics::IDEMPOTENCY_KEYS_PURGED).increment(purged),
+        Err(error) => tracing::warn!(%error, "expired idempotency keys not purged"),
+    }
+    let hour = 3600 * 1_000_000i64;
+    let retention = [
+        (
+            Prunable::EndedHolds,
+            (settings.hold_retention_hours as i64).saturating_mul(hour),
+        ),
+        (
+            Prunable::ResolvedAlerts,
+            (settings.alert_retention_days as i64).saturating_mul(24 * hour),
+        ),
+    ];
+    for (what, older_than_us) in retention {
+        match store.prune(what, older_than_us).await {
+            Ok(n) => {
+                ::metrics::counter!(metrics::UPKEEP_PRUNED, "what" => what.as_str()).increment(n)
+            }
+            Err(error) => tracing::warn!(%error, what = what.as_str(), "not pruned"),
+        }
+    }
+}
