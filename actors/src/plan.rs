@@ -683,6 +683,59 @@ mod tests {
         assert!(resolved.contains(&&AlertOp::Resolve(AlertRef::New(1))));
     }
 
+    fn hold_job(action: crate::domain::HoldAction) -> WriteJob {
+        WriteJob::Hold {
+            action,
+            meta: WriteMeta::default(),
+            idempotency: None,
+        }
+    }
+
+    #[test]
+    fn a_hold_created_and_committed_in_one_group_sells_once_without_alert_churn() {
+        use crate::domain::{HoldAction, HoldId, HoldLine, HoldStatus};
+        // Everything held is out of stock to the shop; committing it keeps
+        // `available` at 0, so the open alerts neither resolve nor reopen.
+        let mut locked = rows(&[row("A", 2)]);
+        locked.get_mut(&code("A")).unwrap().low_stock_threshold = 0;
+        let mut active = BTreeMap::new();
+        active.insert(code("A"), Vec::new());
+        let id = HoldId::generate();
+        let jobs = [
+            hold_job(HoldAction::Create {
+                id: id.clone(),
+                lines: vec![HoldLine {
+                    sku: code("A"),
+                    quantity: 2,
+                }],
+                ttl_us: 1_000,
+                reference: None,
+            }),
+            hold_job(HoldAction::Commit { id: id.clone() }),
+        ];
+        let refs: Vec<&WriteJob> = jobs.iter().collect();
+        let holds = HoldRows {
+            rows: BTreeMap::new(),
+            clock: Micros(100),
+        };
+        let plan = plan(locked, active, holds, &refs, Micros(7));
+        assert!(matches!(plan.jobs[0], JobPlan::Held { hold: 0, .. }));
+        assert!(matches!(plan.jobs[1], JobPlan::Held { hold: 1, .. }));
+        assert_eq!(plan.holds[1].hold.status, HoldStatus::Committed);
+        assert!(plan.holds[0].insert && !plan.holds[1].insert);
+        // The hold raised out_of_stock; the release and sale changed nothing.
+        assert_eq!(plan.events[0].alerts, 0..1);
+        assert_eq!(plan.events[1].alerts, 1..1);
+        assert_eq!(plan.events[2].alerts, 1..1);
+        let reasons: Vec<_> = plan.events.iter().map(|e| e.event.reason.clone()).collect();
+        assert_eq!(
+            reasons,
+            [Some("hold"), Some("hold_committed"), Some("sale")].map(|r| r.map(str::to_owned))
+        );
+        let a = &plan.rows[&code("A")].state;
+        assert_eq!((a.stock, a.reserved, a.version), (0, 0, 6));
+    }
+
     #[test]
     fn a_stored_alert_is_resolved_by_its_id() {
         let locked = rows(&[row("A", 0)]);

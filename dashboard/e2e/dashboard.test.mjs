@@ -153,6 +153,8 @@ async function login(page, username, password) {
 }
 
 const row = (page, sku) => page.locator(`tr[data-sku="${sku}"]`);
+/** A cell or fact by its test id once it holds `value` (its raw number, not the formatted text). */
+const valued = (scope, testid, value) => scope.locator(`[data-testid="${testid}"][data-value="${value}"]`);
 const shot = (page, name) => page.screenshot({ path: path.join(shots, `${name}.png`) });
 
 before(async () => {
@@ -399,4 +401,94 @@ test("an admin-only server tells a viewer why; an expired token goes back to log
   await big.page.getByTestId("row-count").getByText("250 of 10,000 SKUs").waitFor();
   await row(big.page, "K-00000").waitFor();
   await shot(big.page, "11-ten-thousand-out-of-stock");
+});
+
+test("a hold shows as reserved and available, live, and on the SKU page until released", async () => {
+  const server = await startServer();
+  const admin = await token(server, "admin", ADMIN_PASSWORD);
+  const code = "HOLD-MUG";
+  await rest(server, "POST", "/skus", admin, { sku: code, name: "ENAMEL MUG, BLUE", currency: "GBP", price: "4.95", stock: 20 });
+  await rest(server, "POST", "/skus", admin, { sku: "HOLD-PLATE", name: "ENAMEL PLATE", currency: "GBP", price: "3.50", stock: 8 });
+
+  const { page, received } = await newPage(server);
+  await login(page, "admin", ADMIN_PASSWORD);
+  await page.getByTestId("connection").getByText("Live").waitFor();
+  await row(page, code).waitFor();
+  await valued(row(page, code), "reserved", 0).waitFor();
+  await valued(row(page, code), "available", 20).waitFor();
+  // Holds are placed once the visible rows' subscription is answered, so
+  // what follows is the push (as in the first test).
+  await until(
+    () => received.some((f) => f.includes('"type":"snapshot"') && f.includes(`"${code}"`)),
+    15_000,
+    "the snapshot of the visible rows",
+  );
+  // Gone if the page reloads: the changes below must arrive without one.
+  await page.evaluate(() => {
+    window.__e2eNoReload = true;
+  });
+
+  const hold = await rest(server, "POST", "/holds", admin, {
+    lines: [{ sku: code, quantity: 2 }],
+    ttl_secs: 600,
+    reference: "e2e-cart",
+  });
+  assert.equal(hold.status, "active");
+  assert.equal(typeof hold.id, "string");
+  // Live: far sooner than the catalog's one-minute re-read.
+  await valued(row(page, code), "reserved", 2).waitFor({ timeout: 5000 });
+  await valued(row(page, code), "available", 18).waitFor({ timeout: 5000 });
+  assert.equal(await row(page, code).getByTestId("stock").getAttribute("data-value"), "20");
+  assert.equal((await row(page, code).getByTestId("reserved").innerText()).trim(), "2");
+  assert.match(await row(page, code).getByTestId("available").innerText(), /18/);
+  const pushed = received.some((f) => {
+    try {
+      const m = JSON.parse(f);
+      return m.type === "sku" && m.sku?.sku === code && m.change?.field === "reserved" && m.sku.reserved === 2;
+    } catch {
+      return false;
+    }
+  });
+  assert.ok(pushed, "the hold came over the socket as a reserved change");
+  assert.equal(await page.evaluate(() => window.__e2eNoReload), true, "no reload");
+  await shot(page, "12-catalog-hold");
+
+  // The SKU page: reserved and available beside stock, the hold listed with
+  // its reference, quantity and a countdown that ticks.
+  await row(page, code).click();
+  await page.getByRole("heading", { name: new RegExp(code) }).waitFor();
+  await valued(page, "detail-stock", 20).waitFor();
+  await valued(page, "detail-reserved", 2).waitFor();
+  await valued(page, "detail-available", 18).waitFor();
+  const holds = page.getByTestId("holds");
+  const listed = holds.locator(`tr[data-hold-id="${hold.id}"]`);
+  await listed.waitFor();
+  assert.equal((await listed.getByTestId("hold-reference").innerText()).trim(), "e2e-cart");
+  assert.equal((await listed.getByTestId("hold-quantity").innerText()).trim(), "2");
+  const countdown = (await listed.getByTestId("hold-expires").innerText()).trim();
+  assert.match(countdown, /^expires in (9m [0-5]\d|10m 00)s$/);
+  await page.waitForFunction(
+    ([selector, before]) => {
+      const text = document.querySelector(selector)?.textContent?.trim();
+      return !!text && text !== before;
+    },
+    [`tr[data-hold-id="${hold.id}"] [data-testid="hold-expires"]`, countdown],
+    { timeout: 3000 },
+  );
+  await shot(page, "13-detail-hold");
+
+  // Released: the list drops it, reserved is back to 0, the change is listed.
+  await rest(server, "POST", `/holds/${hold.id}/release`, admin);
+  await listed.waitFor({ state: "detached", timeout: 5000 });
+  await holds.getByText("No active holds").waitFor();
+  await valued(page, "detail-reserved", 0).waitFor();
+  await valued(page, "detail-available", 20).waitFor();
+  await page.getByTestId("changes").getByText("reserved 2 → 0 (hold_released)").waitFor();
+  assert.equal((await rest(server, "GET", `/holds/${hold.id}`, admin)).status, "released");
+  await shot(page, "14-detail-hold-released");
+
+  await page.getByRole("link", { name: "← Catalog" }).click();
+  await valued(row(page, code), "reserved", 0).waitFor();
+  await valued(row(page, code), "available", 20).waitFor();
+  assert.equal(await page.evaluate(() => window.__e2eNoReload), true, "no reload");
 });

@@ -1,7 +1,7 @@
 // The REST calls the dashboard makes, with RFC 9457 problem documents turned
 // into a `Problem` error the forms show next to the field they name.
 
-import type { Alert, HistoryPoint, Role, Sku, Summary } from "./types";
+import type { Alert, HistoryPoint, Hold, Role, SkuJson, Summary } from "./types";
 
 export interface FieldError {
   field: string;
@@ -78,19 +78,31 @@ export interface TokenResponse {
   role: Role;
 }
 
+/** Most holds the SKU page lists (one page: a SKU rarely has more at once). */
+export const HOLDS_LIMIT = 100;
+
+/** The request for a SKU's active holds; the code is percent-encoded like a path segment. */
+export function activeHoldsPath(code: string): string {
+  return `/holds?sku=${encodeURIComponent(code)}&status=active&limit=${HOLDS_LIMIT}`;
+}
+
 export const api = {
   login: (username: string, password: string) =>
     request<TokenResponse>("POST", "/auth/token", null, { username, password }),
 
   /** One keyset page of the catalog (limit 1-1000). */
   skuPage: (token: string, cursor: string | null, limit = 1000) =>
-    request<{ items: Sku[]; next_cursor: string | null }>(
+    request<{ items: SkuJson[]; next_cursor: string | null }>(
       "GET",
       `/skus?limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`,
       token,
     ),
 
-  sku: (token: string, code: string) => request<Sku>("GET", `/skus/${encodeURIComponent(code)}`, token),
+  sku: (token: string, code: string) => request<SkuJson>("GET", `/skus/${encodeURIComponent(code)}`, token),
+
+  /** The SKU's active holds, one page (holds.ts sorts them and drops the expired). */
+  activeHolds: (token: string, code: string) =>
+    request<{ items: Hold[]; next_cursor: string | null }>("GET", activeHoldsPath(code), token),
 
   history: (token: string, code: string, field: "stock" | "price", limit = 500) =>
     request<{ points: HistoryPoint[] }>(
@@ -107,7 +119,7 @@ export const api = {
   summary: (token: string) => request<Summary>("GET", "/summary", token),
 
   adjust: (token: string, code: string, delta: number, reason: string) =>
-    request<{ sku: Sku; event_id: number }>(
+    request<{ sku: SkuJson; event_id: number }>(
       "POST",
       `/skus/${encodeURIComponent(code)}/stock/adjustments`,
       token,
@@ -115,20 +127,20 @@ export const api = {
     ),
 
   setPrice: (token: string, code: string, price: string, reason: string, confirm: boolean) =>
-    request<Sku>("PUT", `/skus/${encodeURIComponent(code)}/price`, token, {
+    request<SkuJson>("PUT", `/skus/${encodeURIComponent(code)}/price`, token, {
       price,
       ...(reason ? { reason } : {}),
       confirm,
     }),
 
   patch: (token: string, code: string, body: Record<string, unknown>) =>
-    request<Sku>("PATCH", `/skus/${encodeURIComponent(code)}`, token, body),
+    request<SkuJson>("PATCH", `/skus/${encodeURIComponent(code)}`, token, body),
 };
 
 /** Loads the whole catalog page by page, reporting progress. */
 export async function loadCatalog(
   token: string,
-  onPage: (items: Sku[]) => void,
+  onPage: (items: SkuJson[]) => void,
   signal: { cancelled: boolean },
 ): Promise<void> {
   let cursor: string | null = null;

@@ -1,14 +1,26 @@
 import { describe, expect, it } from "vitest";
-import { type LiveState, extendHistory, initialState, reduce, selectRows } from "./state";
-import type { Alert, ServerMessage, Sku, SkuEvent } from "./types";
+import {
+  type LiveState,
+  extendHistory,
+  initialState,
+  isBelow,
+  isOut,
+  normalizeSku,
+  reduce,
+  selectRows,
+  stockState,
+} from "./state";
+import type { Alert, ServerMessage, Sku, SkuEvent, SkuJson } from "./types";
 
-function sku(code: string, version: number, stock: number, price = "2.55"): Sku {
+function sku(code: string, version: number, stock: number, price = "2.55", reserved = 0): Sku {
   return {
     sku: code,
     name: `ITEM ${code}`,
     currency: "GBP",
     price,
     stock,
+    reserved,
+    available: stock - reserved,
     low_stock_threshold: 10,
     price_guard: { max_change_pct: 50 },
     version,
@@ -61,7 +73,7 @@ function alert(id: number, status: Alert["status"]): Alert {
   };
 }
 
-const snapshot = (eventId: number, ...skus: Sku[]): ServerMessage => ({ type: "snapshot", event_id: eventId, skus });
+const snapshot = (eventId: number, ...skus: SkuJson[]): ServerMessage => ({ type: "snapshot", event_id: eventId, skus });
 
 describe("applying events", () => {
   it("a newer version replaces the SKU and flashes the changed cell with its direction", () => {
@@ -234,5 +246,102 @@ describe("a server whose history went back", () => {
     s = apply(s, snapshot(8, sku("A", 3, 7)));
     expect(s.skus.get("A")!.version).toBe(3);
     expect(s.rebases).toBe(1);
+  });
+});
+
+/** A SKU as a server from before holds sends it: no `reserved`, no `available`. */
+function oldSku(code: string, version: number, stock: number): SkuJson {
+  const { reserved: _r, available: _a, ...rest } = sku(code, version, stock);
+  return rest;
+}
+
+/** A `reserved` event: a hold placed (or released) with the stock unchanged. */
+function held(code: string, eventId: number, version: number, stock: number, old: number, reserved: number, reason = "hold"): ServerMessage {
+  return {
+    type: "sku",
+    event_id: eventId,
+    sku: sku(code, version, stock, "2.55", reserved),
+    change: {
+      event_id: eventId,
+      sku: code,
+      version,
+      at: `2026-11-29T10:00:${String(version).padStart(2, "0")}.000000Z`,
+      field: "reserved",
+      old,
+      new: reserved,
+      delta: reserved - old,
+      reason,
+      actor: "admin",
+    },
+  };
+}
+
+describe("reserved and available", () => {
+  it("a SKU without them (a server from before holds) holds nothing: reserved 0, available = stock", () => {
+    expect(normalizeSku(oldSku("A", 1, 20))).toMatchObject({ stock: 20, reserved: 0, available: 20 });
+    // Whatever the path it comes by.
+    let s = reduce(initialState(), { type: "catalog", skus: [oldSku("A", 1, 20)] });
+    s = apply(s, snapshot(10, oldSku("B", 1, 5)));
+    s = reduce(s, { type: "written", sku: oldSku("C", 1, 0), now: 1 });
+    s = apply(s, { ...(live("D", 11, 2, 8, 7) as Extract<ServerMessage, { type: "sku" }>), sku: oldSku("D", 2, 7) });
+    expect([...s.skus.values()].map((x) => [x.sku, x.reserved, x.available])).toEqual([
+      ["A", 0, 20],
+      ["B", 0, 5],
+      ["C", 0, 0],
+      ["D", 0, 7],
+    ]);
+  });
+
+  it("a missing available is worked out from the reserved the server did send; nulls count as missing", () => {
+    expect(normalizeSku({ ...oldSku("A", 1, 20), reserved: 3 })).toMatchObject({ reserved: 3, available: 17 });
+    expect(normalizeSku({ ...oldSku("A", 1, 20), reserved: null, available: null })).toMatchObject({ reserved: 0, available: 20 });
+  });
+
+  it("the server's own values are kept, a negative available included", () => {
+    const counted = { ...sku("A", 4, 1), reserved: 3, available: -2 };
+    expect(normalizeSku(counted)).toBe(counted);
+    const s = apply(initialState(), snapshot(10, counted));
+    expect(s.skus.get("A")).toMatchObject({ stock: 1, reserved: 3, available: -2 });
+    expect(isOut(s.skus.get("A")!)).toBe(true);
+  });
+
+  it("a hold changes reserved and available live, flashes the available cell, and is a focus event", () => {
+    let s = reduce(initialState(), { type: "focus", sku: "A" });
+    s = apply(s, snapshot(10, sku("A", 1, 20)));
+    s = apply(s, held("A", 11, 2, 20, 0, 2));
+    expect(s.skus.get("A")).toMatchObject({ stock: 20, reserved: 2, available: 18, version: 2 });
+    expect(s.flashes.get("A")).toMatchObject({ field: "available", direction: "down", version: 2 });
+    expect(s.focusEvents.map((e) => [e.field, e.old, e.new, e.reason])).toEqual([["reserved", 0, 2, "hold"]]);
+    expect(s.resumeAfter).toBe(11);
+    s = apply(s, held("A", 12, 3, 20, 2, 0, "hold_released"));
+    expect(s.skus.get("A")).toMatchObject({ reserved: 0, available: 20 });
+    expect(s.flashes.get("A")).toMatchObject({ field: "available", direction: "up", version: 3 });
+    // The stock chart is not extended by holds.
+    expect(extendHistory([], s.focusEvents, "stock")).toEqual([]);
+  });
+
+  it("a stock change still flashes the stock cell even though available moves with it", () => {
+    let s = apply(initialState(), snapshot(10, sku("A", 1, 20, "2.55", 2)));
+    s = apply(s, { ...(live("A", 11, 2, 20, 17) as Extract<ServerMessage, { type: "sku" }>), sku: sku("A", 2, 17, "2.55", 2) });
+    expect(s.skus.get("A")).toMatchObject({ available: 15 });
+    expect(s.flashes.get("A")).toMatchObject({ field: "stock", direction: "down" });
+  });
+
+  it("below threshold and out of stock are judged on available, like the server's alerts", () => {
+    // Stock 12 over a threshold of 10, but 5 held: 7 can be sold.
+    const heldBelow = sku("H", 1, 12, "2.55", 5);
+    expect(isBelow(heldBelow)).toBe(true);
+    expect(stockState(heldBelow)).toBe("below");
+    const allHeld = sku("E", 1, 4, "2.55", 4);
+    expect(stockState(allHeld)).toBe("out");
+    const overHeld = sku("N", 1, 1, "2.55", 3);
+    expect(overHeld.available).toBe(-2);
+    expect(stockState(overHeld)).toBe("out");
+    expect(stockState(sku("F", 1, 30, "2.55", 5))).toBe("");
+    const skus = new Map([heldBelow, allHeld, overHeld, sku("F", 1, 30, "2.55", 5)].map((x) => [x.sku, x] as const));
+    const view = { query: "", sort: "sku" as const, descending: false };
+    expect(selectRows(skus, { ...view, filter: "below" }).map((x) => x.sku)).toEqual(["E", "H", "N"]);
+    expect(selectRows(skus, { ...view, filter: "out" }).map((x) => x.sku)).toEqual(["E", "N"]);
+    expect(selectRows(skus, { ...view, filter: "all", sort: "available" }).map((x) => x.sku)).toEqual(["N", "E", "H", "F"]);
   });
 });

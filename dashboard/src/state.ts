@@ -21,14 +21,17 @@
 //   would then keep states the server no longer has, so everything held is
 //   dropped; the snapshot that follows the notice and a catalog re-read
 //   (`rebases` tells the page to start one) bring the server's truth.
+// - Every SKU enters through `applySku`, which fills in `reserved` and
+//   `available` when the sender predates holds, so nothing downstream checks.
 
-import type { Alert, HistoryPoint, ServerMessage, Sku, SkuEvent } from "./types";
+import type { Alert, HistoryPoint, ServerMessage, Sku, SkuEvent, SkuJson } from "./types";
 
 export type Direction = "up" | "down";
 
 /** The last visible change of a SKU, for the brief cell highlight. */
 export interface Flash {
-  field: "stock" | "price";
+  /** `available` when only holds changed (stock and price did not). */
+  field: "stock" | "price" | "available";
   direction: Direction;
   /** Caller's clock (ms) when it was applied. */
   at: number;
@@ -52,9 +55,9 @@ export interface LiveState {
 }
 
 export type Action =
-  | { type: "catalog"; skus: Sku[] }
+  | { type: "catalog"; skus: SkuJson[] }
   | { type: "messages"; messages: ServerMessage[]; now: number }
-  | { type: "written"; sku: Sku; now: number }
+  | { type: "written"; sku: SkuJson; now: number }
   | { type: "alerts"; alerts: Alert[] }
   | { type: "alertUpdated"; alert: Alert }
   | { type: "toastsShown"; ids: number[] }
@@ -84,21 +87,39 @@ function direction(before: string | number, after: string | number): Direction |
   return b > a ? "up" : "down";
 }
 
+/**
+ * A SKU with `reserved` and `available` always set: a sender from before
+ * holds has none, which means nothing is held (`reserved` 0, `available` =
+ * `stock`). A state that has both is returned as it is.
+ */
+export function normalizeSku(sku: SkuJson): Sku {
+  if (typeof sku.reserved === "number" && typeof sku.available === "number") return sku as Sku;
+  const reserved = typeof sku.reserved === "number" ? sku.reserved : 0;
+  const available = typeof sku.available === "number" ? sku.available : sku.stock - reserved;
+  return { ...sku, reserved, available };
+}
+
 /** Applies `next` if it is newer; returns whether it was. */
 function applySku(
   skus: Map<string, Sku>,
   flashes: Map<string, Flash>,
-  next: Sku,
+  incoming: SkuJson,
   now: number | null,
 ): boolean {
-  const current = skus.get(next.sku);
-  if (current && current.version >= next.version) return false;
+  const current = skus.get(incoming.sku);
+  if (current && current.version >= incoming.version) return false;
+  const next = normalizeSku(incoming);
   skus.set(next.sku, next);
   if (current && now !== null) {
     const stock = direction(current.stock, next.stock);
     const price = direction(current.price, next.price);
-    if (stock) flashes.set(next.sku, { field: "stock", direction: stock, at: now, version: next.version });
-    else if (price) flashes.set(next.sku, { field: "price", direction: price, at: now, version: next.version });
+    // A hold moves `available` with the stock unchanged.
+    const available = direction(current.available, next.available);
+    const flash = (field: Flash["field"], d: Direction) =>
+      flashes.set(next.sku, { field, direction: d, at: now, version: next.version });
+    if (stock) flash("stock", stock);
+    else if (price) flash("price", price);
+    else if (available) flash("available", available);
   }
   return true;
 }
@@ -246,7 +267,7 @@ export function extendHistory(
   return [...byId.values()].sort((a, b) => a.event_id - b.event_id);
 }
 
-export type SortKey = "sku" | "stock" | "updated";
+export type SortKey = "sku" | "stock" | "available" | "updated";
 export type Filter = "all" | "below" | "out";
 
 export interface View {
@@ -256,9 +277,21 @@ export interface View {
   descending: boolean;
 }
 
-/** Whether a SKU is below its low-stock threshold (API.md, alerts). */
+/** Whether a SKU is below its low-stock threshold. With holds the server
+ * judges `available`, not `stock` (API.md, v1 additions), and so does this. */
 export function isBelow(sku: Sku): boolean {
-  return sku.stock < sku.low_stock_threshold;
+  return sku.available < sku.low_stock_threshold;
+}
+
+/** Whether nothing is left to sell: `available` at 0, or below it when more
+ * is held than a physical count found. */
+export function isOut(sku: Sku): boolean {
+  return sku.available <= 0;
+}
+
+/** How a row or fact is marked: out (nothing to sell), below threshold, or neither. */
+export function stockState(sku: Sku): "out" | "below" | "" {
+  return isOut(sku) ? "out" : isBelow(sku) ? "below" : "";
 }
 
 /** The catalog table's rows: filtered, searched and sorted SKU codes. */
@@ -267,7 +300,7 @@ export function selectRows(skus: Map<string, Sku>, view: View): Sku[] {
   const rows: Sku[] = [];
   for (const sku of skus.values()) {
     if (view.filter === "below" && !isBelow(sku)) continue;
-    if (view.filter === "out" && sku.stock !== 0) continue;
+    if (view.filter === "out" && !isOut(sku)) continue;
     if (q && !sku.sku.toLowerCase().includes(q) && !sku.name.toLowerCase().includes(q)) continue;
     rows.push(sku);
   }
@@ -276,6 +309,7 @@ export function selectRows(skus: Map<string, Sku>, view: View): Sku[] {
   rows.sort((a, b) => {
     let c = 0;
     if (view.sort === "stock") c = a.stock - b.stock;
+    else if (view.sort === "available") c = a.available - b.available;
     else if (view.sort === "updated") c = a.updated_at < b.updated_at ? -1 : a.updated_at > b.updated_at ? 1 : 0;
     return sign * (c || bySku(a, b));
   });

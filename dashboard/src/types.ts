@@ -13,6 +13,11 @@ export interface Sku {
   /** Decimal string in the currency's minor-unit precision. */
   price: string;
   stock: number;
+  /** Units held by active holds (API.md, v1 additions). */
+  reserved: number;
+  /** `stock - reserved`: what can still be sold, and what low-stock alerts
+   * look at. Negative when a physical count found fewer units than are held. */
+  available: number;
   low_stock_threshold: number;
   price_guard: PriceGuard;
   version: number;
@@ -20,17 +25,48 @@ export interface Sku {
   updated_at: string;
 }
 
+/** A SKU as the server sends it. A server from before holds (or a state
+ * read from one) has no `reserved`/`available`; state.ts fills them in
+ * (`normalizeSku`) before anything reads them. */
+export type SkuJson = Omit<Sku, "reserved" | "available"> & {
+  reserved?: number | null;
+  available?: number | null;
+};
+
 export interface SkuEvent {
   event_id: number;
   sku: string;
   version: number;
   at: string;
-  field: "stock" | "price" | "meta";
+  /** `reserved`: a hold placed, released, expired or committed (reasons
+   * `hold`, `hold_released`, `hold_expired`, `hold_committed`); `old`/`new`
+   * are then the reserved counts. */
+  field: "stock" | "price" | "meta" | "reserved";
   old: unknown;
   new: unknown;
   delta?: number | null;
   reason?: string | null;
   actor?: string | null;
+}
+
+export type HoldStatus = "active" | "released" | "expired" | "committed";
+
+export interface HoldLine {
+  sku: string;
+  quantity: number;
+}
+
+/** A checkout's reservation of stock (API.md, v1 additions, Holds). */
+export interface Hold {
+  id: string;
+  status: HoldStatus;
+  lines: HoldLine[];
+  reference: string | null;
+  /** RFC 3339 UTC. */
+  expires_at: string;
+  created_at: string;
+  ended_at?: string | null;
+  event_ids?: number[];
 }
 
 export type AlertKind = "low_stock" | "out_of_stock" | "price_anomaly";
@@ -67,8 +103,8 @@ export interface Summary {
 /** Server -> client WebSocket messages. */
 export type ServerMessage =
   | { type: "authenticated" }
-  | { type: "snapshot"; event_id: number; skus: Sku[] }
-  | { type: "sku"; event_id: number; sku: Sku; change: SkuEvent; conflated?: boolean }
+  | { type: "snapshot"; event_id: number; skus: SkuJson[] }
+  | { type: "sku"; event_id: number; sku: SkuJson; change: SkuEvent; conflated?: boolean }
   | { type: "alert"; alert: Alert }
   | { type: "notice"; code: string; message?: string; newest_event_id?: number }
   | { type: "error"; code: string; message: string };

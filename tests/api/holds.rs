@@ -169,7 +169,21 @@ both_backends!(
         assert_eq!(status, 200, "{committed}");
         assert_eq!(committed["status"], "committed");
         let event_ids = committed["event_ids"].as_array().expect("ids").clone();
-        assert_eq!(event_ids.len(), 4, "a sale and a release per line");
+        assert_eq!(event_ids.len(), 4, "a release and a sale per line");
+        // Every state pushed, also the one between the release and the
+        // sale, keeps `available` at 0 or above (2 in stock, 2 held).
+        let last = app
+            .all_events()
+            .await
+            .into_iter()
+            .filter(|e| e["sku"] == "MUG-01")
+            .filter_map(|e| e["event_id"].as_i64())
+            .max()
+            .expect("MUG-01 changed");
+        for message in ws.changes_until(last).await {
+            let available = message["sku"]["available"].as_i64().expect("available");
+            assert!(available >= 0, "{message}");
+        }
         assert_eq!(quantities(&app, "MUG-01").await, (0, 0, 0));
         assert_eq!(quantities(&app, "CUP-02").await, (2, 0, 2));
         assert_eq!(
@@ -316,8 +330,14 @@ both_backends!(
         assert_eq!(statuses, BTreeMap::from([(201, 1), (409, 15)]));
         assert_eq!(quantities(&app, "LAST").await, (1, 1, 0));
 
-        // Holds, sales and commits racing on FEW: available never below 0,
-        // and the final stock is the initial less what was sold.
+        // Holds, sales and commits racing on FEW: available never below 0
+        // (in every state pushed, including those between a commit's
+        // release and its sale), and the final stock is the initial less
+        // what was sold.
+        let mut ws = app.ws().await;
+        ws.send(json!({ "type": "subscribe", "skus": ["FEW"] }))
+            .await;
+        assert_eq!(ws.next_json().await["type"], "snapshot");
         let mut tasks = Vec::new();
         for i in 0..24 {
             let client = app.client.clone();
@@ -368,6 +388,20 @@ both_backends!(
         }
         assert_eq!(reserved_in_db(&app, "FEW").await, (0, 0));
         assert_eq!(reserved_in_db(&app, "LAST").await, (1, 1));
+        let last = app
+            .all_events()
+            .await
+            .into_iter()
+            .filter(|e| e["sku"] == "FEW")
+            .filter_map(|e| e["event_id"].as_i64())
+            .max()
+            .expect("FEW changed");
+        let pushed = ws.changes_until(last).await;
+        assert!(pushed.len() >= 8, "{} changes pushed", pushed.len());
+        for message in &pushed {
+            let available = message["sku"]["available"].as_i64().expect("available");
+            assert!(available >= 0, "{message}");
+        }
     }
 );
 

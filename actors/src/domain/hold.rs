@@ -240,17 +240,28 @@ pub fn decide_hold(
         let current = skus
             .get(&line.sku)
             .ok_or_else(|| DomainError::NotFound(line.sku.clone()))?;
-        let mut before = current.clone();
-        if end == HoldStatus::Committed {
-            // The sale first, judged with the release that follows: stock
-            // and reserved both fall, `available` does not move.
-            let sale = step(&before, now, Field::Stock, -line.quantity, "sale", true);
-            before = sale.state.clone();
+        let committing = end == HoldStatus::Committed;
+        // A commit releases, then sells: no state in between shows
+        // `available` below where it was (selling first would, by the held
+        // units: a negative `available` pushed for an instant). The pair
+        // is judged as one step for the alerts: `available` ends where it
+        // was, so no alert opens and closes in between.
+        let release = step(
+            current,
+            now,
+            Field::Reserved,
+            -line.quantity,
+            reason,
+            committing,
+        );
+        let mut last = release.state.clone();
+        changes.push(release);
+        if committing {
+            let sale = step(&last, now, Field::Stock, -line.quantity, "sale", false);
+            last = sale.state.clone();
             changes.push(sale);
         }
-        let release = step(&before, now, Field::Reserved, -line.quantity, reason, false);
-        skus.insert(line.sku.clone(), release.state.clone());
-        changes.push(release);
+        skus.insert(line.sku.clone(), last);
     }
     hold.status = end;
     hold.ended_at = Some(clock);
@@ -467,8 +478,8 @@ mod tests {
         assert_eq!(
             fields,
             vec![
-                (Field::Stock, Some("sale"), true),
-                (Field::Reserved, Some("hold_committed"), false)
+                (Field::Reserved, Some("hold_committed"), true),
+                (Field::Stock, Some("sale"), false)
             ]
         );
         assert_eq!(decided.hold.status, HoldStatus::Committed);

@@ -532,8 +532,8 @@ pub struct Change {
     /// `hold_expired`, ...); `None` takes the writer's.
     pub reason: Option<&'static str>,
     /// The first of two changes that are one step for the alerts (a
-    /// committed hold's sale, then its release: `available` does not
-    /// move): judged together with the next change of the SKU, from this
+    /// committed hold's release, then its sale: `available` ends where it
+    /// was): judged together with the next change of the SKU, from this
     /// one's `previous`, so no alert opens and closes in between.
     pub judged_with_next: bool,
 }

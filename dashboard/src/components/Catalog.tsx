@@ -1,6 +1,6 @@
 import { useEffect, useMemo, useRef, useState, type KeyboardEvent } from "react";
 import { useLive } from "../store";
-import { type Filter, type Flash, type SortKey, isBelow, selectRows } from "../state";
+import { type Filter, type Flash, type SortKey, selectRows, stockState } from "../state";
 import { formatMoney } from "../money";
 import { navigate, skuPath } from "../router";
 import type { Sku } from "../types";
@@ -11,12 +11,6 @@ const ROW = 36;
 const OVERSCAN = 8;
 /** How long a changed cell stays highlighted (ms); the CSS animation matches. */
 const FLASH_MS = 1600;
-
-const SORTS: { key: SortKey; label: string }[] = [
-  { key: "sku", label: "SKU" },
-  { key: "stock", label: "Stock" },
-  { key: "updated", label: "Last change" },
-];
 
 export function Catalog({
   loaded,
@@ -190,17 +184,25 @@ export function Catalog({
               <th scope="col" className="c-num">
                 Price
               </th>
-              <th scope="col" aria-sort={ariaSort("stock")} className="c-num">
+              <th scope="col" aria-sort={ariaSort("stock")} className="c-num c-qty">
                 <button type="button" onClick={() => sortBy("stock")}>
                   Stock {sortMark(sort === "stock", descending)}
                 </button>
               </th>
-              <th scope="col" className="c-num">
+              <th scope="col" className="c-num c-qty">
+                Reserved
+              </th>
+              <th scope="col" aria-sort={ariaSort("available")} className="c-num c-avail">
+                <button type="button" onClick={() => sortBy("available")}>
+                  Available {sortMark(sort === "available", descending)}
+                </button>
+              </th>
+              <th scope="col" className="c-num c-qty">
                 Threshold
               </th>
               <th scope="col" aria-sort={ariaSort("updated")} className="c-time">
                 <button type="button" onClick={() => sortBy("updated")}>
-                  {SORTS[2].label} {sortMark(sort === "updated", descending)}
+                  Last change {sortMark(sort === "updated", descending)}
                 </button>
               </th>
             </tr>
@@ -249,16 +251,19 @@ function Row({
   onFocus: () => void;
 }) {
   const fresh = flash && now - flash.at < FLASH_MS ? flash : undefined;
-  const cls = (field: "stock" | "price") =>
+  const cls = (field: Flash["field"]) =>
     fresh?.field === field ? `flash flash-${fresh.direction}` : "";
-  const arrow = (field: "stock" | "price") =>
+  // Remounting the cell restarts its highlight for a second change.
+  const key = (field: Flash["field"]) => `${field}${fresh?.field === field ? fresh.version : 0}`;
+  const arrow = (field: Flash["field"]) =>
     fresh?.field === field ? (
       <span className={`dir dir-${fresh.direction}`}>
         <span aria-hidden="true">{fresh.direction === "up" ? "▲" : "▼"}</span>
         <span className="sr-only">{fresh.direction === "up" ? "increased" : "decreased"}</span>
       </span>
     ) : null;
-  const state = sku.stock === 0 ? "out" : isBelow(sku) ? "below" : "";
+  // Judged on `available`, as the server's alerts and filters are.
+  const state = stockState(sku);
   return (
     <tr
       data-index={index}
@@ -283,20 +288,41 @@ function Row({
       <td className="c-name" title={sku.name}>
         {sku.name}
       </td>
-      <td className={`c-num ${cls("price")}`} key={`p${fresh?.field === "price" ? fresh.version : 0}`} data-testid="price">
+      <td className={`c-num ${cls("price")}`} key={key("price")} data-testid="price">
         {arrow("price")}
         {formatMoney(sku.price, sku.currency)}
       </td>
-      <td className={`c-num ${cls("stock")}`} key={`s${fresh?.field === "stock" ? fresh.version : 0}`} data-testid="stock">
+      <td className={`c-num c-qty ${cls("stock")}`} key={key("stock")} data-testid="stock" data-value={sku.stock}>
         {arrow("stock")}
         {sku.stock.toLocaleString()}
+      </td>
+      <td className="c-num c-qty" data-testid="reserved" data-value={sku.reserved}>
+        {sku.reserved.toLocaleString()}
+      </td>
+      <td className={`c-num c-avail ${cls("available")}`} key={key("available")} data-testid="available" data-value={sku.available}>
+        {arrow("available")}
+        <Available sku={sku} />
         {state && <span className={`badge ${state}`}>{state === "out" ? "out" : "low"}</span>}
       </td>
-      <td className="c-num">{sku.low_stock_threshold}</td>
+      <td className="c-num c-qty">{sku.low_stock_threshold}</td>
       <td className="c-time">
         <time dateTime={sku.updated_at}>{formatTime(sku.updated_at)}</time>
       </td>
     </tr>
+  );
+}
+
+/** `available`, marked when negative: more is held than a physical count
+ * found, so some holds cannot all be filled. */
+export function Available({ sku }: { sku: Sku }) {
+  if (sku.available >= 0) return <>{sku.available.toLocaleString()}</>;
+  const short = -sku.available;
+  return (
+    <span className="negative" title={`${short.toLocaleString()} more held than in stock`}>
+      <span aria-hidden="true">⚠ </span>
+      {sku.available.toLocaleString()}
+      <span className="sr-only"> ({short.toLocaleString()} more held than in stock)</span>
+    </span>
   );
 }
 

@@ -1,12 +1,14 @@
 import { useEffect, useMemo, useState, type FormEvent, type ReactNode } from "react";
 import { api, Problem } from "../api";
 import { dispatch, useLive } from "../store";
-import { extendHistory, isBelow } from "../state";
+import { extendHistory, stockState } from "../state";
 import { formatMoney, minorDigits } from "../money";
 import { navigate } from "../router";
 import type { HistoryPoint, Session, Sku } from "../types";
 import { Chart } from "./Chart";
-import { formatTime } from "./Catalog";
+import { Available, formatTime } from "./Catalog";
+import { Holds } from "./Holds";
+import { Changes } from "./Changes";
 
 export function SkuDetail({ code, session, admin }: { code: string; session: Session; admin: boolean }) {
   const sku = useLive((s) => s.skus.get(code));
@@ -77,6 +79,7 @@ export function SkuDetail({ code, session, admin }: { code: string; session: Ses
   }
   const money = (v: number) => formatMoney(v.toFixed(minorDigits(sku.currency)), sku.currency);
   const guard = sku.price_guard;
+  const state = stockState(sku);
   return (
     <section className="detail" aria-labelledby="detail-title">
       {back}
@@ -87,9 +90,15 @@ export function SkuDetail({ code, session, admin }: { code: string; session: Ses
         <Fact label="Price" testid="detail-price">
           {formatMoney(sku.price, sku.currency)}
         </Fact>
-        <Fact label="Stock" testid="detail-stock">
+        <Fact label="Stock" testid="detail-stock" value={sku.stock}>
           {sku.stock.toLocaleString()}
-          {sku.stock === 0 ? <span className="badge out">out</span> : isBelow(sku) && <span className="badge below">low</span>}
+        </Fact>
+        <Fact label="Reserved" testid="detail-reserved" value={sku.reserved}>
+          {sku.reserved.toLocaleString()}
+        </Fact>
+        <Fact label="Available" testid="detail-available" value={sku.available}>
+          <Available sku={sku} />
+          {state && <span className={`badge ${state}`}>{state === "out" ? "out" : "low"}</span>}
         </Fact>
         <Fact label="Low-stock threshold">{sku.low_stock_threshold}</Fact>
         <Fact label="Price guard">
@@ -102,6 +111,10 @@ export function SkuDetail({ code, session, admin }: { code: string; session: Ses
           <time dateTime={sku.updated_at}>{formatTime(sku.updated_at)}</time>
         </Fact>
       </dl>
+      <div className="panels">
+        <Holds key={sku.sku} code={sku.sku} token={session.token} reserved={sku.reserved} />
+        <Changes events={events} code={sku.sku} currency={sku.currency} />
+      </div>
       <div className="charts">
         {series ? (
           <>
@@ -125,11 +138,24 @@ export function SkuDetail({ code, session, admin }: { code: string; session: Ses
   );
 }
 
-function Fact({ label, children, testid }: { label: string; children: ReactNode; testid?: string }) {
+function Fact({
+  label,
+  children,
+  testid,
+  value,
+}: {
+  label: string;
+  children: ReactNode;
+  testid?: string;
+  /** The raw number, for tests that should not parse formatted text. */
+  value?: number;
+}) {
   return (
     <div>
       <dt>{label}</dt>
-      <dd data-testid={testid}>{children}</dd>
+      <dd data-testid={testid} data-value={value}>
+        {children}
+      </dd>
     </div>
   );
 }
