@@ -16,6 +16,7 @@
 //! are kept in preallocated vectors and joined after the run, so the
 //! receivers do no per-message work beyond finding `"event_id":`.
 
+mod holds;
 mod procstat;
 
 use std::collections::HashMap;
@@ -57,6 +58,13 @@ enum Mode {
     /// the same machine's) to its arrival; every socket's event ids are
     /// checked for gaps, repeats and disorder.
     Watch,
+    /// Checkout holds (issue 17): `--writers` loops of create a hold, then
+    /// commit, release or let it expire (`--commit-share`,
+    /// `--release-share`, `--hold-ttl-secs`), with a share of plain sales
+    /// (`--sale-share`); one socket checks every pushed `available`, and
+    /// the SKUs are read back afterwards (no oversell: stock fell by what
+    /// was sold, nothing left reserved).
+    Holds,
 }
 
 /// Load generator for skuwatch (public API only). Prints a JSON report.
@@ -135,6 +143,18 @@ struct Args {
     /// History mode: `limit` of each chart.
     #[arg(long, default_value_t = 500)]
     limit: usize,
+    /// Holds mode: each hold's `ttl_secs`.
+    #[arg(long, default_value_t = 2)]
+    hold_ttl_secs: i64,
+    /// Holds mode: share of holds committed (the rest are released or expire).
+    #[arg(long, default_value_t = 0.5)]
+    commit_share: f64,
+    /// Holds mode: share of holds released by the client.
+    #[arg(long, default_value_t = 0.2)]
+    release_share: f64,
+    /// Holds mode: share of loop turns that are a plain sale instead.
+    #[arg(long, default_value_t = 0.1)]
+    sale_share: f64,
     /// Connections opened at once (idle mode and WebSocket set-up).
     #[arg(long, default_value_t = 200)]
     connect_parallel: usize,
@@ -245,6 +265,7 @@ async fn run(args: Args) -> Result<Value, Error> {
         Mode::Import => import(&args, &shared).await,
         Mode::History => history(&args, &shared).await,
         Mode::Watch => watch_only(&args, &shared).await,
+        Mode::Holds => holds::holds(&args, &shared).await,
     }
 }
 
@@ -382,6 +403,8 @@ struct Received {
     other: u64,
     /// Lowest `"stock":` seen (hot mode's never-negative check).
     min_stock: Option<i64>,
+    /// Lowest `"available":` seen (holds mode), with `check_stock`.
+    min_available: Option<i64>,
     closed_by_server: Option<String>,
 }
 
@@ -507,6 +530,9 @@ async fn watcher(
                             // Hot mode's checker: the SKU state's stock.
                             if let Some(stock) = find_int(bytes, b"\"stock\":") {
                                 got.min_stock = Some(got.min_stock.map_or(stock, |m| m.min(stock)));
+                            }
+                            if let Some(n) = find_int(bytes, b"\"available\":") {
+                                got.min_available = Some(got.min_available.map_or(n, |m| m.min(n)));
                             }
                         }
                     } else {
