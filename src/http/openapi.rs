@@ -522,9 +522,12 @@ pub struct TokenResponse {
 #[schema(as = Role)]
 #[serde(rename_all = "lowercase")]
 #[allow(dead_code)]
+/// `admin`: everything; `viewer`: read-only; `checkout`: the holds
+/// routes only (issue 17).
 pub enum RoleDoc {
     Admin,
     Viewer,
+    Checkout,
 }
 
 /// A user (never the password hash).
