@@ -367,8 +367,10 @@ impl std::fmt::Debug for UserRecord {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Summary {
     pub skus: i64,
-    /// SKUs whose stock is below their low-stock threshold.
+    /// SKUs whose `available` (stock less what holds keep) is below their
+    /// low-stock threshold.
     pub below_threshold: i64,
+    /// SKUs whose `available` is 0 or less.
     pub out_of_stock: i64,
     /// Open (not acknowledged, not resolved) alerts per kind; every kind is
     /// present, 0 when none is open.

@@ -521,8 +521,23 @@ both_backends!(
             .count();
         assert_eq!(expired, 10, "each hold expired once");
 
-        // The creating instance goes away; its hold expires all the same.
-        let (_, orphan) = hold(&first, json!([{ "sku": "TWO", "quantity": 3 }]), 1).await;
+        // The creating instance is killed (SIGKILL, a process of its
+        // own); its hold expires all the same.
+        let mut doomed = crate::observability::Binary::spawn(&first.db.url, &[]).await;
+        let token = login(&doomed.base, "admin", crate::helpers::ADMIN_PASSWORD).await;
+        let doomed_client = client_with(&token);
+        let orphan: Value = doomed_client
+            .post(format!("{}/api/v1/holds", doomed.base))
+            .json(&json!({ "lines": [{ "sku": "TWO", "quantity": 3 }], "ttl_secs": 1 }))
+            .send()
+            .await
+            .expect("hold on the doomed instance")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(orphan["status"], "active", "{orphan}");
+        doomed.kill().await;
+        // And the first instance restarts: its long hold survives.
         let first = first.restart(|_| {}).await;
         drop(first);
         eventually(Duration::from_secs(10), "the orphan expired", || async {
@@ -532,6 +547,12 @@ both_backends!(
                 == "expired"
         })
         .await;
+        let expired = reasons(&second, "TWO", "reserved")
+            .await
+            .into_iter()
+            .filter(|r| r == "hold_expired")
+            .count();
+        assert_eq!(expired, 11, "the orphan expired once too");
         // The long hold survived the restart and still commits.
         let kept_id = kept["id"].as_str().expect("id");
         let now = second.get_json(&format!("/api/v1/holds/{kept_id}")).await;

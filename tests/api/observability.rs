@@ -21,15 +21,15 @@ use crate::helpers::{
 };
 
 /// `skuwatch serve` in a process of its own, on a random port.
-struct Binary {
+pub(crate) struct Binary {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     addr: String,
 }
 
 impl Binary {
     /// `skuwatch migrate`, then `skuwatch serve`: the two steps of a start.
-    async fn spawn(database_url: &str, env: &[(&str, &str)]) -> Self {
+    pub(crate) async fn spawn(database_url: &str, env: &[(&str, &str)]) -> Self {
         let migrated = Command::new(env!("CARGO_BIN_EXE_skuwatch"))
             .arg("migrate")
             .env("DATABASE_URL", database_url)
@@ -91,6 +91,11 @@ impl Binary {
             .await
             .expect("ws")
             .0
+    }
+
+    /// SIGKILL: the process ends at once, nothing of it runs any more.
+    pub(crate) async fn kill(&mut self) {
+        self.child.kill().await.expect("kill");
     }
 
     fn terminate(&self) {
