@@ -1,6 +1,7 @@
 //! Domain types: validated once at the edge, then trusted everywhere.
 
 mod alerts;
+mod forecast;
 mod hold;
 mod money;
 mod sku;
@@ -10,6 +11,11 @@ mod time;
 pub use alerts::{
     evaluate as evaluate_alerts, guard_violation, recovery_level, Alert, AlertAction, AlertKind,
     AlertStatus,
+};
+pub use forecast::{
+    explain as explain_forecast, forecast, forecast_alert, forecast_resolve_level, AlertRule,
+    Forecast, ForecastTransition, RateParams, SaleKind, SalesRate, Tenths, UnitsPerDay, DAY_US,
+    MIN_HISTORY_US,
 };
 pub use hold::{
     decide_hold, Hold, HoldAction, HoldDecision, HoldId, HoldLine, HoldShortfall, HoldStatus,
