@@ -12,11 +12,15 @@
 //!
 //! Why the sweeper commits through the store and not through SKU actors
 //! (ARCHITECTURE.md says actor timers only make expiry prompt): a round
-//! expires many holds of many SKUs in one group transaction, and a
-//! passivated SKU does not need its actor started to lose a hold. The
-//! write path is the same [`SkuStore::commit`] the actors use; the changes
-//! reach the actors' caches and the sessions through the bus, like any
-//! other instance's writes. A poll every `SKUWATCH_HOLD_SWEEP_MS` (200 ms)
+//! expires many holds of many SKUs in one transaction, and a passivated
+//! SKU does not need its actor started to lose a hold. The transaction is
+//! the one every write runs (`src/store/sql/write.rs`, the same planner),
+//! taken outside the group-commit queue so that it can skip rows another
+//! transaction keeps locked: an operator's `BEGIN; UPDATE skus ...` left
+//! open in psql delays only the holds of that SKU, never the others nor,
+//! through the rows a waiting sweep would hold, the API's writes. The
+//! changes reach the actors' caches and the sessions through the bus, like
+//! any other instance's writes. A poll every `SKUWATCH_HOLD_SWEEP_MS` (200 ms)
 //! on an index of the active holds' expiry makes expiry prompt without a
 //! timer per actor.
 
@@ -24,8 +28,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skuwatch_actors::bus::EventBus;
-use skuwatch_actors::domain::{Committed, HoldAction, WriteMeta};
-use skuwatch_actors::store::{Prunable, SkuStore, WriteJob, WriteOutcome};
+use skuwatch_actors::domain::Committed;
+use skuwatch_actors::store::{Prunable, SkuStore, WriteOutcome};
 use tokio_util::sync::CancellationToken;
 
 use crate::http::AppState;
@@ -57,7 +61,12 @@ pub fn spawn(state: &AppState, shutdown: CancellationToken) {
             }
             loop {
                 match sweep(store.as_ref(), bus.as_ref()).await {
-                    Ok(n) if n == ROUND as usize && !shutdown.is_cancelled() => continue,
+                    // A full round that got somewhere: more may be due.
+                    Ok((due, expired))
+                        if due == ROUND as usize && expired > 0 && !shutdown.is_cancelled() =>
+                    {
+                        continue
+                    }
                     Ok(_) => break,
                     Err(error) => {
                         tracing::warn!(%error, "hold sweep failed; retried at the next tick");
@@ -80,31 +89,22 @@ pub fn spawn(state: &AppState, shutdown: CancellationToken) {
     });
 }
 
-/// One round: expires up to [`ROUND`] due holds in one commit call and
-/// publishes their changes. Returns how many holds were due.
+/// One round: expires up to [`ROUND`] due holds in one transaction
+/// ([`SkuStore::expire_holds`]: holds whose rows another transaction keeps
+/// locked are skipped, for a later round) and publishes their changes.
+/// Returns how many holds were due and how many this round expired.
 pub async fn sweep(
     store: &dyn SkuStore,
     bus: &dyn EventBus,
-) -> Result<usize, skuwatch_actors::store::StoreError> {
+) -> Result<(usize, usize), skuwatch_actors::store::StoreError> {
     let due = store.due_holds(ROUND).await?;
     if due.is_empty() {
-        return Ok(0);
+        return Ok((0, 0));
     }
     let count = due.len();
-    let jobs = due
-        .into_iter()
-        .map(|id| WriteJob::Hold {
-            action: HoldAction::Expire { id },
-            meta: WriteMeta {
-                reason: None,
-                actor: Some("skuwatch".into()),
-                if_match: None,
-            },
-            idempotency: None,
-        })
-        .collect();
     let mut changes: Vec<Arc<Committed>> = Vec::new();
-    for outcome in store.commit(jobs).await {
+    let mut expired = 0;
+    for outcome in store.expire_holds(due).await {
         match outcome {
             Ok(WriteOutcome::Held {
                 hold,
@@ -114,6 +114,7 @@ pub async fn sweep(
                     let lag = (ended.0 - hold.expires_at.0).max(0) as f64 / 1e6;
                     ::metrics::histogram!(metrics::HOLD_EXPIRY_LAG).record(lag);
                 }
+                expired += 1;
                 changes.extend(done.into_iter().map(Arc::new));
             }
             // Ended meanwhile (a commit or release won, or another
@@ -125,7 +126,7 @@ pub async fn sweep(
     if !changes.is_empty() {
         bus.publish(&changes);
     }
-    Ok(count)
+    Ok((count, expired))
 }
 
 /// Deletes what is past its retention; a failure is logged and retried

@@ -504,6 +504,7 @@ pub fn decide_batch(
                 reserved: current.get(&line.sku).map_or(0, |row| row.reserved),
                 delta: next,
                 line: Some(i),
+                held_line: None,
             }),
             Err(DomainError::StockOverflow(sku)) => {
                 rejection.get_or_insert(DomainError::Invalid {

@@ -264,6 +264,21 @@ pub struct AdjustmentLine {
     pub delta: i64,
 }
 
+/// The sweeper's jobs: an expiry of each hold, by the server.
+pub fn expire_jobs(ids: Vec<HoldId>) -> Vec<WriteJob> {
+    ids.into_iter()
+        .map(|id| WriteJob::Hold {
+            action: HoldAction::Expire { id },
+            meta: WriteMeta {
+                reason: None,
+                actor: Some("skuwatch".into()),
+                if_match: None,
+            },
+            idempotency: None,
+        })
+        .collect()
+}
+
 /// Filters for the hold list (API.md v1 additions, `GET /holds`), in id
 /// (so creation) order.
 #[derive(Debug, Clone, Default)]
@@ -535,6 +550,15 @@ pub trait SkuStore: Send + Sync + 'static {
     /// answers it).
     async fn due_holds(&self, _limit: i64) -> Result<Vec<HoldId>, StoreError> {
         Ok(Vec::new())
+    }
+
+    /// Expires the holds `ids` (the sweeper's round: [`expire_jobs`]),
+    /// one outcome per hold. A hold not yet due or already ended is left
+    /// as it is. A store may skip a hold whose rows another transaction
+    /// holds (the SQL store does, on PostgreSQL), leaving it for a later
+    /// round, so one locked row delays no other hold.
+    async fn expire_holds(&self, ids: Vec<HoldId>) -> Vec<Result<WriteOutcome, StoreError>> {
+        self.commit(expire_jobs(ids)).await
     }
 
     /// Active holds in all (the `skuwatch_holds_active` gauge).

@@ -257,6 +257,12 @@ impl ApiError {
     }
 
     fn with_extra(mut self, key: &'static str, value: Value) -> Self {
+        // RFC 9457 §3.1 members keep their meaning: an extension never
+        // overwrites them (a hold's status went out as `status` once).
+        debug_assert!(
+            !["type", "title", "status", "detail", "instance", "errors"].contains(&key),
+            "problem extension {key} shadows a standard member"
+        );
         self.0.extra.push((key, value));
         self
     }
@@ -377,10 +383,21 @@ impl From<DomainError> for ApiError {
                 let errors = lacking
                     .iter()
                     .map(|s| {
+                        let field = match (s.line, s.held_line) {
+                            (Some(i), _) => format!("adjustments[{i}].delta"),
+                            (None, Some(i)) => format!("lines[{i}].quantity"),
+                            (None, None) => "delta".to_owned(),
+                        };
                         FieldError::new(
-                            s.line
-                                .map_or("delta".to_owned(), |i| format!("adjustments[{i}].delta")),
-                            if s.reserved > 0 {
+                            field,
+                            if s.held_line.is_some() {
+                                format!(
+                                    "SKU {} has {} in stock, fewer than the {} this hold \
+                                     keeps (a count since): release the hold, or restock \
+                                     and commit again",
+                                    s.sku, s.stock, -s.delta
+                                )
+                            } else if s.reserved > 0 {
                                 format!(
                                     "SKU {} has {} in stock, {} of them held; {} would take \
                                      it below the held units",
@@ -430,7 +447,9 @@ impl From<DomainError> for ApiError {
             DomainError::HoldNotActive {
                 status, event_ids, ..
             } => Self::new(ProblemKind::HoldNotActive, detail)
-                .with_extra("status", json!(status))
+                // Not `status`: RFC 9457 §3.1.3 keeps that member for the
+                // HTTP status code.
+                .with_extra("hold_status", json!(status))
                 .with_extra("event_ids", json!(event_ids)),
             DomainError::CurrencyMismatch { .. } => Self::field("currency", detail),
             DomainError::StockOverflow(_) => Self::field("delta", detail),

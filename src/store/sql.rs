@@ -392,11 +392,15 @@ impl SqlStore {
         &self.read
     }
 
-    fn for_update(&self) -> &'static str {
-        match self.backend {
-            Backend::Postgres => " FOR UPDATE",
-            // The single writer connection already excludes other writers.
-            Backend::Sqlite => "",
+    /// The row-lock clause of a SELECT that locks: waiting for a row
+    /// another transaction holds, or skipping it (PostgreSQL `SKIP
+    /// LOCKED`). SQLite has none: its one writer connection already
+    /// excludes other writers.
+    fn lock_clause(&self, locking: write::Locking) -> &'static str {
+        match (self.backend, locking) {
+            (Backend::Postgres, write::Locking::Wait) => " FOR UPDATE",
+            (Backend::Postgres, write::Locking::SkipLocked) => " FOR UPDATE SKIP LOCKED",
+            (Backend::Sqlite, _) => "",
         }
     }
 
@@ -751,6 +755,15 @@ impl SkuStore for SqlStore {
 
     async fn due_holds(&self, limit: i64) -> Result<Vec<HoldId>, StoreError> {
         holds::due(self, limit).await
+    }
+
+    async fn expire_holds(&self, ids: Vec<HoldId>) -> Vec<Result<WriteOutcome, StoreError>> {
+        let jobs = skuwatch_actors::store::expire_jobs(ids);
+        let refs: Vec<&WriteJob> = jobs.iter().collect();
+        match write::transaction_with(self, &refs, write::Locking::SkipLocked).await {
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            Err(e) => jobs.iter().map(|_| Err(e.clone())).collect(),
+        }
     }
 
     async fn count_active_holds(&self) -> Result<i64, StoreError> {

@@ -200,7 +200,11 @@ both_backends!(
             let (status, again) = act(&app, &id, action, None).await;
             assert_eq!(status, 409, "{again}");
             assert_eq!(again["type"], "hold_not_active");
-            assert_eq!(again["status"], "committed");
+            assert_eq!(again["hold_status"], "committed");
+            assert_eq!(
+                again["status"], 409,
+                "the problem's own status stays the code"
+            );
             assert_eq!(again["event_ids"].as_array(), Some(&event_ids));
         }
         assert_eq!(reserved_in_db(&app, "MUG-01").await, (0, 0));
@@ -465,7 +469,7 @@ both_backends!(
             let (status, body) = task.await.expect("task");
             match status {
                 200 => committed += 1,
-                409 => assert_eq!(body["status"], "expired", "{body}"),
+                409 => assert_eq!(body["hold_status"], "expired", "{body}"),
                 other => panic!("{other}: {body}"),
             }
         }
@@ -584,6 +588,14 @@ both_backends!(
         assert_eq!(below["items"][0]["sku"], "CNT", "{below}");
         let summary = app.get_json("/api/v1/summary").await;
         assert_eq!(summary["out_of_stock"], 1, "{summary}");
+        // The count left 2 of the 5 held: the sale cannot happen as held.
+        let id = held["id"].as_str().expect("id");
+        let (status, short) = act(&app, id, "commit", None).await;
+        assert_eq!(status, 409, "{short}");
+        assert_eq!(short["type"], "insufficient_stock");
+        assert_eq!(short["errors"][0]["field"], "lines[0].quantity", "{short}");
+        let still = app.get_json(&format!("/api/v1/holds/{id}")).await;
+        assert_eq!(still["status"], "active", "the hold stays: {still}");
 
         // An external writer may count stock, never touch `reserved`.
         sqlx::any::install_default_drivers();
@@ -613,3 +625,51 @@ both_backends!(
         assert_eq!(external["new"], 30);
     }
 );
+
+/// An operator's `BEGIN; UPDATE skus ...` left open in psql locks one
+/// SKU's row: the holds of the other SKUs still expire on time, and sales
+/// of them go through; that SKU's hold expires once the row is free
+/// (PostgreSQL: SQLite's one writer lock stops every writer alike).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_row_locked_in_psql_delays_only_its_own_holds() {
+    // Waits held up by the lock fail after 2 s instead of 10 (a 503).
+    let app = TestApp::spawn_with(crate::helpers::Backend::Postgres, |s| {
+        s.db_lock_timeout_ms = 2_000
+    })
+    .await;
+    for code in ["LK-0", "LK-1", "LK-2"] {
+        app.create_sku(code, "GBP", "1.00", 10).await;
+    }
+    let mut ids = Vec::new();
+    for code in ["LK-0", "LK-1", "LK-2"] {
+        let (status, held) = hold(&app, json!([{ "sku": code, "quantity": 1 }]), 1).await;
+        assert_eq!(status, 201, "{held}");
+        ids.push(held["id"].as_str().expect("id").to_owned());
+    }
+    sqlx::any::install_default_drivers();
+    let mut psql = sqlx::AnyConnection::connect(&app.db.url)
+        .await
+        .expect("external");
+    psql.execute("BEGIN").await.expect("begin");
+    psql.execute("UPDATE skus SET stock = stock + 1 WHERE sku = 'LK-1'")
+        .await
+        .expect("lock LK-1");
+    let status_of = |i: usize| {
+        let path = format!("/api/v1/holds/{}", ids[i]);
+        let app = &app;
+        async move { app.get_json(&path).await["status"].clone() }
+    };
+    eventually(Duration::from_secs(2), "LK-0 and LK-2 expired", || async {
+        status_of(0).await == "expired" && status_of(2).await == "expired"
+    })
+    .await;
+    assert_eq!(status_of(1).await, "active", "LK-1's row is still locked");
+    let (status, body) = app.adjust("LK-0", -1).await;
+    assert_eq!(status, 200, "a sale of another SKU goes through: {body}");
+    psql.execute("COMMIT").await.expect("commit");
+    eventually(Duration::from_secs(5), "LK-1 expired", || async {
+        status_of(1).await == "expired"
+    })
+    .await;
+    assert_eq!(quantities(&app, "LK-1").await, (11, 0, 11));
+}

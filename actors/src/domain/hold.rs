@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::sku::{Change, DomainError, Field, Sku};
+use super::sku::{Change, DomainError, Field, Shortfall, Sku};
 use super::{Micros, SkuCode};
 
 /// A hold's id: a UUID (version 7, so ids sort by creation time) as text.
@@ -235,6 +235,31 @@ pub fn decide_hold(
         HoldAction::Expire { .. } => (HoldStatus::Expired, "hold_expired"),
         HoldAction::Commit { .. } => (HoldStatus::Committed, "hold_committed"),
     };
+    if end == HoldStatus::Committed {
+        // Held units are sold as they are: a count that left fewer in
+        // stock than the hold keeps makes the sale impossible, and
+        // recording a smaller one would tell the shop it sold units that
+        // are not there. Refused; the hold stays active.
+        let short: Vec<Shortfall> = stored
+            .lines
+            .iter()
+            .enumerate()
+            .filter_map(|(i, line)| {
+                let sku = skus.get(&line.sku)?;
+                (sku.stock < line.quantity).then(|| Shortfall {
+                    sku: line.sku.clone(),
+                    stock: sku.stock,
+                    reserved: sku.reserved,
+                    delta: -line.quantity,
+                    line: None,
+                    held_line: Some(i),
+                })
+            })
+            .collect();
+        if !short.is_empty() {
+            return Err(DomainError::InsufficientStock(short));
+        }
+    }
     let mut changes = Vec::new();
     for line in &stored.lines {
         let current = skus
@@ -326,8 +351,8 @@ fn create(
 
 /// One change of `stock` or `reserved` by `delta` (quantities the store
 /// already holds, so the sums cannot leave the 64-bit range: a hold's
-/// quantities are part of `reserved`, and `reserved <= stock` held when
-/// they were taken, or `stock` was set since; saturating regardless).
+/// quantities are part of `reserved`, and a commit checks first that the
+/// stock covers them; saturating regardless).
 fn step(
     current: &Sku,
     now: Micros,
@@ -344,8 +369,6 @@ fn step(
         _ => &mut state.reserved,
     };
     let old = *slot;
-    // A physical count may have put stock below what a commit sells: it
-    // stops at 0, like the count said.
     *slot = old.saturating_add(delta).max(0);
     let new = *slot;
     Change {
@@ -570,23 +593,27 @@ mod tests {
     }
 
     #[test]
-    fn a_count_below_the_held_units_leaves_available_negative_and_a_commit_stops_at_zero() {
-        let mut skus = rows(&[sku("A", 5, 0)]);
-        let hold = held(&mut skus, &[("A", 4)]);
+    fn a_count_below_the_held_units_leaves_available_negative_and_refuses_the_commit() {
+        let mut skus = rows(&[sku("A", 5, 0), sku("B", 5, 0)]);
+        let hold = held(&mut skus, &[("B", 1), ("A", 4)]);
         skus.get_mut(&code("A")).unwrap().stock = 1;
         assert_eq!(skus[&code("A")].available(), -3);
-        decide_hold(
-            &HoldAction::Commit {
-                id: hold.id.clone(),
-            },
-            Some(&hold),
-            &mut skus,
-            None,
-            Micros(1),
-            Micros(1),
-        )
-        .unwrap();
+        let commit = HoldAction::Commit {
+            id: hold.id.clone(),
+        };
+        let refused = decide_hold(&commit, Some(&hold), &mut skus, None, Micros(1), Micros(1));
+        let Err(DomainError::InsufficientStock(short)) = refused else {
+            panic!("{refused:?}");
+        };
+        assert_eq!(short.len(), 1);
+        assert_eq!((short[0].stock, short[0].held_line), (1, Some(1)));
+        assert_eq!(skus[&code("B")].reserved, 1, "nothing of the hold changed");
+        // Released instead, every unit goes back.
+        let release = HoldAction::Release {
+            id: hold.id.clone(),
+        };
+        decide_hold(&release, Some(&hold), &mut skus, None, Micros(1), Micros(1)).unwrap();
         let a = &skus[&code("A")];
-        assert_eq!((a.stock, a.reserved), (0, 0));
+        assert_eq!((a.stock, a.reserved, a.available()), (1, 0, 1));
     }
 }

@@ -508,6 +508,10 @@ pub struct Shortfall {
     /// In a batch, the index of the line that went below 0.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<usize>,
+    /// In a hold's commit, the index of the hold's line whose quantity
+    /// the stock no longer covers (a count left fewer units than held).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_line: Option<usize>,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -711,6 +715,7 @@ fn decide_one(
                     reserved: current.reserved,
                     delta: *delta,
                     line: None,
+                    held_line: None,
                 }]));
             }
             state.stock = stock;

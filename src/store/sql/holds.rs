@@ -11,6 +11,7 @@ use skuwatch_actors::store::{HoldQuery, Prunable, StoreError};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::write::Locking;
 use super::{corrupt, db_error, placeholders, SqlStore, Tx};
 use crate::store::Backend;
 
@@ -63,6 +64,7 @@ pub(super) async fn lock(
     store: &SqlStore,
     tx: &mut Tx,
     ids: &BTreeSet<&HoldId>,
+    locking: Locking,
 ) -> Result<BTreeMap<HoldId, Hold>, StoreError> {
     let mut rows = BTreeMap::new();
     if ids.is_empty() {
@@ -71,7 +73,7 @@ pub(super) async fn lock(
     let sql = format!(
         "SELECT {HOLD_COLUMNS} FROM holds WHERE id IN ({}) ORDER BY id{}",
         placeholders(1, ids.len()),
-        store.for_update()
+        store.lock_clause(locking)
     );
     let mut query = sqlx::query(&sql);
     for id in ids {
@@ -175,10 +177,9 @@ pub(super) async fn list(store: &SqlStore, query: &HoldQuery) -> Result<Vec<Hold
             " AND id IN (SELECT hold_id FROM hold_lines WHERE sku = {p})"
         ));
     }
-    sql.push_str(&format!(
-        " ORDER BY id LIMIT {}",
-        query.limit.clamp(1, 1000)
-    ));
+    // The caller asks for one more than a page to tell whether another
+    // follows: no cap here (the HTTP layer bounds `limit`).
+    sql.push_str(&format!(" ORDER BY id LIMIT {}", query.limit.max(1)));
     let mut select = sqlx::query(&sql);
     for value in binds {
         select = select.bind(value);

@@ -46,14 +46,39 @@ const ATTEMPTS: usize = 3;
 /// Runs `jobs` as one transaction and answers one outcome per job, in
 /// order. `Err` when the transaction failed as a whole (nothing of it was
 /// kept, except after a failed COMMIT: [`StoreError::OutcomeUnknown`]).
-#[tracing::instrument(level = "debug", skip_all, fields(jobs = jobs.len()))]
 pub(super) async fn transaction(
     store: &SqlStore,
     jobs: &[&WriteJob],
 ) -> Result<Vec<WriteOutcome>, StoreError> {
+    transaction_with(store, jobs, Locking::Wait).await
+}
+
+/// How a transaction takes the rows it locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Locking {
+    /// Waits for a row another transaction holds (up to the lock timeout):
+    /// every write of a client.
+    Wait,
+    /// Skips such rows, as if they were absent (PostgreSQL `SKIP LOCKED`):
+    /// the hold sweeper's expiries, so that one SKU row an operator keeps
+    /// locked in `psql` holds back neither the other holds' expiry nor,
+    /// through the rows the sweep would hold meanwhile, the API's writes
+    /// of other SKUs. A hold whose row or SKU rows were skipped is left
+    /// for a later round ([`skuwatch_actors::domain::decide_hold`] finds
+    /// no hold, or no SKU, and changes nothing).
+    SkipLocked,
+}
+
+/// [`transaction`] with a choice of [`Locking`].
+#[tracing::instrument(level = "debug", skip_all, fields(jobs = jobs.len()))]
+pub(super) async fn transaction_with(
+    store: &SqlStore,
+    jobs: &[&WriteJob],
+    locking: Locking,
+) -> Result<Vec<WriteOutcome>, StoreError> {
     for _ in 0..ATTEMPTS {
         let mut tx = store.begin().await?;
-        let Some((outcomes, keep)) = prepare(store, &mut tx, jobs).await? else {
+        let Some((outcomes, keep)) = prepare(store, &mut tx, jobs, locking).await? else {
             tx.rollback().await.map_err(db_error)?;
             continue;
         };
@@ -80,6 +105,7 @@ async fn prepare(
     store: &SqlStore,
     tx: &mut Tx,
     jobs: &[&WriteJob],
+    locking: Locking,
 ) -> Result<Option<(Vec<WriteOutcome>, bool)>, StoreError> {
     let claimed_at = Micros::now();
     let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; jobs.len()];
@@ -105,7 +131,7 @@ async fn prepare(
     {
         holds.clock = super::holds::clock(store, tx).await?;
         let ids: BTreeSet<&HoldId> = live_jobs.iter().filter_map(|j| j.stored_hold()).collect();
-        holds.rows = super::holds::lock(store, tx, &ids).await?;
+        holds.rows = super::holds::lock(store, tx, &ids, locking).await?;
     }
     let held: Vec<SkuCode> = holds
         .rows
@@ -117,7 +143,7 @@ async fn prepare(
         .flat_map(|job| job.skus())
         .chain(&held)
         .collect();
-    let rows = lock_rows(store, tx, &codes).await?;
+    let rows = lock_rows_with(store, tx, &codes, locking).await?;
     // Read the time once the rows are ours, and never before a locked
     // row's last change (a clock stepped back, or another instance's clock
     // ahead of ours): per SKU, `at` follows `version`, which the history's
@@ -301,6 +327,16 @@ pub(super) async fn lock_rows(
     tx: &mut Tx,
     codes: &BTreeSet<&SkuCode>,
 ) -> Result<BTreeMap<SkuCode, Sku>, StoreError> {
+    lock_rows_with(store, tx, codes, Locking::Wait).await
+}
+
+/// [`lock_rows`], skipping rows others hold with [`Locking::SkipLocked`].
+async fn lock_rows_with(
+    store: &SqlStore,
+    tx: &mut Tx,
+    codes: &BTreeSet<&SkuCode>,
+    locking: Locking,
+) -> Result<BTreeMap<SkuCode, Sku>, StoreError> {
     let mut rows = BTreeMap::new();
     if codes.is_empty() {
         return Ok(rows);
@@ -308,7 +344,7 @@ pub(super) async fn lock_rows(
     let sql = format!(
         "SELECT {SKU_COLUMNS} FROM skus WHERE sku IN ({}) ORDER BY sku{}",
         placeholders(1, padded(codes.len())),
-        store.for_update()
+        store.lock_clause(locking)
     );
     let query = bind_codes(sqlx::query(&sql), codes);
     for row in query.fetch_all(&mut **tx).await.map_err(db_error)? {
