@@ -399,7 +399,9 @@ impl SqlStore {
     fn lock_clause(&self, locking: write::Locking) -> &'static str {
         match (self.backend, locking) {
             (Backend::Postgres, write::Locking::Wait) => " FOR UPDATE",
-            (Backend::Postgres, write::Locking::SkipLocked) => " FOR UPDATE SKIP LOCKED",
+            (Backend::Postgres, write::Locking::SkipLocked | write::Locking::Probe) => {
+                " FOR UPDATE SKIP LOCKED"
+            }
             (Backend::Sqlite, _) => "",
         }
     }
@@ -761,7 +763,12 @@ impl SkuStore for SqlStore {
         let jobs = skuwatch_actors::store::expire_jobs(ids);
         let refs: Vec<&WriteJob> = jobs.iter().collect();
         match write::transaction_with(self, &refs, write::Locking::SkipLocked).await {
-            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            Ok(write::Ran::Done(outcomes)) => outcomes.into_iter().map(Ok).collect(),
+            // Only `Locking::Probe` reports blocked rows.
+            Ok(write::Ran::Blocked { .. }) => jobs
+                .iter()
+                .map(|_| Err(StoreError::Corrupt("a sweep reported blocked rows".into())))
+                .collect(),
             Err(e) => jobs.iter().map(|_| Err(e.clone())).collect(),
         }
     }

@@ -568,3 +568,58 @@ async fn a_server_refuses_a_pending_or_a_newer_schema() {
         assert!(refused.contains("newer than this build"), "{refused}");
     }
 }
+
+/// The same open transaction, while the API also writes the row it holds,
+/// in one group transaction with rows of other SKUs (a CSV import chunk is
+/// one call of the group commit): the other rows land at once; only the
+/// held row's write waits for the operator's COMMIT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_to_a_row_held_in_psql_waits_alone() {
+    // Long enough that a group waiting on the lock would not give up
+    // before the check below fails it.
+    let app = TestApp::spawn_with(Backend::Postgres, |s| s.db_lock_timeout_ms = 60_000).await;
+    let mut csv = String::from("sku,name,price,currency,stock\n");
+    for code in ["FREE-0", "FREE-1", "HELD-1", "FREE-2", "FREE-3"] {
+        app.create_sku(code, "GBP", "1.00", 10).await;
+        csv.push_str(&format!("{code},Item {code},1.00,GBP,99\n"));
+    }
+    let mut conn = external(&app).await;
+    exec(&mut conn, "BEGIN").await;
+    exec(&mut conn, "UPDATE skus SET stock = 3 WHERE sku = 'HELD-1'").await;
+    let import = {
+        let request = app
+            .client
+            .post(app.url("/api/v1/import"))
+            .header("content-type", "text/csv")
+            .body(csv);
+        tokio::spawn(async move {
+            let response = request.send().await.expect("import");
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.expect("json"),
+            )
+        })
+    };
+    // While HELD-1 stays locked, the rest of the chunk lands.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    for code in ["FREE-0", "FREE-1", "FREE-2", "FREE-3"] {
+        loop {
+            let (_, sku) = app.get_sku(code).await;
+            if sku["stock"] == 99 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{code} waited for the row held in psql: {sku}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(app.get_sku("HELD-1").await.1["stock"], 10, "still held");
+    exec(&mut conn, "COMMIT").await;
+    let (status, report) = import.await.expect("task");
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["updated"], 5, "{report}");
+    // The import's count came after the operator's: it is the stock now.
+    assert_eq!(app.get_sku("HELD-1").await.1["stock"], 99);
+}

@@ -7,7 +7,7 @@
 //! (a SKU actor's writes, a batch, a chunk of a CSV import) queues to a few
 //! committer tasks; each takes whatever is queued (up to [`MAX_GROUP`] jobs,
 //! never splitting a call), runs it as ONE transaction
-//! ([`super::write::transaction`]), commits once, and only then answers
+//! ([`super::write::transaction_with`]), commits once, and only then answers
 //! every caller. A call's jobs stay contiguous and in order in the group.
 //!
 //! The queue is bounded (`SKUWATCH_WRITE_QUEUE` calls): one more is refused
@@ -30,8 +30,9 @@ use skuwatch_actors::messages::Claim;
 use skuwatch_actors::store::{StoreError, WriteJob, WriteOutcome};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::write::transaction;
+use super::write::{split_blocked, transaction_with, Locking, Ran};
 use super::SqlStore;
+use crate::store::Backend;
 
 /// Most jobs in one transaction (a call is never split, so a larger call
 /// makes a larger group): bounds the statement size and the time the first
@@ -187,11 +188,46 @@ pub(super) async fn run(store: &SqlStore, jobs: &[&WriteJob]) -> Outcomes {
 }
 
 async fn run_one(store: &SqlStore, jobs: &[&WriteJob]) -> Outcomes {
+    // A group of more than one job on PostgreSQL locks without waiting
+    // first (`Locking::Probe`): a row another transaction holds then
+    // delays only the jobs that write it.
+    let locking = if jobs.len() > 1 && store.backend() == Backend::Postgres {
+        Locking::Probe
+    } else {
+        Locking::Wait
+    };
+    run_locking(store, jobs, locking).await
+}
+
+async fn run_locking(store: &SqlStore, jobs: &[&WriteJob], locking: Locking) -> Outcomes {
     let mut attempts = 0;
     loop {
         attempts += 1;
-        match transaction(store, jobs).await {
-            Ok(outcomes) => return outcomes.into_iter().map(Ok).collect(),
+        match transaction_with(store, jobs, locking).await {
+            Ok(Ran::Done(outcomes)) => return outcomes.into_iter().map(Ok).collect(),
+            Ok(Ran::Blocked { job_skus, blocked }) => {
+                let (clear, waiting) = split_blocked(&job_skus, blocked);
+                tracing::debug!(
+                    clear = clear.len(),
+                    waiting = waiting.len(),
+                    "rows locked by another transaction; the jobs clear of them go first"
+                );
+                let pick = |indices: &[usize]| indices.iter().map(|&i| jobs[i]).collect::<Vec<_>>();
+                let mut outcomes: Vec<Option<Result<WriteOutcome, StoreError>>> =
+                    (0..jobs.len()).map(|_| None).collect();
+                let first = Box::pin(run_one(store, &pick(&clear))).await;
+                for (i, outcome) in clear.iter().zip(first) {
+                    outcomes[*i] = Some(outcome);
+                }
+                let then = Box::pin(run_locking(store, &pick(&waiting), Locking::Wait)).await;
+                for (i, outcome) in waiting.iter().zip(then) {
+                    outcomes[*i] = Some(outcome);
+                }
+                return outcomes
+                    .into_iter()
+                    .map(|o| o.unwrap_or_else(|| Err(StoreError::Corrupt("a job lost".into()))))
+                    .collect();
+            }
             // The database aborted the transaction to resolve a conflict
             // (serialisation failure, deadlock): nothing was kept, run it
             // again.
@@ -204,7 +240,8 @@ async fn run_one(store: &SqlStore, jobs: &[&WriteJob]) -> Outcomes {
                 tracing::warn!(error = %e, writes = jobs.len(), "group write failed; retrying one by one");
                 let mut outcomes = Vec::with_capacity(jobs.len());
                 for job in jobs {
-                    outcomes.extend(Box::pin(run_one(store, std::slice::from_ref(job))).await);
+                    let one = std::slice::from_ref(job);
+                    outcomes.extend(Box::pin(run_locking(store, one, Locking::Wait)).await);
                 }
                 return outcomes;
             }

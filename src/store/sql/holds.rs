@@ -1,6 +1,6 @@
 //! The hold rows (issue 17): read and locked by the write transaction,
 //! written from its plan, listed, swept and pruned. Every change of a hold
-//! goes through [`super::write::transaction`]; nothing here changes
+//! goes through [`super::write::transaction_with`]; nothing here changes
 //! `skus`.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,13 +1,17 @@
 //! The write transaction: the one place a write reaches the database.
 //!
-//! [`transaction`] runs a list of [`WriteJob`]s (a single write is a job of
+//! [`transaction_with`] runs a list of [`WriteJob`]s (a single write is a job of
 //! one command, a batch one all-or-nothing job, a group many jobs from many
 //! callers) as ONE transaction:
 //! 1. claim the idempotency keys (in key order, so two instances cannot
 //!    deadlock on them); a key seen before answers its job at once;
-//! 2. lock the SKU rows of every job in one statement, in code order (the
-//!    order every writer uses, so groups cannot deadlock one another), and
-//!    read their active alerts;
+//! 2. lock the hold rows hold jobs read (by id), then the SKU rows of every
+//!    job in one statement, in code order (the order every writer uses,
+//!    so groups cannot deadlock one another), and read their active
+//!    alerts. A group of several jobs on PostgreSQL locks without waiting
+//!    ([`Locking::Probe`]): if another transaction holds one of the rows,
+//!    nothing is done and the group commit runs the jobs clear of it at
+//!    once, and waits only with the others;
 //! 3. call the planner ([`skuwatch_actors::plan::plan`]: `decide`, alert
 //!    rules, rows to write; pure) and execute its plan with set-based
 //!    statements: a multi-row INSERT for SKUs it creates, a multi-row
@@ -43,22 +47,35 @@ use crate::store::Backend;
 /// row; more is a safety margin, not an expected path.
 const ATTEMPTS: usize = 3;
 
-/// Runs `jobs` as one transaction and answers one outcome per job, in
-/// order. `Err` when the transaction failed as a whole (nothing of it was
-/// kept, except after a failed COMMIT: [`StoreError::OutcomeUnknown`]).
-pub(super) async fn transaction(
-    store: &SqlStore,
-    jobs: &[&WriteJob],
-) -> Result<Vec<WriteOutcome>, StoreError> {
-    transaction_with(store, jobs, Locking::Wait).await
+/// What a transaction did.
+#[derive(Debug)]
+pub(super) enum Ran {
+    /// Committed (or rolled back, nothing to keep): one outcome per job.
+    Done(Vec<WriteOutcome>),
+    /// With [`Locking::Probe`]: rows of `blocked` are locked by another
+    /// transaction, so nothing was done (rolled back). `job_skus[i]` is
+    /// every SKU job `i` writes (a hold's from its stored row).
+    Blocked {
+        job_skus: Vec<BTreeSet<SkuCode>>,
+        blocked: BTreeSet<SkuCode>,
+    },
 }
 
 /// How a transaction takes the rows it locks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Locking {
     /// Waits for a row another transaction holds (up to the lock timeout):
-    /// every write of a client.
+    /// a client's write that has to, and a group of one.
     Wait,
+    /// Locks the SKU rows without waiting, and when one another
+    /// transaction holds (an operator's `BEGIN; UPDATE skus ...` left open
+    /// in psql, or another committer's group) was skipped, rolls back
+    /// and says which ([`Ran::Blocked`]): the group commit then runs the
+    /// jobs clear of those rows at once and waits only with the others
+    /// (`group::run_one`). Without it, one write to such a row held every
+    /// write of its group, and the rows they had locked, until the lock
+    /// timeout. Hold rows are locked waiting (only the server writes them).
+    Probe,
     /// Skips such rows, as if they were absent (PostgreSQL `SKIP LOCKED`):
     /// the hold sweeper's expiries, so that one SKU row an operator keeps
     /// locked in `psql` holds back neither the other holds' expiry nor,
@@ -69,18 +86,29 @@ pub(super) enum Locking {
     SkipLocked,
 }
 
-/// [`transaction`] with a choice of [`Locking`].
+/// Runs `jobs` as one transaction, rows locked as `locking` says, and
+/// answers one outcome per job, in order ([`Ran::Done`]; [`Ran::Blocked`]
+/// only with [`Locking::Probe`]). `Err` when the transaction failed as a
+/// whole (nothing of it was kept, except after a failed COMMIT:
+/// [`StoreError::OutcomeUnknown`]).
 #[tracing::instrument(level = "debug", skip_all, fields(jobs = jobs.len()))]
 pub(super) async fn transaction_with(
     store: &SqlStore,
     jobs: &[&WriteJob],
     locking: Locking,
-) -> Result<Vec<WriteOutcome>, StoreError> {
+) -> Result<Ran, StoreError> {
     for _ in 0..ATTEMPTS {
         let mut tx = store.begin().await?;
-        let Some((outcomes, keep)) = prepare(store, &mut tx, jobs, locking).await? else {
-            tx.rollback().await.map_err(db_error)?;
-            continue;
+        let (outcomes, keep) = match prepare(store, &mut tx, jobs, locking).await? {
+            Prepared::Done(outcomes, keep) => (outcomes, keep),
+            Prepared::Retry => {
+                tx.rollback().await.map_err(db_error)?;
+                continue;
+            }
+            Prepared::Blocked { job_skus, blocked } => {
+                tx.rollback().await.map_err(db_error)?;
+                return Ok(Ran::Blocked { job_skus, blocked });
+            }
         };
         if keep {
             tx.commit().await.map_err(commit_error)?;
@@ -92,21 +120,33 @@ pub(super) async fn transaction_with(
             // Nothing changed and no key to keep.
             tx.rollback().await.map_err(db_error)?;
         }
-        return Ok(outcomes);
+        return Ok(Ran::Done(outcomes));
     }
     Err(StoreError::Database(
         "a SKU row neither could be created nor was found".into(),
     ))
 }
 
-/// Everything but COMMIT: the outcomes, and whether there is anything to
-/// commit. `None` when a create lost a race (run the transaction again).
+/// What [`prepare`] came to.
+enum Prepared {
+    /// The outcomes, and whether there is anything to commit.
+    Done(Vec<WriteOutcome>, bool),
+    /// A create lost a race: run the transaction again.
+    Retry,
+    /// See [`Ran::Blocked`].
+    Blocked {
+        job_skus: Vec<BTreeSet<SkuCode>>,
+        blocked: BTreeSet<SkuCode>,
+    },
+}
+
+/// Everything but COMMIT.
 async fn prepare(
     store: &SqlStore,
     tx: &mut Tx,
     jobs: &[&WriteJob],
     locking: Locking,
-) -> Result<Option<(Vec<WriteOutcome>, bool)>, StoreError> {
+) -> Result<Prepared, StoreError> {
     let claimed_at = Micros::now();
     let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; jobs.len()];
     let mut keyed: Vec<usize> = (0..jobs.len())
@@ -131,7 +171,11 @@ async fn prepare(
     {
         holds.clock = super::holds::clock(store, tx).await?;
         let ids: BTreeSet<&HoldId> = live_jobs.iter().filter_map(|j| j.stored_hold()).collect();
-        holds.rows = super::holds::lock(store, tx, &ids, locking).await?;
+        let hold_locking = match locking {
+            Locking::SkipLocked => Locking::SkipLocked,
+            Locking::Wait | Locking::Probe => Locking::Wait,
+        };
+        holds.rows = super::holds::lock(store, tx, &ids, hold_locking).await?;
     }
     let held: Vec<SkuCode> = holds
         .rows
@@ -144,6 +188,30 @@ async fn prepare(
         .chain(&held)
         .collect();
     let rows = lock_rows_with(store, tx, &codes, locking).await?;
+    if locking == Locking::Probe && rows.len() < codes.len() {
+        let skipped: BTreeSet<&SkuCode> = codes
+            .iter()
+            .copied()
+            .filter(|code| !rows.contains_key(*code))
+            .collect();
+        // Absent (a create, or a 404 to be) or locked: the rows that
+        // exist were skipped because another transaction holds them.
+        let blocked = existing(tx, &skipped).await?;
+        if !blocked.is_empty() {
+            let job_skus = jobs
+                .iter()
+                .map(|job| {
+                    let held = job
+                        .stored_hold()
+                        .and_then(|id| holds.rows.get(id))
+                        .into_iter()
+                        .flat_map(|hold| hold.lines.iter().map(|line| &line.sku));
+                    job.skus().chain(held).cloned().collect()
+                })
+                .collect();
+            return Ok(Prepared::Blocked { job_skus, blocked });
+        }
+    }
     // Read the time once the rows are ours, and never before a locked
     // row's last change (a clock stepped back, or another instance's clock
     // ahead of ours): per SKU, `at` follows `version`, which the history's
@@ -157,7 +225,7 @@ async fn prepare(
     let mut plan = plan(rows, active, holds, &live_jobs, now);
     let mut keep = plan.changes_anything();
     let Some(committed) = execute(store.backend, tx, &mut plan, now).await? else {
-        return Ok(None);
+        return Ok(Prepared::Retry);
     };
     for (outcome, &i) in plan.outcomes(committed).into_iter().zip(&live) {
         // Answers of keyed jobs, kept for their retries.
@@ -171,7 +239,49 @@ async fn prepare(
         .into_iter()
         .map(|o| o.ok_or_else(|| corrupt("a job without an outcome")))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Some((outcomes, keep)))
+    Ok(Prepared::Done(outcomes, keep))
+}
+
+/// The codes among `codes` that have a row (read without locking).
+async fn existing(
+    tx: &mut Tx,
+    codes: &BTreeSet<&SkuCode>,
+) -> Result<BTreeSet<SkuCode>, StoreError> {
+    let sql = format!(
+        "SELECT sku FROM skus WHERE sku IN ({})",
+        placeholders(1, padded(codes.len()))
+    );
+    let rows = bind_codes(sqlx::query(&sql), codes)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db_error)?;
+    rows.iter()
+        .map(|row| {
+            let code: String = row.try_get("sku").map_err(db_error)?;
+            SkuCode::parse(&code).map_err(|_| corrupt("sku code"))
+        })
+        .collect()
+}
+
+/// Splits a blocked group ([`Ran::Blocked`]) into the jobs clear of the
+/// locked rows, which can run at once, and those that must wait: every
+/// job writing a blocked SKU, and every later job writing a SKU of one
+/// already waiting, so each SKU's jobs keep their order. Returns the
+/// indices of each, in order.
+pub(super) fn split_blocked(
+    job_skus: &[BTreeSet<SkuCode>],
+    mut blocked: BTreeSet<SkuCode>,
+) -> (Vec<usize>, Vec<usize>) {
+    let (mut clear, mut waiting) = (Vec::new(), Vec::new());
+    for (i, skus) in job_skus.iter().enumerate() {
+        if skus.iter().any(|sku| blocked.contains(sku)) {
+            blocked.extend(skus.iter().cloned());
+            waiting.push(i);
+        } else {
+            clear.push(i);
+        }
+    }
+    (clear, waiting)
 }
 
 /// Writes the plan: created rows, updated rows, alerts, then the events
