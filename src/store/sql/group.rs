@@ -215,9 +215,11 @@ async fn run_locking(store: &SqlStore, jobs: &[&WriteJob], locking: Locking) -> 
                 let pick = |indices: &[usize]| indices.iter().map(|&i| jobs[i]).collect::<Vec<_>>();
                 let mut outcomes: Vec<Option<Result<WriteOutcome, StoreError>>> =
                     (0..jobs.len()).map(|_| None).collect();
-                let first = Box::pin(run_one(store, &pick(&clear))).await;
-                for (i, outcome) in clear.iter().zip(first) {
-                    outcomes[*i] = Some(outcome);
+                if !clear.is_empty() {
+                    let first = Box::pin(run_one(store, &pick(&clear))).await;
+                    for (i, outcome) in clear.iter().zip(first) {
+                        outcomes[*i] = Some(outcome);
+                    }
                 }
                 let then = Box::pin(run_locking(store, &pick(&waiting), Locking::Wait)).await;
                 for (i, outcome) in waiting.iter().zip(then) {
