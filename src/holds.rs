@@ -15,8 +15,10 @@
 //! expires many holds of many SKUs in one transaction, and a passivated
 //! SKU does not need its actor started to lose a hold. The transaction is
 //! the one every write runs (`src/store/sql/write.rs`, the same planner),
-//! taken outside the group-commit queue so that it can skip rows another
-//! transaction keeps locked: an operator's `BEGIN; UPDATE skus ...` left
+//! taken outside the group-commit queue so that it never waits: it locks
+//! as a group commit does (`write::Locking::Probe`) and leaves a hold
+//! writing a row another transaction keeps locked for a later round: an
+//! operator's `BEGIN; UPDATE skus ...` left
 //! open in psql delays only the holds of that SKU, never the others nor,
 //! through the rows a waiting sweep would hold, the API's writes. The
 //! changes reach the actors' caches and the sessions through the bus, like
@@ -90,8 +92,8 @@ pub fn spawn(state: &AppState, shutdown: CancellationToken) {
 }
 
 /// One round: expires up to [`ROUND`] due holds in one transaction
-/// ([`SkuStore::expire_holds`]: holds whose rows another transaction keeps
-/// locked are skipped, for a later round) and publishes their changes.
+/// ([`SkuStore::expire_holds`]: holds writing a row another transaction
+/// keeps locked are left for a later round) and publishes their changes.
 /// Returns how many holds were due and how many this round expired.
 pub async fn sweep(
     store: &dyn SkuStore,

@@ -192,7 +192,7 @@ impl Registry {
     /// refuses at once when all are held. The check and the count are one
     /// step under the map's shard lock, so concurrent writers cannot pass
     /// the bound together.
-    fn hold_write(&self, sku: &SkuCode) -> Result<WriteSlot, ActorError> {
+    fn take_write_slot(&self, sku: &SkuCode) -> Result<WriteSlot, ActorError> {
         let mut held = self.held.entry(sku.clone()).or_insert(0);
         if *held >= self.config.mailbox.max(1) {
             drop(held);
@@ -290,7 +290,7 @@ impl Registry {
         sku: &SkuCode,
         request: WriteRequest,
     ) -> Result<WriteOutcome, ActorError> {
-        let _slot = self.hold_write(sku)?;
+        let _slot = self.take_write_slot(sku)?;
         let job = WriteJob::Single {
             sku: sku.clone(),
             request,
@@ -331,7 +331,7 @@ impl Registry {
             return Ok(WriteOutcome::Committed(Vec::new()));
         };
         tracing::Span::current().record("sku", tracing::field::display(&lead));
-        let _slot = self.hold_write(&lead)?;
+        let _slot = self.take_write_slot(&lead)?;
         let job = WriteJob::Batch {
             lines,
             meta,
@@ -357,7 +357,7 @@ impl Registry {
         meta: WriteMeta,
         idempotency: Option<Idempotency>,
     ) -> Result<WriteOutcome, ActorError> {
-        let _slot = self.hold_write(lead)?;
+        let _slot = self.take_write_slot(lead)?;
         let job = WriteJob::Hold {
             action,
             meta,

@@ -399,9 +399,7 @@ impl SqlStore {
     fn lock_clause(&self, locking: write::Locking) -> &'static str {
         match (self.backend, locking) {
             (Backend::Postgres, write::Locking::Wait) => " FOR UPDATE",
-            (Backend::Postgres, write::Locking::SkipLocked | write::Locking::Probe) => {
-                " FOR UPDATE SKIP LOCKED"
-            }
+            (Backend::Postgres, write::Locking::Probe) => " FOR UPDATE SKIP LOCKED",
             (Backend::Sqlite, _) => "",
         }
     }
@@ -759,18 +757,39 @@ impl SkuStore for SqlStore {
         holds::due(self, limit).await
     }
 
+    /// Probes its rows like a group commit ([`write::Locking::Probe`]),
+    /// but never waits: a hold writing a SKU row another transaction
+    /// holds is left for a later round (answered unchanged), and the rest
+    /// expire at once.
     async fn expire_holds(&self, ids: Vec<HoldId>) -> Vec<Result<WriteOutcome, StoreError>> {
         let jobs = skuwatch_actors::store::expire_jobs(ids);
-        let refs: Vec<&WriteJob> = jobs.iter().collect();
-        match write::transaction_with(self, &refs, write::Locking::SkipLocked).await {
-            Ok(write::Ran::Done(outcomes)) => outcomes.into_iter().map(Ok).collect(),
-            // Only `Locking::Probe` reports blocked rows.
-            Ok(write::Ran::Blocked { .. }) => jobs
-                .iter()
-                .map(|_| Err(StoreError::Corrupt("a sweep reported blocked rows".into())))
-                .collect(),
-            Err(e) => jobs.iter().map(|_| Err(e.clone())).collect(),
+        let mut outcomes: Vec<Result<WriteOutcome, StoreError>> = jobs
+            .iter()
+            .map(|_| Ok(WriteOutcome::Committed(Vec::new())))
+            .collect();
+        let mut left: Vec<usize> = (0..jobs.len()).collect();
+        while !left.is_empty() {
+            let refs: Vec<&WriteJob> = left.iter().map(|&i| &jobs[i]).collect();
+            match write::transaction_with(self, &refs, write::Locking::Probe).await {
+                Ok(write::Ran::Done(done)) => {
+                    for (&i, outcome) in left.iter().zip(done) {
+                        outcomes[i] = Ok(outcome);
+                    }
+                    break;
+                }
+                Ok(write::Ran::Blocked { job_skus, blocked }) => {
+                    let (clear, _) = write::split_blocked(&job_skus, blocked);
+                    left = clear.into_iter().map(|k| left[k]).collect();
+                }
+                Err(e) => {
+                    for &i in &left {
+                        outcomes[i] = Err(e.clone());
+                    }
+                    break;
+                }
+            }
         }
+        outcomes
     }
 
     async fn count_active_holds(&self) -> Result<i64, StoreError> {

@@ -64,7 +64,6 @@ pub(super) async fn lock(
     store: &SqlStore,
     tx: &mut Tx,
     ids: &BTreeSet<&HoldId>,
-    locking: Locking,
 ) -> Result<BTreeMap<HoldId, Hold>, StoreError> {
     let mut rows = BTreeMap::new();
     if ids.is_empty() {
@@ -73,7 +72,7 @@ pub(super) async fn lock(
     let sql = format!(
         "SELECT {HOLD_COLUMNS} FROM holds WHERE id IN ({}) ORDER BY id{}",
         placeholders(1, ids.len()),
-        store.lock_clause(locking)
+        store.lock_clause(Locking::Wait)
     );
     let mut query = sqlx::query(&sql);
     for id in ids {

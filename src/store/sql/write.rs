@@ -72,18 +72,12 @@ pub(super) enum Locking {
     /// in psql, or another committer's group) was skipped, rolls back
     /// and says which ([`Ran::Blocked`]): the group commit then runs the
     /// jobs clear of those rows at once and waits only with the others
-    /// (`group::run_one`). Without it, one write to such a row held every
-    /// write of its group, and the rows they had locked, until the lock
-    /// timeout. Hold rows are locked waiting (only the server writes them).
+    /// (`group::run_one`); the hold sweeper leaves them for a later
+    /// round (`SqlStore::expire_holds`). Without it, one write to such a
+    /// row held every write of its group, and the rows they had locked,
+    /// until the lock timeout. Hold rows are locked waiting (only the
+    /// server writes them, briefly).
     Probe,
-    /// Skips such rows, as if they were absent (PostgreSQL `SKIP LOCKED`):
-    /// the hold sweeper's expiries, so that one SKU row an operator keeps
-    /// locked in `psql` holds back neither the other holds' expiry nor,
-    /// through the rows the sweep would hold meanwhile, the API's writes
-    /// of other SKUs. A hold whose row or SKU rows were skipped is left
-    /// for a later round ([`skuwatch_actors::domain::decide_hold`] finds
-    /// no hold, or no SKU, and changes nothing).
-    SkipLocked,
 }
 
 /// Runs `jobs` as one transaction, rows locked as `locking` says, and
@@ -171,11 +165,7 @@ async fn prepare(
     {
         holds.clock = super::holds::clock(store, tx).await?;
         let ids: BTreeSet<&HoldId> = live_jobs.iter().filter_map(|j| j.stored_hold()).collect();
-        let hold_locking = match locking {
-            Locking::SkipLocked => Locking::SkipLocked,
-            Locking::Wait | Locking::Probe => Locking::Wait,
-        };
-        holds.rows = super::holds::lock(store, tx, &ids, hold_locking).await?;
+        holds.rows = super::holds::lock(store, tx, &ids).await?;
     }
     let held: Vec<SkuCode> = holds
         .rows
@@ -440,7 +430,7 @@ pub(super) async fn lock_rows(
     lock_rows_with(store, tx, codes, Locking::Wait).await
 }
 
-/// [`lock_rows`], skipping rows others hold with [`Locking::SkipLocked`].
+/// [`lock_rows`], skipping rows others hold with [`Locking::Probe`].
 async fn lock_rows_with(
     store: &SqlStore,
     tx: &mut Tx,
