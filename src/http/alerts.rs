@@ -59,10 +59,7 @@ pub async fn list(
         .sku
         .as_deref()
         .and_then(|s| checks.check("sku", SkuCode::parse(s)));
-    let limit = params.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        checks.fail("limit", "must be 1-1000");
-    }
+    let limit = checks.page_limit(params.limit);
     checks.finish()?;
     let alerts = app.store.list_alerts(status, sku.as_ref(), limit).await?;
     Ok(Json(json!({ "alerts": alerts })).into_response())

@@ -56,7 +56,7 @@ pub async fn feed(
     ApiQuery(params): ApiQuery<EventsParams>,
 ) -> Result<Response, ApiError> {
     let mut checks = Checks::default();
-    let limit = params.limit.unwrap_or(100);
+    let limit = checks.page_limit(params.limit);
     if params.after.is_some_and(|after| after < 0) {
         checks.fail("after", "must be 0 or more");
     }
@@ -74,9 +74,6 @@ pub async fn feed(
         },
         (None, _) => None,
     };
-    if !(1..=1000).contains(&limit) {
-        checks.fail("limit", "must be 1-1000");
-    }
     checks.finish()?;
     let store = app.store.as_ref();
     let after = match &cursor {

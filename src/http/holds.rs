@@ -430,10 +430,7 @@ pub async fn list(
         }
         parsed
     });
-    let limit = params.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        checks.fail("limit", "must be 1-1000");
-    }
+    let limit = checks.page_limit(params.limit);
     let after = params
         .cursor
         .as_deref()

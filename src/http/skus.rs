@@ -67,10 +67,7 @@ pub async fn list(
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Response, ApiError> {
     let mut checks = Checks::default();
-    let limit = params.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        checks.fail("limit", "must be 1-1000");
-    }
+    let limit = checks.page_limit(params.limit);
     // An empty cursor is the first page, as an empty `q` is no filter.
     let after = params
         .cursor

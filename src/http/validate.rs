@@ -15,6 +15,10 @@ pub struct Checks {
 
 /// Longest SKU name accepted, in characters.
 pub const MAX_NAME_CHARS: usize = 500;
+/// Most items a list route answers at once, and the size of a page when
+/// the client names none.
+pub const MAX_PAGE: i64 = 1000;
+pub const DEFAULT_PAGE: i64 = 100;
 /// Longest `reason`, in characters.
 pub const MAX_REASON_CHARS: usize = 200;
 
@@ -62,6 +66,16 @@ impl Checks {
             return None;
         }
         (!reason.is_empty()).then_some(reason)
+    }
+
+    /// A page size (`limit` of the list routes): 1-[`MAX_PAGE`], default
+    /// [`DEFAULT_PAGE`].
+    pub fn page_limit(&mut self, limit: Option<i64>) -> i64 {
+        let limit = limit.unwrap_or(DEFAULT_PAGE);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            self.fail("limit", format!("must be 1-{MAX_PAGE}"));
+        }
+        limit
     }
 
     pub fn non_negative(&mut self, field: &str, value: i64) -> Option<i64> {

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use sqlx::{Connection, Executor};
 
 use crate::both_backends;
-use crate::helpers::{client_with, login, TestApp};
+use crate::helpers::{client_with, login, TestApp, Ws};
 
 /// `POST /api/v1/holds`: (status, body, `Idempotent-Replayed`).
 async fn hold_with(
@@ -95,6 +95,26 @@ async fn reasons(app: &TestApp, sku: &str, field: &str) -> Vec<String> {
         .collect()
 }
 
+/// Reads `ws` (subscribed to `sku`) up to the SKU's last event and checks
+/// that no pushed state shows `available` below 0; returns how many
+/// changes were read.
+async fn assert_available_never_negative(app: &TestApp, ws: &mut Ws, sku: &str) -> usize {
+    let last = app
+        .all_events()
+        .await
+        .into_iter()
+        .filter(|e| e["sku"] == sku)
+        .filter_map(|e| e["event_id"].as_i64())
+        .max()
+        .unwrap_or_else(|| panic!("{sku} changed"));
+    let pushed = ws.changes_until(last).await;
+    for message in &pushed {
+        let available = message["sku"]["available"].as_i64().expect("available");
+        assert!(available >= 0, "{message}");
+    }
+    pushed.len()
+}
+
 /// Waits until `check` holds, at most `within`.
 async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
 where
@@ -172,18 +192,7 @@ both_backends!(
         assert_eq!(event_ids.len(), 4, "a release and a sale per line");
         // Every state pushed, also the one between the release and the
         // sale, keeps `available` at 0 or above (2 in stock, 2 held).
-        let last = app
-            .all_events()
-            .await
-            .into_iter()
-            .filter(|e| e["sku"] == "MUG-01")
-            .filter_map(|e| e["event_id"].as_i64())
-            .max()
-            .expect("MUG-01 changed");
-        for message in ws.changes_until(last).await {
-            let available = message["sku"]["available"].as_i64().expect("available");
-            assert!(available >= 0, "{message}");
-        }
+        assert_available_never_negative(&app, &mut ws, "MUG-01").await;
         assert_eq!(quantities(&app, "MUG-01").await, (0, 0, 0));
         assert_eq!(quantities(&app, "CUP-02").await, (2, 0, 2));
         assert_eq!(
@@ -392,20 +401,8 @@ both_backends!(
         }
         assert_eq!(reserved_in_db(&app, "FEW").await, (0, 0));
         assert_eq!(reserved_in_db(&app, "LAST").await, (1, 1));
-        let last = app
-            .all_events()
-            .await
-            .into_iter()
-            .filter(|e| e["sku"] == "FEW")
-            .filter_map(|e| e["event_id"].as_i64())
-            .max()
-            .expect("FEW changed");
-        let pushed = ws.changes_until(last).await;
-        assert!(pushed.len() >= 8, "{} changes pushed", pushed.len());
-        for message in &pushed {
-            let available = message["sku"]["available"].as_i64().expect("available");
-            assert!(available >= 0, "{message}");
-        }
+        let pushed = assert_available_never_negative(&app, &mut ws, "FEW").await;
+        assert!(pushed >= 8, "{pushed} changes pushed");
     }
 );
 
