@@ -27,6 +27,8 @@ async fn seed(url: &str, postgres: bool) -> SqlStore {
         stock: 100,
         low_stock_threshold: 10,
         price_guard: PriceGuard::default(),
+        lead_time_days: None,
+        alert_rule: None,
     };
     store
         .write(&sku, &Command::Create(new), &WriteMeta::default(), None)

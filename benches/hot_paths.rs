@@ -37,6 +37,12 @@ fn committed(event_id: i64, code: &str) -> Committed {
         price_guard: PriceGuard::default(),
         version: event_id,
         updated_at: Micros(1_790_000_000_000_000),
+        lead_time_days: None,
+        alert_rule: None,
+        sales_rate: Some(skuwatch_actors::domain::SalesRate::new(
+            &skuwatch_actors::domain::RateParams::default(),
+        )),
+        forecast: skuwatch_actors::domain::Forecast::none(skuwatch_actors::domain::Micros(0)),
     };
     Committed {
         event: Event {
@@ -193,6 +199,8 @@ fn actor_round_trip(c: &mut Criterion) {
             stock: 1_000_000,
             low_stock_threshold: 0,
             price_guard: PriceGuard::default(),
+            lead_time_days: None,
+            alert_rule: None,
         };
         store
             .write(&code, &Command::Create(new), &WriteMeta::default(), None)

@@ -5,6 +5,8 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+use skuwatch_actors::domain::AlertRule;
+
 /// A value that must never be printed (a database URL may hold a password).
 #[derive(Clone)]
 pub struct Secret(pub String);
@@ -257,6 +259,53 @@ pub struct Settings {
     #[arg(long, env = "SKUWATCH_HOLD_RETENTION_HOURS", default_value_t = 168)]
     pub hold_retention_hours: u64,
 
+    /// Days a delivery ordered now takes, for SKUs that set no
+    /// `lead_time_days` (issue 18): a `stockout_forecast` alert is raised
+    /// when the projected stock-out falls within it.
+    #[arg(long, env = "SKUWATCH_LEAD_TIME_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u64).range(0..=365))]
+    pub lead_time_days: u64,
+
+    /// Which rules raise stock alerts for SKUs that set no `alert_rule`:
+    /// `threshold` (low_stock only), `forecast` (stockout_forecast only) or
+    /// `both`. Out of stock is always raised.
+    #[arg(long, env = "SKUWATCH_ALERT_RULE", default_value = "both", value_parser = parse_alert_rule)]
+    pub alert_rule: AlertRule,
+
+    /// Seconds after which a sale weighs half in the sales rate (issue
+    /// 18; default 7 days). Changing it rebuilds each SKU's rate from its
+    /// events at its next change.
+    #[arg(long, env = "SKUWATCH_FORECAST_HALF_LIFE_SECS", default_value_t = 604_800,
+          value_parser = clap::value_parser!(u64).range(1..=315_360_000))]
+    pub forecast_half_life_secs: u64,
+
+    /// Weighted sales below which a SKU has no days of cover and no
+    /// forecast alert.
+    #[arg(long, env = "SKUWATCH_FORECAST_MIN_SALES", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub forecast_min_sales: u64,
+
+    /// Adjustment reasons counted as sales (comma-separated; committed
+    /// holds sell with `sale`).
+    #[arg(long, env = "SKUWATCH_FORECAST_SALE_REASONS", default_value = "sale")]
+    pub forecast_sale_reasons: String,
+
+    /// Adjustment reasons counted as returns (netted off the last sale
+    /// within 24 h).
+    #[arg(
+        long,
+        env = "SKUWATCH_FORECAST_RETURN_REASONS",
+        default_value = "return"
+    )]
+    pub forecast_return_reasons: String,
+
+    /// Seconds between re-readings of the forecasts of SKUs with an open
+    /// `stockout_forecast` alert, which end the alerts of SKUs that stopped
+    /// selling.
+    #[arg(long, env = "SKUWATCH_FORECAST_SWEEP_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub forecast_sweep_secs: u64,
+
     /// Days a resolved alert is kept before the sweeper deletes it (the
     /// events that raised and resolved it keep their copy).
     #[arg(long, env = "SKUWATCH_ALERT_RETENTION_DAYS", default_value_t = 90)]
@@ -288,6 +337,12 @@ pub struct Settings {
     #[doc(hidden)]
     #[arg(skip)]
     pub inject_faults: skuwatch_actors::messages::InjectedFaults,
+}
+
+/// `threshold`, `forecast` or `both` (API.md `alert_rule`).
+fn parse_alert_rule(raw: &str) -> Result<AlertRule, String> {
+    AlertRule::parse(raw.trim())
+        .ok_or_else(|| format!("{raw:?} is not threshold, forecast or both"))
 }
 
 /// A CIDR (`10.0.0.0/8`, `fd00::/8`) or a single address (`127.0.0.1`).

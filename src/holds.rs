@@ -1,6 +1,8 @@
 //! The hold sweeper (issue 17): releases holds past their expiry, and
 //! prunes what would otherwise grow for ever (idempotency keys past their
-//! 24 h window, ended holds, resolved alerts), each after its setting.
+//! 24 h window, ended holds, resolved alerts), each after its setting. It
+//! also runs the forecast's re-evaluation (`src/forecast.rs`, issue 18)
+//! every `SKUWATCH_FORECAST_SWEEP_SECS`.
 //!
 //! The database holds the truth: an expiry is a [`HoldAction::Expire`]
 //! job, decided in the write transaction against the hold row locked
@@ -56,6 +58,8 @@ pub fn spawn(state: &AppState, shutdown: CancellationToken) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_gauge: Option<tokio::time::Instant> = None;
         let mut last_prune: Option<tokio::time::Instant> = None;
+        let reforecast_every = Duration::from_secs(settings.forecast_sweep_secs.max(1));
+        let mut last_reforecast: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -81,6 +85,13 @@ pub fn spawn(state: &AppState, shutdown: CancellationToken) {
                 match store.count_active_holds().await {
                     Ok(n) => ::metrics::gauge!(metrics::HOLDS_ACTIVE).set(n as f64),
                     Err(error) => tracing::warn!(%error, "active-holds gauge not refreshed"),
+                }
+            }
+            if last_reforecast.is_none_or(|at| at.elapsed() >= reforecast_every) {
+                last_reforecast = Some(tokio::time::Instant::now());
+                if let Err(error) = crate::forecast::reforecast(store.as_ref(), bus.as_ref()).await
+                {
+                    tracing::warn!(%error, "forecast re-evaluation failed; retried at the next");
                 }
             }
             if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {

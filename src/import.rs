@@ -389,6 +389,8 @@ fn job(row: ImportRow, actor: Option<String>) -> WriteJob {
                 .low_stock_threshold
                 .unwrap_or(DEFAULT_LOW_STOCK_THRESHOLD),
             price_guard: PriceGuard::default(),
+            lead_time_days: None,
+            alert_rule: None,
         },
         stock_given: row.stock.is_some(),
         threshold_given: row.low_stock_threshold.is_some(),

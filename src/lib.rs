@@ -33,6 +33,7 @@ pub mod config;
 pub mod cursor;
 pub mod external;
 pub mod feed;
+pub mod forecast;
 pub mod holds;
 pub mod http;
 pub mod import;
@@ -287,6 +288,11 @@ fn watch_first_connect(
 /// Builds everything from `settings` and serves on an already bound
 /// `listener` (port 0 in tests): when this returns, the server accepts.
 pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, StartError> {
+    skuwatch_actors::domain::set_forecast_config(forecast::config(&settings)).map_err(|in_use| {
+        StartError::Config(format!(
+            "the forecast settings differ from those another server in this process uses ({in_use:?})"
+        ))
+    })?;
     let metrics_handle = metrics::install();
     // Bound before anything else starts, so a taken port fails the start.
     let metrics_listener = match settings.metrics_bind {

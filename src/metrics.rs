@@ -95,6 +95,11 @@ pub const SKUS: &str = "skuwatch_skus";
 pub const SKUS_BELOW_THRESHOLD: &str = "skuwatch_skus_below_threshold";
 /// Gauge: SKUs with stock 0.
 pub const SKUS_OUT_OF_STOCK: &str = "skuwatch_skus_out_of_stock";
+/// Gauge: SKUs whose days of cover (as of their last change) is below
+/// their lead time (issue 18).
+pub const SKUS_WITHIN_LEAD_TIME: &str = "skuwatch_skus_cover_within_lead_time";
+/// Gauge: SKUs with no forecast (too few sales, no rate, beyond 365 days).
+pub const SKUS_NO_FORECAST: &str = "skuwatch_skus_without_forecast";
 /// Gauge `{kind}`: alerts open now.
 pub const ALERTS_OPEN: &str = "skuwatch_alerts_open";
 /// Counter `{kind}`: alerts raised by writes of this instance.
@@ -135,8 +140,6 @@ pub const EXTERNAL_WAKEUPS: &str = "skuwatch_external_wakeups_total";
 pub const EXTERNAL_LISTENER_UP: &str = "skuwatch_external_listener_up";
 /// Counter: database listener connections lost and made again.
 pub const EXTERNAL_LISTENER_RECONNECTS: &str = "skuwatch_external_listener_reconnects_total";
-/// Gauge: committed events the history roll-up has not looked at yet
-/// (charts stay exact; a lag only makes long charts read more events).
 /// Holds active now (issue 17; the same on every instance: read from the
 /// database).
 pub const HOLDS_ACTIVE: &str = "skuwatch_holds_active";
@@ -148,7 +151,15 @@ pub const HOLD_CHANGES: &str = "skuwatch_hold_changes_total";
 pub const HOLD_EXPIRY_LAG: &str = "skuwatch_hold_expiry_lag_seconds";
 /// Rows the sweeper deleted once old enough, by `what` (holds, alerts).
 pub const UPKEEP_PRUNED: &str = "skuwatch_upkeep_pruned_total";
+/// Gauge: committed events the history roll-up has not looked at yet
+/// (charts stay exact; a lag only makes long charts read more events).
 pub const HISTORY_ROLLUP_BEHIND: &str = "skuwatch_history_rollup_behind_events";
+/// Counter: SKU sales rates rebuilt from their events (issue 18): rows
+/// from before the forecast, external INSERTs, a changed half-life.
+pub const FORECAST_RATES_REBUILT: &str = "skuwatch_forecast_rates_rebuilt_total";
+/// Counter: forecasts the re-evaluation re-read as of now and wrote
+/// (each ends a `stockout_forecast` alert of a SKU that stopped selling).
+pub const FORECAST_REFORECASTS: &str = "skuwatch_forecast_reforecasts_total";
 /// Gauge: the process's resident memory (VmRSS), bytes; refreshed with the
 /// other gauges (Linux; absent elsewhere).
 pub const PROCESS_RESIDENT: &str = "skuwatch_process_resident_bytes";
@@ -226,11 +237,7 @@ impl DropReason {
     }
 }
 
-const ALERT_KINDS: [AlertKind; 3] = [
-    AlertKind::LowStock,
-    AlertKind::OutOfStock,
-    AlertKind::PriceAnomaly,
-];
+const ALERT_KINDS: [AlertKind; 4] = AlertKind::ALL;
 const MESSAGE_KINDS: [&str; 5] = ["change", "conflated", "alert", "replay", "control"];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -404,6 +411,16 @@ fn describe() {
     );
     describe_gauge!(SKUS, Count, "SKUs in the catalog");
     describe_gauge!(
+        SKUS_WITHIN_LEAD_TIME,
+        Count,
+        "SKUs whose days of cover is below their lead time"
+    );
+    describe_gauge!(
+        SKUS_NO_FORECAST,
+        Count,
+        "SKUs without a forecast (too few sales, no rate, or beyond 365 days)"
+    );
+    describe_gauge!(
         SKUS_BELOW_THRESHOLD,
         Count,
         "SKUs whose stock is below their low-stock threshold"
@@ -480,6 +497,16 @@ fn describe() {
         UPKEEP_PRUNED,
         Count,
         "Ended holds and resolved alerts deleted after their retention, by what"
+    );
+    describe_counter!(
+        FORECAST_RATES_REBUILT,
+        Count,
+        "SKU sales rates rebuilt from their events (missing or kept under another half-life)"
+    );
+    describe_counter!(
+        FORECAST_REFORECASTS,
+        Count,
+        "Forecasts re-read as of now by the re-evaluation and written (a stockout_forecast alert ended)"
     );
     describe_gauge!(
         HISTORY_ROLLUP_BEHIND,
@@ -636,6 +663,8 @@ pub fn set_stock_health(summary: &skuwatch_actors::store::Summary) {
     gauge!(SKUS).set(summary.skus as f64);
     gauge!(SKUS_BELOW_THRESHOLD).set(summary.below_threshold as f64);
     gauge!(SKUS_OUT_OF_STOCK).set(summary.out_of_stock as f64);
+    gauge!(SKUS_WITHIN_LEAD_TIME).set(summary.days_of_cover.within_lead_time as f64);
+    gauge!(SKUS_NO_FORECAST).set(summary.days_of_cover.no_forecast as f64);
     for kind in ALERT_KINDS {
         let open = summary.open_alerts.get(kind.as_str()).copied().unwrap_or(0);
         gauge!(ALERTS_OPEN, "kind" => kind.as_str()).set(open as f64);

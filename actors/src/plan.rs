@@ -18,8 +18,9 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use crate::domain::{
-    decide, decide_hold, evaluate_alerts, Alert, AlertAction, AlertKind, Change, Command,
-    Committed, DomainError, Event, Hold, HoldId, Micros, Shortfall, Sku, SkuCode, WriteMeta,
+    decide, decide_hold, evaluate_alerts, forecast_config, Alert, AlertAction, AlertKind, Change,
+    Command, Committed, DomainError, Event, Field, Hold, HoldId, Micros, Shortfall, Sku, SkuCode,
+    WriteMeta, REFORECAST_REASON,
 };
 use crate::store::{AdjustmentLine, WriteJob, WriteOutcome};
 
@@ -264,6 +265,10 @@ pub fn plan(
         let job_plan = match decided {
             Err(rejection) => JobPlan::Rejected(rejection),
             Ok((changes, _)) if changes.is_empty() => JobPlan::Unchanged,
+            // A re-read forecast is written only when it changes the alerts.
+            Ok((changes, meta)) if !planner.reforecast_alerts(&changes, meta, now) => {
+                JobPlan::Unchanged
+            }
             Ok((changes, meta)) => {
                 let start = planner.plan.events.len();
                 for change in changes {
@@ -290,7 +295,47 @@ struct Planner {
 }
 
 impl Planner {
-    fn push(&mut self, job: usize, change: Change, meta: &WriteMeta, now: Micros) {
+    /// The sales rate and the forecast (issue 18) after `change`: a stock
+    /// change whose reason is a sale or a return feeds the rate (the store
+    /// rebuilt a missing rate before planning; one still missing stays
+    /// so), and every change re-reads the forecast as of its time.
+    fn forecast(change: &mut Change, meta: &WriteMeta, now: Micros) {
+        let config = forecast_config();
+        let reason = change.reason.or(meta.reason.as_deref());
+        if let (Field::Stock, Some(delta), Some(rate)) =
+            (change.field, change.delta, change.state.sales_rate.as_mut())
+        {
+            if let Some((kind, units)) = config.sale_of(reason, delta) {
+                rate.apply(kind, units, now, &config.params);
+            }
+        }
+        change.state.refresh_forecast();
+        if change.reason == Some(REFORECAST_REASON) {
+            change.new = serde_json::json!({ "forecast": change.state.forecast });
+        }
+    }
+
+    /// Whether `changes` is other than one [`Command::Reforecast`] change
+    /// that would raise or resolve nothing.
+    fn reforecast_alerts(&self, changes: &[Change], meta: &WriteMeta, now: Micros) -> bool {
+        let [change] = changes else {
+            return true;
+        };
+        if change.reason != Some(REFORECAST_REASON) {
+            return true;
+        }
+        let mut change = change.clone();
+        Self::forecast(&mut change, meta, now);
+        let held = self
+            .active
+            .get(&change.state.sku)
+            .cloned()
+            .unwrap_or_default();
+        !evaluate_alerts(change.previous.as_ref(), &change.state, &held, None).is_empty()
+    }
+
+    fn push(&mut self, job: usize, mut change: Change, meta: &WriteMeta, now: Micros) {
+        Self::forecast(&mut change, meta, now);
         let sku = change.state.sku.clone();
         let alerts = if change.judged_with_next {
             self.judge_from.insert(sku.clone(), change.previous.clone());
@@ -553,6 +598,12 @@ mod tests {
             price_guard: PriceGuard::default(),
             version: 3,
             updated_at: Micros(0),
+            lead_time_days: None,
+            alert_rule: None,
+            sales_rate: Some(crate::domain::SalesRate::new(
+                &crate::domain::RateParams::default(),
+            )),
+            forecast: crate::domain::Forecast::none(crate::domain::Micros(0)),
         }
     }
 
@@ -602,6 +653,173 @@ mod tests {
             &refs,
             Micros(7),
         )
+    }
+
+    /// Plans `jobs` one group at a time at the given times, carrying the
+    /// rows and active alerts as the store would.
+    fn run_at(
+        mut locked: BTreeMap<SkuCode, Sku>,
+        steps: &[(i64, WriteJob)],
+    ) -> (BTreeMap<SkuCode, Sku>, Vec<AlertOp>) {
+        let mut active: BTreeMap<SkuCode, Vec<(i64, AlertKind)>> = BTreeMap::new();
+        let mut ops = Vec::new();
+        let mut next_id = 1;
+        for (at, job) in steps {
+            let plan = plan(
+                locked.clone(),
+                active.clone(),
+                HoldRows::default(),
+                &[job],
+                Micros(*at),
+            );
+            for op in &plan.alerts {
+                match op {
+                    AlertOp::Raise { sku, kind, .. } => {
+                        active
+                            .entry(sku.clone())
+                            .or_default()
+                            .push((next_id, *kind));
+                        next_id += 1;
+                    }
+                    AlertOp::Resolve(AlertRef::Existing(id)) => {
+                        for held in active.values_mut() {
+                            held.retain(|(h, _)| h != id);
+                        }
+                    }
+                    AlertOp::Resolve(AlertRef::New(_)) => {}
+                }
+            }
+            ops.extend(plan.alerts.clone());
+            for (code, write) in plan.rows {
+                locked.insert(code, write.state);
+            }
+        }
+        (locked, ops)
+    }
+
+    fn with_reason(raw: &str, delta: i64, reason: &str) -> WriteJob {
+        WriteJob::Single {
+            sku: code(raw),
+            request: WriteRequest {
+                command: Command::Adjust { delta },
+                meta: WriteMeta {
+                    reason: Some(reason.into()),
+                    actor: None,
+                    if_match: None,
+                },
+                idempotency: None,
+            },
+        }
+    }
+
+    #[test]
+    fn sales_feed_the_rate_and_the_rate_equals_its_rebuild_from_the_events() {
+        let hour = 3_600_000_000;
+        let mut steps = Vec::new();
+        for i in 0..12 {
+            steps.push((i * hour, with_reason("A", -2, "sale")));
+            if i % 4 == 1 {
+                steps.push((i * hour + 60_000_000, with_reason("A", 1, "return")));
+            }
+            if i % 5 == 2 {
+                steps.push((i * hour + 120_000_000, with_reason("A", 3, "restock")));
+            }
+        }
+        let mut start = row("A", 100);
+        start.low_stock_threshold = 0;
+        let (rows, _) = run_at(rows(&[start]), &steps);
+        let params = crate::domain::RateParams::default();
+        let events = steps.iter().filter_map(|(at, job)| {
+            let WriteJob::Single { request, .. } = job else {
+                return None;
+            };
+            let Command::Adjust { delta } = request.command else {
+                return None;
+            };
+            crate::domain::forecast_config()
+                .sale_of(request.meta.reason.as_deref(), delta)
+                .map(|(kind, units)| (Micros(*at), kind, units))
+        });
+        let rebuilt = crate::domain::SalesRate::rebuild(events, &params);
+        let a = &rows[&code("A")];
+        assert_eq!(a.sales_rate.as_ref(), Some(&rebuilt));
+        assert!(a.forecast.days_of_cover.is_some(), "{:?}", a.forecast);
+        assert_eq!(a.forecast.as_of, a.updated_at);
+    }
+
+    #[test]
+    fn the_forecast_alert_is_raised_within_the_lead_time_and_only_under_its_rule() {
+        let minute = 60_000_000;
+        let mut start = row("A", 30);
+        start.low_stock_threshold = 0;
+        let sales: Vec<(i64, WriteJob)> = (0..6)
+            .map(|i| (i * minute, with_reason("A", -1, "sale")))
+            .collect();
+        let (after, ops) = run_at(rows(&[start.clone()]), &sales);
+        let raised: Vec<&AlertOp> = ops
+            .iter()
+            .filter(|op| {
+                matches!(
+                    op,
+                    AlertOp::Raise {
+                        kind: AlertKind::StockoutForecast,
+                        ..
+                    }
+                )
+            })
+            .collect();
+        assert_eq!(raised.len(), 1, "{ops:?}");
+        let AlertOp::Raise {
+            value,
+            threshold,
+            message,
+            ..
+        } = raised[0]
+        else {
+            unreachable!()
+        };
+        assert_eq!(*threshold, serde_json::json!(7));
+        assert!(value.is_string(), "{value}");
+        assert!(message.contains("lead time 7 days"), "{message}");
+        assert!(after[&code("A")].forecast.days_of_cover.is_some());
+
+        // Under the threshold rule only, the same sales raise nothing.
+        start.alert_rule = Some(crate::domain::AlertRule::Threshold);
+        let (_, ops) = run_at(rows(&[start]), &sales);
+        assert!(
+            !ops.iter().any(|op| matches!(
+                op,
+                AlertOp::Raise {
+                    kind: AlertKind::StockoutForecast,
+                    ..
+                }
+            )),
+            "{ops:?}"
+        );
+    }
+
+    #[test]
+    fn a_reforecast_is_written_only_when_it_ends_an_alert() {
+        let minute = 60_000_000;
+        let day = 86_400_000_000;
+        let mut start = row("A", 30);
+        start.low_stock_threshold = 0;
+        let mut steps: Vec<(i64, WriteJob)> = (0..6)
+            .map(|i| (i * minute, with_reason("A", -1, "sale")))
+            .collect();
+        let reforecast = || single("A", Command::Reforecast, None);
+        // Soon after: the alert stands, nothing is written.
+        steps.push((10 * minute, reforecast()));
+        let (rows_now, ops) = run_at(rows(&[start.clone()]), &steps);
+        assert_eq!(rows_now[&code("A")].version, 9, "six sales, no reforecast");
+        assert_eq!(ops.len(), 1, "{ops:?}");
+        // Sixty days without a sale: the rate has decayed, the alert ends.
+        steps.push((60 * day, reforecast()));
+        let (rows_now, ops) = run_at(rows(&[start]), &steps);
+        let a = &rows_now[&code("A")];
+        assert_eq!(a.version, 10);
+        assert_eq!(a.forecast.as_of, Micros(60 * day));
+        assert!(matches!(ops.last(), Some(AlertOp::Resolve(_))), "{ops:?}");
     }
 
     #[test]
@@ -759,6 +977,8 @@ mod tests {
             stock: 4,
             low_stock_threshold: 2,
             price_guard: PriceGuard::default(),
+            lead_time_days: None,
+            alert_rule: None,
         };
         let plan = run(
             &BTreeMap::new(),

@@ -390,6 +390,23 @@ pub struct Summary {
     /// Open (not acknowledged, not resolved) alerts per kind; every kind is
     /// present, 0 when none is open.
     pub open_alerts: BTreeMap<&'static str, i64>,
+    /// SKUs by days of cover as of their last change (issue 18).
+    pub days_of_cover: CoverCounts,
+}
+
+/// SKUs by days of cover (`/summary`'s `days_of_cover`, issue 18): each
+/// SKU with a forecast is in one of the three ranges (days, half-open),
+/// and also in `within_lead_time` when its cover is below its lead time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CoverCounts {
+    pub within_lead_time: i64,
+    pub under_7: i64,
+    #[serde(rename = "7_to_30")]
+    pub from_7_to_30: i64,
+    #[serde(rename = "30_plus")]
+    pub from_30: i64,
+    /// Too few sales, no rate, or beyond the horizon (365 days).
+    pub no_forecast: i64,
 }
 
 impl Summary {
@@ -400,6 +417,7 @@ impl Summary {
             below_threshold: 0,
             out_of_stock: 0,
             open_alerts: AlertKind::ALL.iter().map(|k| (k.as_str(), 0)).collect(),
+            days_of_cover: CoverCounts::default(),
         }
     }
 }
@@ -559,6 +577,15 @@ pub trait SkuStore: Send + Sync + 'static {
     /// round, so one locked row delays no other hold.
     async fn expire_holds(&self, ids: Vec<HoldId>) -> Vec<Result<WriteOutcome, StoreError>> {
         self.commit(expire_jobs(ids)).await
+    }
+
+    /// Up to `limit` SKUs whose open `stockout_forecast` alert the forecast
+    /// as of `now` would end ([`Sku::reforecast_ends_alert`]); the
+    /// re-evaluation then writes a [`Command::Reforecast`] for each
+    /// (issue 18). Passivated SKUs included: the store answers, not the
+    /// actors.
+    async fn due_reforecasts(&self, _now: Micros, _limit: i64) -> Result<Vec<SkuCode>, StoreError> {
+        Ok(Vec::new())
     }
 
     /// Active holds in all (the `skuwatch_holds_active` gauge).

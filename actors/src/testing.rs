@@ -372,6 +372,8 @@ pub fn create_command(stock: i64) -> Command {
         stock,
         low_stock_threshold: 10,
         price_guard: PriceGuard::default(),
+        lead_time_days: None,
+        alert_rule: None,
     })
 }
 

@@ -215,6 +215,18 @@ where
         .map_err(serde::de::Error::custom)
 }
 
+/// `deserialize_with` (with `default`) for a field where absent, `null`
+/// and a value differ: absent is `None`, `null` is `Some(None)` (a PATCH
+/// resetting the field to the server's setting).
+pub fn nullable<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    use serde::Deserialize;
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
 /// `deserialize_with` for an array of structs: each a JSON object.
 pub fn objects<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
 where

@@ -202,11 +202,47 @@ pub struct SkuDoc {
     #[schema(minimum = 0, example = 10)]
     low_stock_threshold: i64,
     price_guard: PriceGuardDoc,
+    /// Days a delivery ordered now takes (issue 18): the SKU's own or the
+    /// server's setting.
+    #[schema(minimum = 0, maximum = 365, example = 7)]
+    lead_time_days: i64,
+    /// Which rules raise stock alerts: the SKU's own or the server's
+    /// setting.
+    #[schema(pattern = "^(threshold|forecast|both)$", example = "both")]
+    alert_rule: String,
+    forecast: ForecastDoc,
     /// Incremented by exactly 1 on every change.
     #[schema(minimum = 1, example = 7)]
     version: i64,
     #[schema(format = DateTime, example = "2026-11-29T10:00:00.123456Z")]
     updated_at: String,
+}
+
+/// A SKU's days of cover (API.md v1 additions; README "Days of cover"),
+/// computed as of its last event.
+#[derive(ToSchema)]
+#[schema(as = Forecast)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ForecastDoc {
+    /// Units sold per day (exponentially weighted, half-life 7 days), one
+    /// decimal.
+    #[schema(pattern = r"^[0-9]+\.[0-9]$", example = "12.4")]
+    sales_per_day: String,
+    /// The weighted count of sales the rate rests on.
+    #[schema(minimum = 0, example = 31)]
+    based_on_sales: i64,
+    /// `available / sales_per_day`, rounded down to a tenth; null with
+    /// too few sales (under 5), no rate, or beyond 365 days.
+    #[schema(required = true, pattern = r"^[0-9]+\.[0-9]$", example = "3.1")]
+    days_of_cover: Option<String>,
+    /// When the available units run out at this rate; null when
+    /// `days_of_cover` is.
+    #[schema(required = true, format = DateTime)]
+    stockout_at: Option<String>,
+    /// The time the forecast is computed as of (the SKU's last change).
+    #[schema(format = DateTime)]
+    as_of: String,
 }
 
 /// The price guard of a SKU as answered.
@@ -377,7 +413,9 @@ pub struct AlertDoc {
     kind: AlertKindDoc,
     status: AlertStatusDoc,
     message: String,
-    /// Stock units, or a price as a decimal string for `price_anomaly`.
+    /// Stock units, a price as a decimal string for `price_anomaly`, or
+    /// the days of cover as a decimal string (`"3.1"`) for
+    /// `stockout_forecast` (whose `threshold` is the lead time in days).
     #[schema(value_type = Value)]
     value: serde_json::Value,
     #[schema(value_type = Value)]
@@ -398,6 +436,7 @@ pub enum AlertKindDoc {
     LowStock,
     OutOfStock,
     PriceAnomaly,
+    StockoutForecast,
 }
 
 #[derive(ToSchema)]
@@ -427,6 +466,24 @@ pub struct Summary {
     below_threshold: i64,
     out_of_stock: i64,
     open_alerts: OpenAlerts,
+    days_of_cover: CoverCounts,
+}
+
+/// SKUs by days of cover as of their last change (issue 18). Each SKU
+/// with a forecast is in one of `under_7`, `7_to_30`, `30_plus` (days,
+/// half-open), and also in `within_lead_time` when its cover is below its
+/// lead time; the others are `no_forecast`.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct CoverCounts {
+    within_lead_time: i64,
+    under_7: i64,
+    #[serde(rename = "7_to_30")]
+    from_7_to_30: i64,
+    #[serde(rename = "30_plus")]
+    from_30: i64,
+    no_forecast: i64,
 }
 
 /// Open alerts per kind.
@@ -437,6 +494,7 @@ pub struct OpenAlerts {
     low_stock: i64,
     out_of_stock: i64,
     price_anomaly: i64,
+    stockout_forecast: i64,
 }
 
 /// History of one field, oldest first.

@@ -214,6 +214,14 @@ pub struct CreateBody {
     /// Default `{"max_change_pct": 50}`.
     #[serde(default, deserialize_with = "super::extract::optional_object")]
     price_guard: Option<GuardInput>,
+    /// Days a delivery takes, 0-365; default (or `null`): the server's
+    /// setting (`SKUWATCH_LEAD_TIME_DAYS`).
+    #[schema(minimum = 0, maximum = 365)]
+    lead_time_days: Option<i64>,
+    /// `threshold`, `forecast` or `both`; default (or `null`): the
+    /// server's setting (`SKUWATCH_ALERT_RULE`).
+    #[schema(pattern = "^(threshold|forecast|both)$")]
+    alert_rule: Option<String>,
 }
 
 /// Validates a new SKU the same way for REST and CSV import.
@@ -233,6 +241,13 @@ pub fn new_sku(body: &CreateBody) -> Result<(SkuCode, NewSku), ApiError> {
         (Some(raw), Some(currency)) => checks.new_price_guard(raw, currency),
         _ => PriceGuard::default(),
     };
+    let lead_time_days = body
+        .lead_time_days
+        .and_then(|days| checks.lead_time_days(days));
+    let alert_rule = body
+        .alert_rule
+        .as_deref()
+        .and_then(|rule| checks.alert_rule(rule));
     checks.finish()?;
     match (sku, name, price, stock, threshold) {
         (Some(sku), Some(name), Some(price), Some(stock), Some(low_stock_threshold)) => Ok((
@@ -243,6 +258,8 @@ pub fn new_sku(body: &CreateBody) -> Result<(SkuCode, NewSku), ApiError> {
                 stock,
                 low_stock_threshold,
                 price_guard: guard,
+                lead_time_days,
+                alert_rule,
             },
         )),
         _ => Err(ApiError::internal()),
@@ -286,7 +303,7 @@ pub async fn create(
 }
 
 /// Body of `PATCH /api/v1/skus/{sku}`: at least one of `name`,
-/// `low_stock_threshold`, `price_guard`.
+/// `low_stock_threshold`, `price_guard`, `lead_time_days`, `alert_rule`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = SkuPatch)]
@@ -298,11 +315,22 @@ pub struct PatchBody {
     /// Merged into the current guard: a field left out is kept, `null` clears it.
     #[serde(default, deserialize_with = "super::extract::optional_object")]
     price_guard: Option<GuardInput>,
+    /// Days a delivery takes, 0-365 (issue 18); `null` follows the
+    /// server's setting again.
+    #[serde(default, deserialize_with = "super::extract::nullable")]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 365)]
+    lead_time_days: Option<Option<i64>>,
+    /// Which rules raise stock alerts: `threshold`, `forecast` or `both`;
+    /// `null` follows the server's setting again.
+    #[serde(default, deserialize_with = "super::extract::nullable")]
+    #[schema(value_type = Option<String>, pattern = "^(threshold|forecast|both)$")]
+    alert_rule: Option<Option<String>>,
     #[schema(max_length = 200)]
     reason: Option<String>,
 }
 
-/// `PATCH /api/v1/skus/{sku}`: name, threshold, price guard.
+/// `PATCH /api/v1/skus/{sku}`: name, threshold, price guard, lead time,
+/// alert rule.
 #[utoipa::path(
     patch, path = "/api/v1/skus/{sku}", tag = "skus", security(("bearer" = [])),
     params(SkuParam, ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"[0-9]{1,18}"(, ?(W/)?"[0-9]{1,18}")*|[0-9]{1,18})$"#, description = "`\"<version>\"`, a list of them, or `*` (RFC 9110 §13.1.1): refuse with 412 unless the SKU is at one of the listed versions. Strong comparison: a weak tag (`W/\"5\"`) never matches. A bare version (`5`) is read as `\"5\"`; other malformed values are 422.")),
@@ -340,10 +368,23 @@ pub async fn patch(
         .price_guard
         .as_ref()
         .map(|g| checks.price_guard(g, currency));
-    if body.name.is_none() && body.low_stock_threshold.is_none() && body.price_guard.is_none() {
+    let lead_time_days = body.lead_time_days.map(|days| match days {
+        None => None,
+        Some(days) => checks.lead_time_days(days),
+    });
+    let alert_rule = body.alert_rule.as_ref().map(|rule| match rule {
+        None => None,
+        Some(rule) => checks.alert_rule(rule),
+    });
+    if body.name.is_none()
+        && body.low_stock_threshold.is_none()
+        && body.price_guard.is_none()
+        && body.lead_time_days.is_none()
+        && body.alert_rule.is_none()
+    {
         checks.fail(
             "body",
-            "give at least one of name, low_stock_threshold, price_guard",
+            "give at least one of name, low_stock_threshold, price_guard, lead_time_days, alert_rule",
         );
     }
     let reason = checks.reason(body.reason);
@@ -352,6 +393,8 @@ pub async fn patch(
         name,
         low_stock_threshold: threshold,
         price_guard: guard,
+        lead_time_days,
+        alert_rule,
     };
     edit(&app, caller, &sku, &headers, command, reason).await
 }

@@ -4,7 +4,7 @@ use std::fmt::Display;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use skuwatch_actors::domain::{Currency, DomainError, GuardPatch, Money, PriceGuard};
+use skuwatch_actors::domain::{AlertRule, Currency, DomainError, GuardPatch, Money, PriceGuard};
 
 use super::error::{ApiError, FieldError};
 
@@ -85,6 +85,28 @@ impl Checks {
         } else {
             Some(value)
         }
+    }
+
+    /// A lead time in days (issue 18): 0-365, as the database's CHECK.
+    pub fn lead_time_days(&mut self, days: i64) -> Option<i64> {
+        if (0..=365).contains(&days) {
+            Some(days)
+        } else {
+            self.fail(
+                "lead_time_days",
+                "must be a whole number of days from 0 to 365",
+            );
+            None
+        }
+    }
+
+    /// An alert rule (API.md v1 additions): `threshold`, `forecast`, `both`.
+    pub fn alert_rule(&mut self, raw: &str) -> Option<AlertRule> {
+        let rule = AlertRule::parse(raw);
+        if rule.is_none() {
+            self.fail("alert_rule", "must be threshold, forecast or both");
+        }
+        rule
     }
 
     /// A price: exact in the currency's minor units, and > 0.

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use serde_json::Value;
 use skuwatch_actors::domain::{
-    Alert, AlertKind, AlertStatus, Committed, Currency, Event, Field, Hold, HoldId, Micros,
-    PriceGuard, Sku, SkuCode,
+    forecast_config, Alert, AlertKind, AlertRule, AlertStatus, Committed, Currency, Event, Field,
+    Forecast, Hold, HoldId, Micros, PriceGuard, SalesRate, Sku, SkuCode,
 };
 use skuwatch_actors::store::{
     Cause, HistoryPoint, HistoryQuery, HistoryRollup, HoldQuery, Idempotency, ListQuery, PoolStats,
@@ -17,6 +17,7 @@ use super::Backend;
 
 mod alerts;
 mod external;
+mod forecast;
 mod group;
 mod history;
 mod holds;
@@ -29,9 +30,11 @@ use skuwatch_actors::store::IDEMPOTENCY_WINDOW_US;
 
 const SKU_COLUMNS: &str =
     "sku, name, currency, price_minor, stock, reserved, low_stock_threshold, \
-     guard_max_change_pct, guard_min_price, guard_max_price, version, updated_us";
+     guard_max_change_pct, guard_min_price, guard_max_price, version, updated_us, \
+     sales_rate, lead_time_days, alert_rule";
 
-/// Binds one SKU row, in the order of [`SKU_COLUMNS`] then `search_text`
+/// Binds one SKU row, in the order of [`SKU_COLUMNS`], then `cover_tenths`
+/// (the forecast's days of cover, for `/summary`), then `search_text`
 /// (the lower-cased "code name" that `q` searches, with Unicode's rules,
 /// which SQLite's `lower()` lacks); every writer of the `skus` table goes
 /// through here or [`search_text`], so the row and its search text agree.
@@ -52,6 +55,15 @@ fn bind_sku_row<'q>(
         .bind(state.price_guard.max_price)
         .bind(state.version)
         .bind(state.updated_at.0)
+        .bind(
+            state
+                .sales_rate
+                .as_ref()
+                .map(|rate| serde_json::to_string(rate).expect("a sales rate always serialises")),
+        )
+        .bind(state.lead_time_days)
+        .bind(state.alert_rule.map(|rule| rule.as_str()))
+        .bind(state.forecast.days_of_cover.map(|cover| cover.0))
         .bind(search_text(state))
 }
 
@@ -539,9 +551,24 @@ async fn sqlite_pool(
 fn sku_from_row(row: &AnyRow) -> Result<Sku, StoreError> {
     let get_i64 = |name: &str| row.try_get::<i64, _>(name).map_err(db_error);
     let get_opt = |name: &str| row.try_get::<Option<i64>, _>(name).map_err(db_error);
+    let get_text = |name: &str| row.try_get::<Option<String>, _>(name).map_err(db_error);
     let code: String = row.try_get("sku").map_err(db_error)?;
     let currency: String = row.try_get("currency").map_err(db_error)?;
-    Ok(Sku {
+    let alert_rule = match get_text("alert_rule")? {
+        None => None,
+        Some(raw) => Some(AlertRule::parse(&raw).ok_or_else(|| corrupt("alert rule"))?),
+    };
+    // A rate kept under another half-life is missing too: the write path
+    // rebuilds it (SalesRate::is_for).
+    let sales_rate = match get_text("sales_rate")? {
+        None => None,
+        Some(raw) => {
+            Some(serde_json::from_str::<SalesRate>(&raw).map_err(|_| corrupt("sales rate"))?)
+        }
+    }
+    .filter(|rate| rate.is_for(&forecast_config().params));
+    let updated_at = Micros(get_i64("updated_us")?);
+    let mut sku = Sku {
         sku: SkuCode::parse(&code).map_err(|_| corrupt("sku code"))?,
         name: row.try_get("name").map_err(db_error)?,
         currency: Currency::parse(&currency).map_err(|_| corrupt("currency"))?,
@@ -554,9 +581,15 @@ fn sku_from_row(row: &AnyRow) -> Result<Sku, StoreError> {
             min_price: get_opt("guard_min_price")?,
             max_price: get_opt("guard_max_price")?,
         },
+        lead_time_days: get_opt("lead_time_days")?,
+        alert_rule,
+        sales_rate,
+        forecast: Forecast::none(updated_at),
         version: get_i64("version")?,
-        updated_at: Micros(get_i64("updated_us")?),
-    })
+        updated_at,
+    };
+    sku.refresh_forecast();
+    Ok(sku)
 }
 
 fn json_column(row: &AnyRow, name: &str) -> Result<Value, StoreError> {
@@ -757,6 +790,10 @@ impl SkuStore for SqlStore {
         holds::due(self, limit).await
     }
 
+    async fn due_reforecasts(&self, now: Micros, limit: i64) -> Result<Vec<SkuCode>, StoreError> {
+        forecast::due_reforecasts(self, now, limit).await
+    }
+
     /// Probes its rows like a group commit ([`write::Locking::Probe`]),
     /// but never waits: a hold writing a SKU row another transaction
     /// holds is left for a later round (answered unchanged), and the rest
@@ -843,7 +880,9 @@ impl SkuStore for SqlStore {
     }
 
     async fn summary(&self) -> Result<Summary, StoreError> {
-        alerts::summary(self).await
+        let mut summary = alerts::summary(self).await?;
+        summary.days_of_cover = forecast::cover_counts(self).await?;
+        Ok(summary)
     }
 
     async fn create_user(&self, user: &UserRecord) -> Result<bool, StoreError> {

@@ -183,6 +183,11 @@ both_backends!(
             if let Some(o) = sku.as_object_mut() {
                 o.remove("sku");
                 o.remove("updated_at");
+                // The forecast is as of updated_at.
+                o["forecast"]
+                    .as_object_mut()
+                    .expect("forecast")
+                    .remove("as_of");
             }
             sku
         };

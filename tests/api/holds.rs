@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use sqlx::{Connection, Executor};
 
 use crate::both_backends;
-use crate::helpers::{client_with, login, TestApp, Ws};
+use crate::helpers::{client_with, eventually, login, TestApp, Ws};
 
 /// `POST /api/v1/holds`: (status, body, `Idempotent-Replayed`).
 async fn hold_with(
@@ -113,19 +113,6 @@ async fn assert_available_never_negative(app: &TestApp, ws: &mut Ws, sku: &str) 
         assert!(available >= 0, "{message}");
     }
     pushed.len()
-}
-
-/// Waits until `check` holds, at most `within`.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 both_backends!(

@@ -8,6 +8,7 @@ mod auth;
 mod concurrency;
 mod dashboard;
 mod external;
+mod forecast;
 mod group_commit;
 mod holds;
 mod input;

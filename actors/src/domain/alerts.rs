@@ -8,7 +8,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Micros, Money, PriceGuard, Sku, SkuCode};
+use super::{
+    explain_forecast, forecast_alert, forecast_config, ForecastTransition, Micros, Money,
+    PriceGuard, Sku, SkuCode,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -16,14 +19,18 @@ pub enum AlertKind {
     LowStock,
     OutOfStock,
     PriceAnomaly,
+    /// The projected stock-out falls within the lead time (issue 18):
+    /// `value` is the days of cover, `threshold` the lead time in days.
+    StockoutForecast,
 }
 
 impl AlertKind {
     /// Every kind, in the order dashboards list them.
-    pub const ALL: [AlertKind; 3] = [
+    pub const ALL: [AlertKind; 4] = [
         AlertKind::LowStock,
         AlertKind::OutOfStock,
         AlertKind::PriceAnomaly,
+        AlertKind::StockoutForecast,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -31,6 +38,7 @@ impl AlertKind {
             AlertKind::LowStock => "low_stock",
             AlertKind::OutOfStock => "out_of_stock",
             AlertKind::PriceAnomaly => "price_anomaly",
+            AlertKind::StockoutForecast => "stockout_forecast",
         }
     }
 
@@ -39,6 +47,7 @@ impl AlertKind {
             "low_stock" => Some(AlertKind::LowStock),
             "out_of_stock" => Some(AlertKind::OutOfStock),
             "price_anomaly" => Some(AlertKind::PriceAnomaly),
+            "stockout_forecast" => Some(AlertKind::StockoutForecast),
             _ => None,
         }
     }
@@ -181,11 +190,15 @@ pub fn evaluate(
         _ => {}
     }
 
+    // Which rules raise stock alerts (issue 18): a rule turned off ends
+    // its open alert. Out of stock is a fact, not a rule: always.
+    let rule = after.effective_alert_rule();
     let threshold = after.low_stock_threshold;
     match active_of(AlertKind::LowStock) {
-        Some(id) if available >= recovery_level(threshold) => {
+        Some(id) if !rule.uses_threshold() || available >= recovery_level(threshold) => {
             actions.push(AlertAction::Resolve { id })
         }
+        None if !rule.uses_threshold() => {}
         // Never raised by an increase; a threshold change re-evaluates.
         None if available < threshold && (!stock_rose || threshold_moved) => {
             actions.push(AlertAction::Raise {
@@ -198,6 +211,34 @@ pub fn evaluate(
                 threshold: threshold.into(),
             })
         }
+        _ => {}
+    }
+
+    let open = active_of(AlertKind::StockoutForecast);
+    let lead_time = after.effective_lead_time_days();
+    let transition = if rule.uses_forecast() {
+        forecast_alert(
+            &after.forecast,
+            lead_time,
+            open.is_some(),
+            &forecast_config().params,
+        )
+    } else {
+        open.map(|_| ForecastTransition::Resolve)
+    };
+    match (transition, open) {
+        (Some(ForecastTransition::Raise), None) => actions.push(AlertAction::Raise {
+            kind: AlertKind::StockoutForecast,
+            message: format!(
+                "{} will run out before a delivery: {}",
+                after.sku,
+                explain_forecast(&after.forecast, lead_time)
+            ),
+            value: serde_json::to_value(after.forecast.days_of_cover)
+                .unwrap_or(serde_json::Value::Null),
+            threshold: lead_time.into(),
+        }),
+        (Some(ForecastTransition::Resolve), Some(id)) => actions.push(AlertAction::Resolve { id }),
         _ => {}
     }
 
@@ -233,6 +274,12 @@ mod tests {
             price_guard: PriceGuard::default(),
             version: 1,
             updated_at: Micros(0),
+            lead_time_days: None,
+            alert_rule: None,
+            sales_rate: Some(crate::domain::SalesRate::new(
+                &crate::domain::RateParams::default(),
+            )),
+            forecast: crate::domain::Forecast::none(crate::domain::Micros(0)),
         }
     }
 

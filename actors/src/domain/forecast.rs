@@ -543,6 +543,19 @@ pub struct Forecast {
     pub as_of: Micros,
 }
 
+impl Forecast {
+    /// No sales known: a rate of 0 on no sales, no cover.
+    pub fn none(as_of: Micros) -> Self {
+        Self {
+            sales_per_day: Tenths(0),
+            based_on_sales: 0,
+            days_of_cover: None,
+            stockout_at: None,
+            as_of,
+        }
+    }
+}
+
 /// The forecast of a SKU with `available` units (may be negative after a
 /// physical count) and `rate`, as of `as_of`.
 pub fn forecast(rate: &SalesRate, available: i64, as_of: Micros, params: &RateParams) -> Forecast {
@@ -702,6 +715,82 @@ pub fn explain(forecast: &Forecast, lead_time_days: i64) -> String {
         plural(forecast.based_on_sales),
         plural(lead_time_days),
     )
+}
+
+/// The server's forecast settings (issue 18): the rate's parameters, the
+/// lead time and alert rule a SKU without its own follows, and which
+/// adjustment reasons are sales and returns.
+///
+/// One per process ([`set_config`], at start; [`config`] reads it): a SKU's
+/// API object is a function of its row and these settings, and every place
+/// that shows one (the event row, HTTP, the bus, the push) needs them, so
+/// they are a process-wide constant rather than an argument threaded
+/// through each serialisation. Changing them takes a restart, which is
+/// what keeps "one version, one body" true.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForecastConfig {
+    pub params: RateParams,
+    /// Days a delivery ordered now takes to arrive, for SKUs that set none
+    /// (`SKUWATCH_LEAD_TIME_DAYS`, default 7).
+    pub lead_time_days: i64,
+    /// Which rules raise stock alerts for SKUs that set none
+    /// (`SKUWATCH_ALERT_RULE`, default `both`).
+    pub alert_rule: AlertRule,
+    /// Adjustment reasons that are sales (units = -delta of a decrease);
+    /// default `sale` (committed holds sell with it).
+    pub sale_reasons: Vec<String>,
+    /// Adjustment reasons that are returns (units = delta of an increase);
+    /// default `return`.
+    pub return_reasons: Vec<String>,
+}
+
+impl Default for ForecastConfig {
+    fn default() -> Self {
+        Self {
+            params: RateParams::default(),
+            lead_time_days: 7,
+            alert_rule: AlertRule::Both,
+            sale_reasons: vec!["sale".to_owned()],
+            return_reasons: vec!["return".to_owned()],
+        }
+    }
+}
+
+impl ForecastConfig {
+    /// What a stock change of `delta` with `reason` does to the rate: a
+    /// sale of `-delta` units, a return of `delta`, or nothing.
+    pub fn sale_of(&self, reason: Option<&str>, delta: i64) -> Option<(SaleKind, i64)> {
+        let reason = reason?;
+        if delta < 0 && self.sale_reasons.iter().any(|r| r == reason) {
+            return Some((SaleKind::Sale, delta.checked_neg()?));
+        }
+        if delta > 0 && self.return_reasons.iter().any(|r| r == reason) {
+            return Some((SaleKind::Return, delta));
+        }
+        None
+    }
+}
+
+static CONFIG: std::sync::OnceLock<ForecastConfig> = std::sync::OnceLock::new();
+
+/// The process's forecast settings: those given to [`set_config`], else
+/// the defaults.
+pub fn config() -> &'static ForecastConfig {
+    CONFIG.get_or_init(ForecastConfig::default)
+}
+
+/// Sets the process's forecast settings, once. Setting the same again is
+/// fine (several servers in one test process); different settings once
+/// any are in use are refused with the ones in force (see
+/// [`ForecastConfig`] for why they are per process).
+pub fn set_config(wanted: ForecastConfig) -> Result<(), &'static ForecastConfig> {
+    let _ = CONFIG.set(wanted.clone());
+    let current = config();
+    if *current == wanted {
+        Ok(())
+    } else {
+        Err(current)
+    }
 }
 
 #[cfg(test)]

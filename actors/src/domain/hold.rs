@@ -405,6 +405,12 @@ mod tests {
             price_guard: PriceGuard::default(),
             version: 1,
             updated_at: Micros(0),
+            lead_time_days: None,
+            alert_rule: None,
+            sales_rate: Some(crate::domain::SalesRate::new(
+                &crate::domain::RateParams::default(),
+            )),
+            forecast: crate::domain::Forecast::none(crate::domain::Micros(0)),
         }
     }
 

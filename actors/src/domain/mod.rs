@@ -13,8 +13,9 @@ pub use alerts::{
     AlertStatus,
 };
 pub use forecast::{
-    explain as explain_forecast, forecast, forecast_alert, forecast_resolve_level, AlertRule,
-    Forecast, ForecastTransition, RateParams, SaleKind, SalesRate, Tenths, UnitsPerDay, DAY_US,
+    config as forecast_config, explain as explain_forecast, forecast, forecast_alert,
+    forecast_resolve_level, set_config as set_forecast_config, AlertRule, Forecast, ForecastConfig,
+    ForecastTransition, RateParams, SaleKind, SalesRate, Tenths, UnitsPerDay, DAY_US,
     MIN_HISTORY_US,
 };
 pub use hold::{
@@ -24,7 +25,7 @@ pub use hold::{
 pub use money::{Currency, Money, MoneyError};
 pub use sku::{
     decide, Change, Command, Committed, DomainError, Event, Field, GuardPatch, NewSku, PriceGuard,
-    Shortfall, Sku, Upsert, WriteMeta,
+    Shortfall, Sku, Upsert, WriteMeta, REFORECAST_REASON,
 };
 pub use sku_code::{SkuCode, SkuCodeError};
 pub use time::Micros;

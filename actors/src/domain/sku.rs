@@ -6,7 +6,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{Currency, Micros, Money, SkuCode};
+use super::{
+    forecast, forecast_alert, forecast_config, AlertRule, Currency, Forecast, ForecastTransition,
+    Micros, Money, SalesRate, SkuCode,
+};
 
 /// Price guard of a SKU (API.md, SKUs). Enforced from the alerts issue on;
 /// stored and shown already.
@@ -46,12 +49,73 @@ pub struct Sku {
     pub reserved: i64,
     pub low_stock_threshold: i64,
     pub price_guard: PriceGuard,
+    /// Days a delivery ordered now takes (issue 18); `None` follows the
+    /// server's setting ([`ForecastConfig::lead_time_days`]).
+    pub lead_time_days: Option<i64>,
+    /// Which rules raise stock alerts (issue 18); `None` follows the
+    /// server's setting.
+    pub alert_rule: Option<AlertRule>,
+    /// The running state of the sales rate (issue 18), saved with the row.
+    /// `None` when missing (a row from before migration 0009, an external
+    /// INSERT, a changed half-life): the write path rebuilds it from the
+    /// SKU's events before its next change. Not part of the API object.
+    pub sales_rate: Option<SalesRate>,
+    /// The forecast as of `updated_at` (API.md v1 additions): derived from
+    /// `sales_rate` and `available` by [`Sku::refresh_forecast`] whenever
+    /// either changes, so one version has one body.
+    pub forecast: Forecast,
     /// Incremented by exactly 1 on every change.
     pub version: i64,
     pub updated_at: Micros,
 }
 
 impl Sku {
+    /// Lead time in days: the SKU's own, else the server's setting.
+    pub fn effective_lead_time_days(&self) -> i64 {
+        self.lead_time_days
+            .unwrap_or_else(|| forecast_config().lead_time_days)
+    }
+
+    /// The alert rule: the SKU's own, else the server's setting.
+    pub fn effective_alert_rule(&self) -> AlertRule {
+        self.alert_rule
+            .unwrap_or_else(|| forecast_config().alert_rule)
+    }
+
+    /// Whether re-reading the forecast as of `now` ends an open
+    /// `stockout_forecast` alert: with no sales since, the rate falls and
+    /// the cover grows until it reaches the resolve level (or the rule no
+    /// longer uses the forecast). What the periodic re-evaluation asks
+    /// before it writes a [`Command::Reforecast`].
+    pub fn reforecast_ends_alert(&self, now: Micros) -> bool {
+        if !self.effective_alert_rule().uses_forecast() {
+            return true;
+        }
+        let mut later = self.clone();
+        later.updated_at = later.updated_at.max(now);
+        later.refresh_forecast();
+        forecast_alert(
+            &later.forecast,
+            self.effective_lead_time_days(),
+            true,
+            &forecast_config().params,
+        ) == Some(ForecastTransition::Resolve)
+    }
+
+    /// Recomputes [`Sku::forecast`] as of `updated_at` from the rate and
+    /// `available` (no forecast while the rate is missing).
+    pub fn refresh_forecast(&mut self) {
+        self.forecast = match &self.sales_rate {
+            Some(rate) => forecast(
+                rate,
+                self.available(),
+                self.updated_at,
+                &forecast_config().params,
+            ),
+            None => Forecast::none(self.updated_at),
+        };
+    }
+
     /// Units that can still be sold or held: `stock - reserved` (API.md v1
     /// additions). Negative after a physical count below what is held;
     /// the stock alerts and `below_threshold` are judged on it.
@@ -100,6 +164,7 @@ impl Sku {
             }
         };
         let guard = value.get("price_guard")?;
+        let updated_at = Micros::parse_rfc3339(text("updated_at")?)?;
         Some(Self {
             sku: SkuCode::parse(text("sku")?).ok()?,
             name: text("name")?.to_owned(),
@@ -113,8 +178,23 @@ impl Sku {
                 min_price: money(guard.get("min_price")?)?,
                 max_price: money(guard.get("max_price")?)?,
             },
+            // As shown (objects from before issue 18 have none: the
+            // settings then, no forecast).
+            lead_time_days: match value.get("lead_time_days") {
+                None => None,
+                Some(v) => Some(v.as_i64()?),
+            },
+            alert_rule: match value.get("alert_rule") {
+                None => None,
+                Some(v) => Some(AlertRule::parse(v.as_str()?)?),
+            },
+            sales_rate: None,
+            forecast: match value.get("forecast") {
+                None => Forecast::none(updated_at),
+                Some(v) => serde_json::from_value(v.clone()).ok()?,
+            },
             version: value.get("version")?.as_i64()?,
-            updated_at: Micros::parse_rfc3339(text("updated_at")?)?,
+            updated_at,
         })
     }
 }
@@ -123,11 +203,25 @@ impl Sku {
     /// The `skus` row as a JSON object of its columns.
     fn from_row_json(value: &Value) -> Option<Self> {
         let int = |key: &str| value.get(key)?.as_i64();
-        let optional = |key: &str| match value.get(key)? {
-            Value::Null => Some(None),
-            other => other.as_i64().map(Some),
+        let optional = |key: &str| match value.get(key) {
+            None | Some(Value::Null) => Some(None),
+            Some(other) => other.as_i64().map(Some),
         };
-        Some(Self {
+        // The forecast columns (migration 0009) are absent from states
+        // written before it.
+        let text = |key: &str| match value.get(key) {
+            None | Some(Value::Null) => Some(None),
+            Some(other) => other.as_str().map(Some),
+        };
+        let alert_rule = match text("alert_rule")? {
+            None => None,
+            Some(raw) => Some(AlertRule::parse(raw)?),
+        };
+        let sales_rate = match text("sales_rate")? {
+            None => None,
+            Some(raw) => Some(serde_json::from_str(raw).ok()?),
+        };
+        let mut sku = Self {
             sku: SkuCode::parse(value.get("sku")?.as_str()?).ok()?,
             name: value.get("name")?.as_str()?.to_owned(),
             currency: Currency::parse(value.get("currency")?.as_str()?).ok()?,
@@ -140,9 +234,15 @@ impl Sku {
                 min_price: optional("guard_min_price")?,
                 max_price: optional("guard_max_price")?,
             },
+            lead_time_days: optional("lead_time_days")?,
+            alert_rule,
+            sales_rate,
+            forecast: Forecast::none(Micros(0)),
             version: int("version")?,
             updated_at: Micros(int("updated_us")?),
-        })
+        };
+        sku.refresh_forecast();
+        Some(sku)
     }
 }
 
@@ -163,7 +263,7 @@ fn reserved(value: &Value) -> Option<i64> {
 impl Serialize for Sku {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut object = s.serialize_struct("Sku", 11)?;
+        let mut object = s.serialize_struct("Sku", 14)?;
         object.serialize_field("sku", &self.sku)?;
         object.serialize_field("name", &self.name)?;
         object.serialize_field("currency", &self.currency)?;
@@ -173,6 +273,9 @@ impl Serialize for Sku {
         object.serialize_field("available", &self.available())?;
         object.serialize_field("low_stock_threshold", &self.low_stock_threshold)?;
         object.serialize_field("price_guard", &GuardJson(self))?;
+        object.serialize_field("lead_time_days", &self.effective_lead_time_days())?;
+        object.serialize_field("alert_rule", &self.effective_alert_rule())?;
+        object.serialize_field("forecast", &self.forecast)?;
         object.serialize_field("version", &self.version)?;
         object.serialize_field("updated_at", &self.updated_at)?;
         object.end()
@@ -291,6 +394,12 @@ impl Event {
                 if let Some(threshold) = self.old.get("low_stock_threshold") {
                     before.low_stock_threshold = threshold.as_i64()?;
                 }
+                if let Some(days) = self.old.get("lead_time_days") {
+                    before.lead_time_days = Some(days.as_i64()?);
+                }
+                if let Some(rule) = self.old.get("alert_rule") {
+                    before.alert_rule = Some(AlertRule::parse(rule.as_str()?)?);
+                }
                 if let Some(guard) = self.old.get("price_guard") {
                     let pct = guard.get("max_change_pct")?;
                     before.price_guard = PriceGuard {
@@ -328,6 +437,10 @@ pub struct NewSku {
     pub stock: i64,
     pub low_stock_threshold: i64,
     pub price_guard: PriceGuard,
+    /// `None`: follow the server's setting (issue 18).
+    pub lead_time_days: Option<i64>,
+    /// `None`: follow the server's setting (issue 18).
+    pub alert_rule: Option<AlertRule>,
 }
 
 /// Part of a price guard (`PATCH`): per field, `None` keeps the stored
@@ -403,7 +516,17 @@ pub enum Command {
         name: Option<String>,
         low_stock_threshold: Option<i64>,
         price_guard: Option<GuardPatch>,
+        /// `Some(None)`: follow the server's setting again.
+        lead_time_days: Option<Option<i64>>,
+        /// `Some(None)`: follow the server's setting again.
+        alert_rule: Option<Option<AlertRule>>,
     },
+    /// The forecast re-read as of now (issue 18): time passing with no
+    /// sales lowers the rate, which may end a `stockout_forecast` alert. A
+    /// `meta` event with reason `forecast` whose `old`/`new` are the
+    /// forecasts; the planner computes the new one (it knows the time) and
+    /// plans nothing when the alerts would not change.
+    Reforecast,
     SetPrice {
         price: Money,
         /// Lets an out-of-guard price through (price guard issue).
@@ -591,6 +714,8 @@ pub fn decide(
             name,
             low_stock_threshold: threshold,
             price_guard: None,
+            lead_time_days: None,
+            alert_rule: None,
         });
     }
     if upsert.stock_given && new.stock != current.stock {
@@ -642,6 +767,8 @@ fn decide_one(
             name,
             low_stock_threshold,
             price_guard,
+            lead_time_days,
+            alert_rule,
         } => {
             let mut old = serde_json::Map::new();
             let mut new = serde_json::Map::new();
@@ -666,7 +793,40 @@ fn decide_one(
                 state.price_guard = patch.merge(&current.price_guard, current.currency)?;
                 new.insert("price_guard".into(), state.to_json()["price_guard"].clone());
             }
+            // As shown: the effective values, so a reset to the setting
+            // reads as the number it now is.
+            if let Some(days) = lead_time_days {
+                old.insert(
+                    "lead_time_days".into(),
+                    json!(state.effective_lead_time_days()),
+                );
+                state.lead_time_days = *days;
+                new.insert(
+                    "lead_time_days".into(),
+                    json!(state.effective_lead_time_days()),
+                );
+            }
+            if let Some(rule) = alert_rule {
+                old.insert("alert_rule".into(), json!(state.effective_alert_rule()));
+                state.alert_rule = *rule;
+                new.insert("alert_rule".into(), json!(state.effective_alert_rule()));
+            }
             (Field::Meta, Value::Object(old), Value::Object(new), None)
+        }
+        Command::Reforecast => {
+            let old = json!({ "forecast": current.forecast });
+            return Ok(Change {
+                previous: Some(current.clone()),
+                state,
+                field: Field::Meta,
+                // Filled in by the planner with the forecast as of now.
+                new: old.clone(),
+                old,
+                delta: None,
+                price_anomaly: None,
+                reason: Some(REFORECAST_REASON),
+                judged_with_next: false,
+            });
         }
         Command::SetPrice { price, confirm } => {
             if price.currency != current.currency {
@@ -740,8 +900,11 @@ fn decide_one(
     })
 }
 
+/// The reason of a [`Command::Reforecast`] event.
+pub const REFORECAST_REASON: &str = "forecast";
+
 fn create(sku: &SkuCode, new: &NewSku, now: Micros) -> Change {
-    let state = Sku {
+    let mut state = Sku {
         sku: sku.clone(),
         name: new.name.clone(),
         currency: new.price.currency,
@@ -750,9 +913,14 @@ fn create(sku: &SkuCode, new: &NewSku, now: Micros) -> Change {
         reserved: 0,
         low_stock_threshold: new.low_stock_threshold,
         price_guard: new.price_guard.clone(),
+        lead_time_days: new.lead_time_days,
+        alert_rule: new.alert_rule,
+        sales_rate: Some(SalesRate::new(&forecast_config().params)),
+        forecast: Forecast::none(now),
         version: 1,
         updated_at: now,
     };
+    state.refresh_forecast();
     let mut created = state.to_json();
     if let Value::Object(map) = &mut created {
         map.remove("version");
@@ -791,6 +959,12 @@ mod tests {
             price_guard: PriceGuard::default(),
             version: 7,
             updated_at: Micros(0),
+            lead_time_days: None,
+            alert_rule: None,
+            sales_rate: Some(crate::domain::SalesRate::new(
+                &crate::domain::RateParams::default(),
+            )),
+            forecast: crate::domain::Forecast::none(crate::domain::Micros(0)),
         }
     }
 
@@ -822,6 +996,8 @@ mod tests {
                 stock: stock.unwrap_or(0),
                 low_stock_threshold: 10,
                 price_guard: PriceGuard::default(),
+                lead_time_days: None,
+                alert_rule: None,
             },
             stock_given: stock.is_some(),
             threshold_given: false,
@@ -877,6 +1053,8 @@ mod tests {
                     name: None,
                     low_stock_threshold: None,
                     price_guard: Some(p),
+                    lead_time_days: None,
+                    alert_rule: None,
                 },
                 &WriteMeta::default(),
                 Micros(1),
@@ -910,7 +1088,21 @@ mod tests {
         let mut s = sku(3);
         s.updated_at = Micros(1_764_410_400_123_456);
         s.price_guard.min_price = Some(50);
-        assert_eq!(Sku::from_json(&s.to_json()), Some(s));
+        s.lead_time_days = Some(4);
+        s.alert_rule = Some(AlertRule::Forecast);
+        let rate = s.sales_rate.as_mut().unwrap();
+        let params = crate::domain::RateParams::default();
+        for i in 0..6 {
+            rate.record_sale(2, Micros(s.updated_at.0 - i * 3_600_000_000), &params);
+        }
+        s.refresh_forecast();
+        assert!(s.forecast.days_of_cover.is_some());
+        // The rate is not part of the object: what reads back is the
+        // object as shown, the forecast included.
+        let back = Sku::from_json(&s.to_json()).unwrap();
+        assert_eq!(back.to_json(), s.to_json());
+        assert_eq!(back.forecast, s.forecast);
+        assert_eq!(back.sales_rate, None);
     }
 
     #[test]
@@ -932,6 +1124,8 @@ mod tests {
                     min_price: Some(Some(120)),
                     max_price: None,
                 }),
+                lead_time_days: None,
+                alert_rule: None,
             },
         ];
         for command in &commands {
@@ -970,7 +1164,10 @@ mod tests {
             "price_minor": s.price_minor, "stock": 7, "low_stock_threshold": s.low_stock_threshold,
             "guard_max_change_pct": s.price_guard.max_change_pct, "guard_min_price": 250,
             "guard_max_price": null, "version": s.version, "updated_us": s.updated_at.0,
+            "sales_rate": serde_json::to_string(&s.sales_rate).unwrap(),
+            "lead_time_days": null, "alert_rule": null,
         });
+        s.refresh_forecast();
         assert_eq!(Sku::from_json(&row), Some(s));
     }
 
@@ -1057,6 +1254,8 @@ mod tests {
             stock: 0,
             low_stock_threshold: 10,
             price_guard: PriceGuard::default(),
+            lead_time_days: None,
+            alert_rule: None,
         };
         let meta = WriteMeta::default();
         assert!(matches!(

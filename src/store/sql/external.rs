@@ -97,6 +97,21 @@ pub(super) async fn settle(store: &SqlStore, skus: Option<&[SkuCode]>) -> Result
             .await
             .map_err(db_error)?;
     }
+    // The days of cover `/summary` counts (issue 18), as of each SKU's
+    // row now: an external stock change moves it.
+    let restocked: BTreeSet<&SkuCode> = settled
+        .iter()
+        .filter(|c| c.event.field == Field::Stock)
+        .map(|c| &c.sku.sku)
+        .collect();
+    for row in restocked.iter().filter_map(|code| rows.get(*code)) {
+        sqlx::query("UPDATE skus SET cover_tenths = $2 WHERE sku = $1")
+            .bind(row.sku.as_str())
+            .bind(row.forecast.days_of_cover.map(|cover| cover.0))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+    }
     tx.commit().await.map_err(super::commit_error)?;
     crate::metrics::alerts_raised(&settled);
     metrics::counter!(crate::metrics::EXTERNAL_SETTLED).increment(settled.len() as u64);

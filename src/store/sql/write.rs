@@ -177,7 +177,7 @@ async fn prepare(
         .flat_map(|job| job.skus())
         .chain(&held)
         .collect();
-    let rows = lock_rows_with(store, tx, &codes, locking).await?;
+    let mut rows = lock_rows_with(store, tx, &codes, locking).await?;
     if locking == Locking::Probe && rows.len() < codes.len() {
         let skipped: BTreeSet<&SkuCode> = codes
             .iter()
@@ -211,6 +211,7 @@ async fn prepare(
         .map(|sku| sku.updated_at)
         .fold(Micros::now(), Micros::max);
     let active = active_alerts(tx, &codes).await?;
+    super::forecast::rebuild_missing_rates(tx, &mut rows).await?;
 
     let mut plan = plan(rows, active, holds, &live_jobs, now);
     let mut keep = plan.changes_anything();
@@ -383,7 +384,8 @@ async fn insert_rows(
             })
             .collect();
         let sql = format!(
-            "INSERT INTO skus ({SKU_COLUMNS}, search_text) VALUES {} ON CONFLICT (sku) DO NOTHING",
+            "INSERT INTO skus ({}) VALUES {} ON CONFLICT (sku) DO NOTHING",
+            UPDATE_COLUMNS.join(", "),
             values.join(", ")
         );
         let mut query = sqlx::query(&sql);
@@ -483,7 +485,7 @@ pub(super) async fn active_alerts(
 }
 
 /// Columns of the multi-row UPDATE, in bind order.
-const UPDATE_COLUMNS: [&str; 13] = [
+const UPDATE_COLUMNS: [&str; 17] = [
     "sku",
     "name",
     "currency",
@@ -496,6 +498,10 @@ const UPDATE_COLUMNS: [&str; 13] = [
     "guard_max_price",
     "version",
     "updated_us",
+    "sales_rate",
+    "lead_time_days",
+    "alert_rule",
+    "cover_tenths",
     "search_text",
 ];
 
@@ -568,9 +574,9 @@ async fn update_rows_once(
     Ok(())
 }
 
-const UPDATE_TYPES: [&str; 13] = [
+const UPDATE_TYPES: [&str; 17] = [
     "text", "text", "text", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint",
-    "bigint", "bigint", "text",
+    "bigint", "bigint", "text", "bigint", "text", "bigint", "text",
 ];
 
 /// The VALUES rows with casts on the first one (PostgreSQL takes a VALUES
