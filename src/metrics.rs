@@ -542,6 +542,8 @@ fn describe() {
 
 fn zero_known_series() {
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    counter!(FORECAST_REFORECASTS).absolute(0);
+    counter!(FORECAST_RATES_REBUILT).absolute(0);
     for reason in DropReason::ALL {
         counter!(WS_SESSIONS_DROPPED, "reason" => reason.as_str()).absolute(0);
     }
