@@ -66,6 +66,9 @@ pub struct RowWrite {
     /// The SKU had no row when locked: the store inserts it (and must find
     /// out whether another writer created it meanwhile).
     pub insert: bool,
+    /// A sale or return moved the sales rate (issue 18), so the store
+    /// writes it; most writes leave it as stored and skip encoding it.
+    pub rate_changed: bool,
 }
 
 /// An alert an action refers to.
@@ -197,6 +200,7 @@ pub fn plan(
         // that `evaluate_alerts` sees them like stored ones.
         active,
         judge_from: BTreeMap::new(),
+        rate_changed: Default::default(),
         plan: Plan::default(),
     };
     let clock = holds.clock;
@@ -291,6 +295,8 @@ struct Planner {
     /// Per SKU, the state a change judged with the next one started from
     /// ([`Change::judged_with_next`]).
     judge_from: BTreeMap<SkuCode, Option<Sku>>,
+    /// The SKUs whose sales rate a change of this plan moved.
+    rate_changed: std::collections::BTreeSet<SkuCode>,
     plan: Plan,
 }
 
@@ -299,20 +305,24 @@ impl Planner {
     /// change whose reason is a sale or a return feeds the rate (the store
     /// rebuilt a missing rate before planning; one still missing stays
     /// so), and every change re-reads the forecast as of its time.
-    fn forecast(change: &mut Change, meta: &WriteMeta, now: Micros) {
+    /// Returns whether the rate moved.
+    fn forecast(change: &mut Change, meta: &WriteMeta, now: Micros) -> bool {
         let config = forecast_config();
         let reason = change.reason.or(meta.reason.as_deref());
+        let mut moved = false;
         if let (Field::Stock, Some(delta), Some(rate)) =
             (change.field, change.delta, change.state.sales_rate.as_mut())
         {
             if let Some((kind, units)) = config.sale_of(reason, delta) {
                 rate.apply(kind, units, now, &config.params);
+                moved = true;
             }
         }
         change.state.refresh_forecast();
         if change.reason == Some(REFORECAST_REASON) {
             change.new = serde_json::json!({ "forecast": change.state.forecast });
         }
+        moved
     }
 
     /// Whether `changes` is other than one [`Command::Reforecast`] change
@@ -335,7 +345,9 @@ impl Planner {
     }
 
     fn push(&mut self, job: usize, mut change: Change, meta: &WriteMeta, now: Micros) {
-        Self::forecast(&mut change, meta, now);
+        if Self::forecast(&mut change, meta, now) {
+            self.rate_changed.insert(change.state.sku.clone());
+        }
         let sku = change.state.sku.clone();
         let alerts = if change.judged_with_next {
             self.judge_from.insert(sku.clone(), change.previous.clone());
@@ -389,6 +401,7 @@ impl Planner {
                     RowWrite {
                         state: state.clone(),
                         insert: !self.existed.contains(sku),
+                        rate_changed: self.rate_changed.contains(sku),
                     },
                 );
             }

@@ -38,9 +38,13 @@ const SKU_COLUMNS: &str =
 /// (the lower-cased "code name" that `q` searches, with Unicode's rules,
 /// which SQLite's `lower()` lacks); every writer of the `skus` table goes
 /// through here or [`search_text`], so the row and its search text agree.
+///
+/// `with_rate: false` binds NULL for `sales_rate`, which the UPDATE reads
+/// as "keep the stored one" (most writes do not move the rate).
 fn bind_sku_row<'q>(
     query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     state: &'q Sku,
+    with_rate: bool,
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
     query
         .bind(state.sku.as_str())
@@ -59,7 +63,8 @@ fn bind_sku_row<'q>(
             state
                 .sales_rate
                 .as_ref()
-                .map(|rate| serde_json::to_string(rate).expect("a sales rate always serialises")),
+                .filter(|_| with_rate)
+                .map(SalesRate::encode),
         )
         .bind(state.lead_time_days)
         .bind(state.alert_rule.map(|rule| rule.as_str()))
@@ -562,9 +567,7 @@ fn sku_from_row(row: &AnyRow) -> Result<Sku, StoreError> {
     // rebuilds it (SalesRate::is_for).
     let sales_rate = match get_text("sales_rate")? {
         None => None,
-        Some(raw) => {
-            Some(serde_json::from_str::<SalesRate>(&raw).map_err(|_| corrupt("sales rate"))?)
-        }
+        Some(raw) => Some(SalesRate::decode(&raw).ok_or_else(|| corrupt("sales rate"))?),
     }
     .filter(|rate| rate.is_for(&forecast_config().params));
     let updated_at = Micros(get_i64("updated_us")?);

@@ -327,6 +327,58 @@ impl SalesRate {
         rate
     }
 
+    /// The state as the `skus.sales_rate` column keeps it: its nine
+    /// integers, colon-separated, `-` for a sale time not yet seen
+    /// (`604800000000:2900:0:0:-:-:0:0:0` for no sales). Written with a
+    /// row on most sales, so cheaper than JSON (no field names, no RFC
+    /// 3339 times) and a third of its size.
+    pub fn encode(&self) -> String {
+        use std::fmt::Write;
+        let time = |t: Option<Micros>| t.map_or_else(|| "-".to_owned(), |t| t.0.to_string());
+        let mut out = String::with_capacity(96);
+        let _ = write!(
+            out,
+            "{}:{}:{}:{}:{}:{}:{}:{}:{}",
+            self.half_life_us,
+            self.block,
+            self.units,
+            self.sales,
+            time(self.first_sale_at),
+            time(self.last_sale_at),
+            self.last_sale_units,
+            self.last_sale_weight,
+            self.last_sale_count
+        );
+        out
+    }
+
+    /// Reads [`SalesRate::encode`]'s form; `None` for anything else.
+    pub fn decode(raw: &str) -> Option<Self> {
+        let parts: Vec<&str> = raw.split(':').collect();
+        let [h, block, units, sales, first, last, lu, lw, lc] = parts[..] else {
+            return None;
+        };
+        let int = |s: &str| s.parse::<i64>().ok();
+        let time = |s: &str| -> Option<Option<Micros>> {
+            match s {
+                "-" => Some(None),
+                s => int(s).map(|t| Some(Micros(t))),
+            }
+        };
+        let half_life_us = int(h).filter(|h| *h > 0)?;
+        Some(Self {
+            half_life_us,
+            block: int(block)?,
+            units: int(units)?,
+            sales: int(sales)?,
+            first_sale_at: time(first)?,
+            last_sale_at: time(last)?,
+            last_sale_units: int(lu)?,
+            last_sale_weight: int(lw)?,
+            last_sale_count: int(lc)?,
+        })
+    }
+
     /// Whether the state was kept under `params`' half-life; when not, it
     /// must be rebuilt from history (other parameters only act on later
     /// events and on reading).
@@ -830,6 +882,23 @@ mod tests {
 
     fn rel_err(got: f64, want: f64) -> f64 {
         ((got - want) / want).abs()
+    }
+
+    #[test]
+    fn the_column_form_reads_back_to_the_same_state() {
+        let empty = SalesRate::new(&params());
+        assert_eq!(SalesRate::decode(&empty.encode()), Some(empty.clone()));
+        let (rate, _) = steady(7, 20, start());
+        assert_eq!(SalesRate::decode(&rate.encode()), Some(rate));
+        for bad in [
+            "",
+            "1:2:3",
+            "0:0:0:0:-:-:0:0:0",
+            "1:2:3:4:x:-:0:0:0",
+            "1:2:3:4:-:-:0:0:0:9",
+        ] {
+            assert_eq!(SalesRate::decode(bad), None, "{bad}");
+        }
     }
 
     #[test]

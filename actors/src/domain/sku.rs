@@ -219,7 +219,7 @@ impl Sku {
         };
         let sales_rate = match text("sales_rate")? {
             None => None,
-            Some(raw) => Some(serde_json::from_str(raw).ok()?),
+            Some(raw) => Some(SalesRate::decode(raw)?),
         };
         let mut sku = Self {
             sku: SkuCode::parse(value.get("sku")?.as_str()?).ok()?,
@@ -1164,7 +1164,7 @@ mod tests {
             "price_minor": s.price_minor, "stock": 7, "low_stock_threshold": s.low_stock_threshold,
             "guard_max_change_pct": s.price_guard.max_change_pct, "guard_min_price": 250,
             "guard_max_price": null, "version": s.version, "updated_us": s.updated_at.0,
-            "sales_rate": serde_json::to_string(&s.sales_rate).unwrap(),
+            "sales_rate": s.sales_rate.as_ref().unwrap().encode(),
             "lead_time_days": null, "alert_rule": null,
         });
         s.refresh_forecast();

@@ -15,18 +15,19 @@ use super::{corrupt, db_error, placeholders, sku_from_row, SqlStore, Tx, SKU_COL
 /// or kept under another half-life) the rate its events give, folded in
 /// commit order exactly as the planner folds them live, so the two agree
 /// bit for bit. One read for all of them, only when some are missing: a
-/// plain write pays nothing.
+/// plain write pays nothing. Returns the codes rebuilt, whose rates the
+/// write must store.
 pub(super) async fn rebuild_missing_rates(
     tx: &mut Tx,
     rows: &mut BTreeMap<SkuCode, Sku>,
-) -> Result<(), StoreError> {
+) -> Result<Vec<SkuCode>, StoreError> {
     let missing: Vec<SkuCode> = rows
         .values()
         .filter(|sku| sku.sales_rate.is_none())
         .map(|sku| sku.sku.clone())
         .collect();
     if missing.is_empty() {
-        return Ok(());
+        return Ok(missing);
     }
     let config = forecast_config();
     let sql = format!(
@@ -62,7 +63,7 @@ pub(super) async fn rebuild_missing_rates(
         }
     }
     metrics::counter!(crate::metrics::FORECAST_RATES_REBUILT).increment(missing.len() as u64);
-    Ok(())
+    Ok(missing)
 }
 
 /// SKUs with an active `stockout_forecast` alert whose forecast, re-read as

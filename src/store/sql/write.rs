@@ -211,9 +211,14 @@ async fn prepare(
         .map(|sku| sku.updated_at)
         .fold(Micros::now(), Micros::max);
     let active = active_alerts(tx, &codes).await?;
-    super::forecast::rebuild_missing_rates(tx, &mut rows).await?;
+    let rebuilt = super::forecast::rebuild_missing_rates(tx, &mut rows).await?;
 
     let mut plan = plan(rows, active, holds, &live_jobs, now);
+    for code in &rebuilt {
+        if let Some(write) = plan.rows.get_mut(code) {
+            write.rate_changed = true;
+        }
+    }
     let mut keep = plan.changes_anything();
     let Some(committed) = execute(store.backend, tx, &mut plan, now).await? else {
         return Ok(Prepared::Retry);
@@ -291,10 +296,8 @@ async fn execute(
     if !insert_rows(backend, tx, &inserts).await? {
         return Ok(None);
     }
-    let finals: BTreeMap<&SkuCode, &Sku> = updates
-        .iter()
-        .map(|row| (&row.state.sku, &row.state))
-        .collect();
+    let finals: BTreeMap<&SkuCode, &RowWrite> =
+        updates.iter().map(|row| (&row.state.sku, *row)).collect();
     if !finals.is_empty() {
         update_rows(backend, tx, &finals).await?;
     }
@@ -390,7 +393,7 @@ async fn insert_rows(
         );
         let mut query = sqlx::query(&sql);
         for row in part {
-            query = bind_sku_row(query, &row.state);
+            query = bind_sku_row(query, &row.state, true);
         }
         let done = query.execute(&mut **tx).await.map_err(db_error)?;
         if done.rows_affected() != part.len() as u64 {
@@ -510,12 +513,12 @@ const UPDATE_COLUMNS: [&str; 17] = [
 async fn update_rows(
     backend: Backend,
     tx: &mut Tx,
-    finals: &BTreeMap<&SkuCode, &Sku>,
+    finals: &BTreeMap<&SkuCode, &RowWrite>,
 ) -> Result<(), StoreError> {
     if backend == Backend::Sqlite && finals.len() > SQLITE_CHUNK {
-        let all: Vec<(&SkuCode, &Sku)> = finals.iter().map(|(k, v)| (*k, *v)).collect();
+        let all: Vec<(&SkuCode, &RowWrite)> = finals.iter().map(|(k, v)| (*k, *v)).collect();
         for chunk in all.chunks(SQLITE_CHUNK) {
-            let part: BTreeMap<&SkuCode, &Sku> = chunk.iter().copied().collect();
+            let part: BTreeMap<&SkuCode, &RowWrite> = chunk.iter().copied().collect();
             update_rows_once(backend, tx, &part).await?;
         }
         return Ok(());
@@ -530,16 +533,20 @@ const SQLITE_CHUNK: usize = 16;
 async fn update_rows_once(
     backend: Backend,
     tx: &mut Tx,
-    finals: &BTreeMap<&SkuCode, &Sku>,
+    finals: &BTreeMap<&SkuCode, &RowWrite>,
 ) -> Result<(), StoreError> {
     let width = UPDATE_COLUMNS.len();
     let padded_len = padded(finals.len());
     let rows: Vec<String> = (0..padded_len)
         .map(|r| format!("({})", placeholders(r * width + 1, width)))
         .collect();
+    // A NULL rate keeps the stored one (see `bind_sku_row`).
     let set: Vec<String> = UPDATE_COLUMNS[1..]
         .iter()
-        .map(|c| format!("{c} = v.{c}"))
+        .map(|c| match *c {
+            "sales_rate" => format!("{c} = COALESCE(v.{c}, skus.{c})"),
+            _ => format!("{c} = v.{c}"),
+        })
         .collect();
     let sql = match backend {
         // PostgreSQL takes the VALUES column types from the first row's
@@ -564,8 +571,8 @@ async fn update_rows_once(
         .values()
         .copied()
         .chain(std::iter::repeat_n(last, padded_len - finals.len()).flatten());
-    for state in states {
-        query = bind_sku_row(query, state);
+    for row in states {
+        query = bind_sku_row(query, &row.state, row.rate_changed);
     }
     let done = query.execute(&mut **tx).await.map_err(db_error)?;
     if done.rows_affected() != finals.len() as u64 {
