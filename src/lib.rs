@@ -31,6 +31,7 @@ pub mod bus;
 pub mod catalog;
 pub mod config;
 pub mod cursor;
+pub mod evaluate;
 pub mod external;
 pub mod feed;
 pub mod forecast;

@@ -94,6 +94,30 @@ enum Cmd {
         #[arg(long)]
         no_verify: bool,
     },
+    /// Judge the stock-out forecast and the fixed threshold offline on
+    /// Online Retail invoice CSVs (a file or a folder): precision and
+    /// recall of each rule on one simulated stock path (src/evaluate.rs).
+    EvaluateForecast {
+        path: PathBuf,
+        /// Raise alerts in the first N weeks only (the rest of the data
+        /// only judges them); default: all the data.
+        #[arg(long)]
+        weeks: Option<u32>,
+        /// The forecast rule's lead time, and the horizon alerts are judged
+        /// over.
+        #[arg(long, default_value_t = 7)]
+        lead_time_days: i64,
+        /// The fixed rule's low-stock threshold.
+        #[arg(long, default_value_t = 10)]
+        threshold: i64,
+        /// Count no alert or episode of the first N days (the rules still
+        /// run): the SKUs' rates build up from the data's start.
+        #[arg(long, default_value_t = 0)]
+        warm_up_days: i64,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Exit 0 when URL answers 2xx within 3 s (the container health check;
     /// the runtime image has no curl).
     Probe {
@@ -199,6 +223,22 @@ async fn run() -> ExitCode {
             concurrency,
             no_verify,
         } => run_replay(path, speed, client, concurrency, !no_verify).await,
+        Cmd::EvaluateForecast {
+            path,
+            weeks,
+            lead_time_days,
+            threshold,
+            warm_up_days,
+            json,
+        } => {
+            let options = skuwatch::evaluate::Options {
+                weeks,
+                lead_time_days,
+                threshold,
+                warm_up_days,
+            };
+            skuwatch::evaluate::run_cli(&path, &options, json)
+        }
         Cmd::Probe { url } => probe(&url).await,
     };
     match result {

@@ -22,12 +22,21 @@
 //!    at the time of that day's first such row, before its adjustment.
 //! 5. Name: the first non-empty, trimmed `Description` of the code, else the
 //!    code itself. Currency: GBP.
-//! 6. Initial stock: the least stock that keeps the running stock >= 0
-//!    through the whole replay, plus a reserve of half the units the SKU
-//!    sells in the replay (rounded down). Slow sellers so run out, fast ones
-//!    run low but rarely out, as in a real shop. Final stock = initial + sum
-//!    of deltas, so it is computed from the file alone, and every
-//!    adjustment succeeds.
+//! 6. Initial stock ([`initial_stock`]): days of cover at the SKU's own
+//!    sales rate, so that the alerts a replay raises are the meaningful
+//!    ones (issue 18): `ceil(cover_days × units sold / replay days)`
+//!    ([`cover_stock`]). The units sold are the SKU's `sale` units in the
+//!    replay; the replay days are the calendar days from its first row's
+//!    date to its last row's, both included ([`replay_days`]; 6 for the
+//!    bundled slice); `cover_days` is 3 to 42, fixed per SKU by the 64-bit
+//!    FNV-1a hash of its code ([`cover_days`]; the same on every run and
+//!    platform, unlike Rust's seeded hasher). So a few SKUs start with less
+//!    than a lead time's cover (7 days by default) and run short within
+//!    the replay, most do not. The initial stock is never below the least
+//!    stock that keeps the running stock >= 0 through the whole replay, so
+//!    every adjustment still succeeds (a SKU sold in a few large orders
+//!    starts with enough for them, and its stock touches 0). Final stock =
+//!    initial + sum of deltas, so it is computed from the files alone.
 //!
 //! The catalog goes in through `POST /api/v1/import` (an upsert that resets
 //! stock to the initial value, so a rerun ends at the same final stock).
@@ -308,6 +317,7 @@ pub fn plan(files: &[(String, Vec<u8>)]) -> Result<Plan, ReplayError> {
             action: Action::Adjust { delta, reason },
         });
     }
+    let days = replay_days(&steps);
     let mut entries = Vec::new();
     let mut expected_stock = BTreeMap::new();
     for (sku, (name, first_reference, first_any)) in catalog {
@@ -315,7 +325,8 @@ pub fn plan(files: &[(String, Vec<u8>)]) -> Result<Plan, ReplayError> {
         else {
             continue;
         };
-        let initial_stock = -lowest + sold.get(&sku).copied().unwrap_or(0) / 2;
+        let initial_stock =
+            initial_stock(&sku, *lowest, sold.get(&sku).copied().unwrap_or(0), days);
         expected_stock.insert(sku.clone(), initial_stock + sum);
         entries.push(CatalogEntry {
             name: if name.is_empty() {
@@ -338,6 +349,53 @@ pub fn plan(files: &[(String, Vec<u8>)]) -> Result<Plan, ReplayError> {
         rows_read,
         rows_skipped: skipped,
     })
+}
+
+/// Fewest and most days of cover a SKU's initial stock holds (rule 6).
+pub const COVER_DAYS: std::ops::RangeInclusive<i64> = 3..=42;
+
+/// The days of cover of a SKU's initial stock (rule 6): spread evenly over
+/// [`COVER_DAYS`] by the 64-bit FNV-1a hash of the code's bytes (offset
+/// basis `0xcbf29ce484222325`, prime `0x100000001b3`), so it is the same
+/// on every run, build and platform.
+pub fn cover_days(sku: &SkuCode) -> i64 {
+    let span = (COVER_DAYS.end() - COVER_DAYS.start() + 1) as u64;
+    COVER_DAYS.start() + (fnv1a_64(sku.as_str().as_bytes()) % span) as i64
+}
+
+/// 64-bit FNV-1a (Fowler, Noll, Vo).
+fn fnv1a_64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// `ceil(cover_days(sku) × units_sold / days)`: [`cover_days`] of the
+/// SKU's mean daily sales over a replay of `days` calendar days (at least
+/// 1). 0 for a SKU that sells nothing; saturating.
+pub fn cover_stock(sku: &SkuCode, units_sold: i64, days: i64) -> i64 {
+    let units = i128::from(units_sold.max(0)) * i128::from(cover_days(sku));
+    let days = i128::from(days.max(1));
+    ((units + days - 1) / days).min(i128::from(i64::MAX)) as i64
+}
+
+/// A SKU's initial stock (rule 6): [`cover_stock`], and at least
+/// `-lowest`, where `lowest` (<= 0) is the lowest running sum of its
+/// deltas from 0, so no adjustment of the replay takes the stock below 0.
+pub fn initial_stock(sku: &SkuCode, lowest: i64, units_sold: i64, days: i64) -> i64 {
+    cover_stock(sku, units_sold, days).max(lowest.saturating_neg())
+}
+
+/// The calendar days a replay spans: from the (UTC) date of its first
+/// step to that of its last, both included; 1 when there are none.
+pub fn replay_days(steps: &[Step]) -> i64 {
+    let date = |at: i64| chrono::DateTime::from_timestamp_micros(at).map(|t| t.date_naive());
+    let first = steps.iter().map(|s| s.at).min().and_then(date);
+    let last = steps.iter().map(|s| s.at).max().and_then(date);
+    match (first, last) {
+        (Some(first), Some(last)) => (last - first).num_days().max(0) + 1,
+        _ => 1,
+    }
 }
 
 /// The bundled slice as `(name, contents)`.
@@ -658,7 +716,7 @@ mod tests {
     }
 
     #[test]
-    fn sales_returns_and_write_offs_map_to_deltas_and_initial_stock_covers_the_deepest_dip() {
+    fn sales_returns_and_write_offs_map_to_deltas_and_initial_stock_is_days_of_cover() {
         let p = plan_of(
             "1,85123A,HEART,6,2010-12-01 08:26:00,2.55,17850.0,UK\n\
              C2,85123A,HEART,-2,2010-12-01 09:00:00,2.55,17850.0,UK\n\
@@ -677,11 +735,68 @@ mod tests {
         assert_eq!(p.catalog.len(), 1);
         assert_eq!(
             p.catalog[0].initial_stock,
-            6 + 3,
-            "the deepest dip plus half the units sold"
+            12 * 6,
+            "cover_days(85123A) = 12 days of 6 units sold in a 1-day replay"
         );
         assert_eq!(p.catalog[0].price.minor, 255);
-        assert_eq!(p.expected_stock.values().copied().collect::<Vec<_>>(), [4]);
+        assert_eq!(
+            p.expected_stock.values().copied().collect::<Vec<_>>(),
+            [72 - 5]
+        );
+    }
+
+    fn code(raw: &str) -> SkuCode {
+        SkuCode::parse(raw).unwrap()
+    }
+
+    #[test]
+    fn cover_days_are_fnv_1a_of_the_code_spread_over_3_to_42() {
+        // The published FNV-1a 64 test vectors.
+        assert_eq!(fnv1a_64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a_64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a_64(b"foobar"), 0x8594_4171_f739_67e8);
+        // Pinned: a change here changes every demo's stock.
+        assert_eq!(cover_days(&code("85123A")), 12);
+        assert_eq!(cover_days(&code("22423")), 27);
+        assert_eq!(cover_days(&code("84029G")), 6);
+        let p = plan(&bundled()).unwrap();
+        let days: Vec<i64> = p.catalog.iter().map(|e| cover_days(&e.sku)).collect();
+        assert!(days.iter().all(|d| COVER_DAYS.contains(d)));
+        let short = days.iter().filter(|d| **d < 7).count();
+        assert!(
+            short * 20 > days.len() && short * 5 < days.len(),
+            "{short} of {} under 7 days",
+            days.len()
+        );
+    }
+
+    #[test]
+    fn initial_stock_is_the_cover_at_the_replay_rate_and_never_below_the_deepest_dip() {
+        let sku = code("22423"); // 27 days
+        assert_eq!(cover_stock(&sku, 60, 6), 270);
+        assert_eq!(cover_stock(&sku, 1, 6), 5, "4.5 rounds up");
+        assert_eq!(cover_stock(&sku, 0, 6), 0);
+        assert_eq!(cover_stock(&sku, 60, 0), 27 * 60, "at least a day");
+        assert_eq!(initial_stock(&sku, -100, 60, 6), 270);
+        assert_eq!(initial_stock(&sku, -500, 60, 6), 500);
+        assert_eq!(initial_stock(&sku, 0, 0, 6), 0);
+        // A single wholesale order of a month's sales: the dip wins.
+        let p = plan_of(
+            "1,22423,CAKESTAND,1,2010-12-01 08:00:00,12.75,1.0,UK\n\
+             2,22423,CAKESTAND,500,2010-12-03 09:00:00,12.75,2.0,UK\n\
+             3,22423,CAKESTAND,5,2010-12-06 09:00:00,12.75,2.0,UK\n",
+        );
+        // 506 sold over 6 days: 27 days of cover is 2277 units.
+        assert_eq!(p.catalog[0].initial_stock, 2277);
+        assert_eq!(replay_days(&p.steps), 6);
+        let p = plan_of(
+            "1,22423,CAKESTAND,1,2010-12-01 08:00:00,12.75,1.0,UK\n\
+             2,22423,CAKESTAND,500,2010-12-01 09:00:00,12.75,2.0,UK\n\
+             C3,22423,CAKESTAND,-500,2010-12-30 09:00:00,12.75,2.0,UK\n",
+        );
+        // 501 sold over 30 days is 450.9 units for 27 days; the dip is 501.
+        assert_eq!(p.catalog[0].initial_stock, 501);
+        assert_eq!(p.expected_stock[&sku], 500);
     }
 
     #[test]
