@@ -23,6 +23,9 @@ function sku(code: string, version: number, stock: number, price = "2.55", reser
     available: stock - reserved,
     low_stock_threshold: 10,
     price_guard: { max_change_pct: 50 },
+    lead_time_days: 7,
+    alert_rule: "both",
+    forecast: null,
     version,
     updated_at: `2026-11-29T10:00:${String(version).padStart(2, "0")}.000000Z`,
   };
@@ -250,8 +253,9 @@ describe("a server whose history went back", () => {
 });
 
 /** A SKU as a server from before holds sends it: no `reserved`, no `available`. */
+/** A SKU from a server before holds (and before the forecast, issue 18). */
 function oldSku(code: string, version: number, stock: number): SkuJson {
-  const { reserved: _r, available: _a, ...rest } = sku(code, version, stock);
+  const { reserved: _r, available: _a, lead_time_days: _l, alert_rule: _ar, forecast: _f, ...rest } = sku(code, version, stock);
   return rest;
 }
 
@@ -279,6 +283,8 @@ function held(code: string, eventId: number, version: number, stock: number, old
 describe("reserved and available", () => {
   it("a SKU without them (a server from before holds) holds nothing: reserved 0, available = stock", () => {
     expect(normalizeSku(oldSku("A", 1, 20))).toMatchObject({ stock: 20, reserved: 0, available: 20 });
+    // Nor the forecast's fields (issue 18): null, so nothing is shown for them.
+    expect(normalizeSku(oldSku("A", 1, 20))).toMatchObject({ lead_time_days: null, alert_rule: null, forecast: null });
     // Whatever the path it comes by.
     let s = reduce(initialState(), { type: "catalog", skus: [oldSku("A", 1, 20)] });
     s = apply(s, snapshot(10, oldSku("B", 1, 5)));

@@ -22,8 +22,10 @@
 //   dropped; the snapshot that follows the notice and a catalog re-read
 //   (`rebases` tells the page to start one) bring the server's truth.
 // - Every SKU enters through `applySku`, which fills in `reserved` and
-//   `available` when the sender predates holds, so nothing downstream checks.
+//   `available` when the sender predates holds (and the forecast fields, as
+//   null, when it predates issue 18), so nothing downstream checks.
 
+import { compareCover, isCoverShort } from "./cover";
 import type { Alert, HistoryPoint, ServerMessage, Sku, SkuEvent, SkuJson } from "./types";
 
 export type Direction = "up" | "down";
@@ -88,15 +90,31 @@ function direction(before: string | number, after: string | number): Direction |
 }
 
 /**
- * A SKU with `reserved` and `available` always set: a sender from before
- * holds has none, which means nothing is held (`reserved` 0, `available` =
- * `stock`). A state that has both is returned as it is.
+ * A SKU with every field set: a sender from before holds has no `reserved`
+ * and `available`, which means nothing is held (`reserved` 0, `available` =
+ * `stock`); one from before the forecast (issue 18) has no `lead_time_days`,
+ * `alert_rule` or `forecast`, which are then null (nothing is shown for
+ * them). A state that has them all is returned as it is.
  */
 export function normalizeSku(sku: SkuJson): Sku {
-  if (typeof sku.reserved === "number" && typeof sku.available === "number") return sku as Sku;
+  if (
+    typeof sku.reserved === "number" &&
+    typeof sku.available === "number" &&
+    sku.lead_time_days !== undefined &&
+    sku.alert_rule !== undefined &&
+    sku.forecast !== undefined
+  )
+    return sku as Sku;
   const reserved = typeof sku.reserved === "number" ? sku.reserved : 0;
   const available = typeof sku.available === "number" ? sku.available : sku.stock - reserved;
-  return { ...sku, reserved, available };
+  return {
+    ...sku,
+    reserved,
+    available,
+    lead_time_days: sku.lead_time_days ?? null,
+    alert_rule: sku.alert_rule ?? null,
+    forecast: sku.forecast ?? null,
+  };
 }
 
 /** Applies `next` if it is newer; returns whether it was. */
@@ -267,8 +285,9 @@ export function extendHistory(
   return [...byId.values()].sort((a, b) => a.event_id - b.event_id);
 }
 
-export type SortKey = "sku" | "stock" | "available" | "updated";
-export type Filter = "all" | "below" | "out";
+export type SortKey = "sku" | "stock" | "available" | "cover" | "updated";
+/** `cover`: days of cover below the SKU's lead time (issue 18). */
+export type Filter = "all" | "below" | "out" | "cover";
 
 export interface View {
   query: string;
@@ -301,11 +320,17 @@ export function selectRows(skus: Map<string, Sku>, view: View): Sku[] {
   for (const sku of skus.values()) {
     if (view.filter === "below" && !isBelow(sku)) continue;
     if (view.filter === "out" && !isOut(sku)) continue;
+    if (view.filter === "cover" && !isCoverShort(sku)) continue;
     if (q && !sku.sku.toLowerCase().includes(q) && !sku.name.toLowerCase().includes(q)) continue;
     rows.push(sku);
   }
   const sign = view.descending ? -1 : 1;
   const bySku = (a: Sku, b: Sku) => (a.sku < b.sku ? -1 : a.sku > b.sku ? 1 : 0);
+  if (view.sort === "cover") {
+    // No forecast sorts last both ways (cover.ts).
+    rows.sort((a, b) => compareCover(a, b, view.descending));
+    return rows;
+  }
   rows.sort((a, b) => {
     let c = 0;
     if (view.sort === "stock") c = a.stock - b.stock;

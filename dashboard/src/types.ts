@@ -6,6 +6,27 @@ export interface PriceGuard {
   max_price?: string | null;
 }
 
+/** Which rules raise a SKU's stock alerts (API.md, v1 additions). */
+export type AlertRule = "threshold" | "forecast" | "both";
+
+/**
+ * A SKU's sales rate and projected stock-out (API.md, v1 additions; issue 18),
+ * computed by the server as of the SKU's last event (`as_of`).
+ */
+export interface Forecast {
+  /** Units sold a day, a decimal string with one place ("12.4"). */
+  sales_per_day: string;
+  /** The (weighted) number of sales the rate rests on. */
+  based_on_sales: number;
+  /** Days until `available` runs out at that rate ("3.1"); null with too few
+   * sales, a rate of 0, or a cover beyond the server's horizon (365 days). */
+  days_of_cover: string | null;
+  /** RFC 3339 UTC; null when `days_of_cover` is. */
+  stockout_at: string | null;
+  /** RFC 3339 UTC: the time the forecast was computed for. */
+  as_of: string;
+}
+
 export interface Sku {
   sku: string;
   name: string;
@@ -20,17 +41,27 @@ export interface Sku {
   available: number;
   low_stock_threshold: number;
   price_guard: PriceGuard;
+  /** Days a delivery ordered now takes; null from a server before issue 18. */
+  lead_time_days: number | null;
+  /** Null from a server before issue 18. */
+  alert_rule: AlertRule | null;
+  /** Null from a server before issue 18. */
+  forecast: Forecast | null;
   version: number;
   /** RFC 3339 UTC. */
   updated_at: string;
 }
 
 /** A SKU as the server sends it. A server from before holds (or a state
- * read from one) has no `reserved`/`available`; state.ts fills them in
+ * read from one) has no `reserved`/`available`, one from before the
+ * forecast (issue 18) none of its fields; state.ts fills them in
  * (`normalizeSku`) before anything reads them. */
-export type SkuJson = Omit<Sku, "reserved" | "available"> & {
+export type SkuJson = Omit<Sku, "reserved" | "available" | "lead_time_days" | "alert_rule" | "forecast"> & {
   reserved?: number | null;
   available?: number | null;
+  lead_time_days?: number | null;
+  alert_rule?: AlertRule | null;
+  forecast?: Forecast | null;
 };
 
 export interface SkuEvent {
@@ -69,7 +100,9 @@ export interface Hold {
   event_ids?: number[];
 }
 
-export type AlertKind = "low_stock" | "out_of_stock" | "price_anomaly";
+/** `stockout_forecast`: the days of cover fell below the lead time; its
+ * `value` is the cover ("3.1"), its `threshold` the lead time in days. */
+export type AlertKind = "low_stock" | "out_of_stock" | "price_anomaly" | "stockout_forecast";
 export type AlertStatus = "open" | "acknowledged" | "resolved";
 
 export interface Alert {
@@ -93,11 +126,23 @@ export interface HistoryPoint {
   reason?: string | null;
 }
 
+/** SKUs by days of cover (`/summary`, issue 18). */
+export interface CoverCounts {
+  /** Cover below the SKU's own lead time. */
+  within_lead_time: number;
+  under_7: number;
+  "7_to_30": number;
+  "30_plus": number;
+  no_forecast: number;
+}
+
 export interface Summary {
   skus: number;
   below_threshold: number;
   out_of_stock: number;
   open_alerts: Record<string, number>;
+  /** Absent from a server before issue 18. */
+  days_of_cover?: CoverCounts;
 }
 
 /** Server -> client WebSocket messages. */

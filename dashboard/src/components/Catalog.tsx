@@ -2,6 +2,7 @@ import { useEffect, useMemo, useRef, useState, type KeyboardEvent } from "react"
 import { useLive } from "../store";
 import { type Filter, type Flash, type SortKey, selectRows, stockState } from "../state";
 import { formatMoney } from "../money";
+import { describeCover, formatCover, isCoverShort } from "../cover";
 import { navigate, skuPath } from "../router";
 import type { Sku } from "../types";
 
@@ -115,7 +116,9 @@ export function Catalog({
     if (key === sort) setDescending(!descending);
     else {
       setSort(key);
-      setDescending(key !== "sku");
+      // Codes and days of cover read lowest first (the SKUs that run out
+      // soonest on top); quantities and times highest first.
+      setDescending(key !== "sku" && key !== "cover");
     }
   }
 
@@ -144,6 +147,7 @@ export function Catalog({
               ["all", "All"],
               ["below", "Below threshold"],
               ["out", "Out of stock"],
+              ["cover", "Cover below lead time"],
             ] as [Filter, string][]
           ).map(([value, label]) => (
             <label key={value}>
@@ -197,7 +201,12 @@ export function Catalog({
                   Available {sortMark(sort === "available", descending)}
                 </button>
               </th>
-              <th scope="col" className="c-num c-qty">
+              <th scope="col" aria-sort={ariaSort("cover")} className="c-num c-cover">
+                <button type="button" onClick={() => sortBy("cover")} title="Days until available runs out at the recent sales rate; ⚠ below the SKU's lead time; no forecast sorts last">
+                  Days of cover {sortMark(sort === "cover", descending)}
+                </button>
+              </th>
+              <th scope="col" className="c-num c-thr">
                 Threshold
               </th>
               <th scope="col" aria-sort={ariaSort("updated")} className="c-time">
@@ -304,11 +313,34 @@ function Row({
         <Available sku={sku} />
         {state && <span className={`badge ${state}`}>{state === "out" ? "out" : "low"}</span>}
       </td>
-      <td className="c-num c-qty">{sku.low_stock_threshold}</td>
+      <Cover sku={sku} />
+      <td className="c-num c-thr">{sku.low_stock_threshold}</td>
       <td className="c-time">
         <time dateTime={sku.updated_at}>{formatTime(sku.updated_at)}</time>
       </td>
     </tr>
+  );
+}
+
+/** Days of cover, marked when below the lead time (the SKU runs out before a
+ * delivery ordered now arrives); the numbers behind it on hover. */
+function Cover({ sku }: { sku: Sku }) {
+  const short = isCoverShort(sku);
+  const why = describeCover(sku);
+  return (
+    <td
+      className={`c-num c-cover${short ? " cover-short" : ""}`}
+      data-testid="cover"
+      data-value={sku.forecast?.days_of_cover ?? ""}
+      data-short={short ? "true" : undefined}
+      title={why ?? undefined}
+    >
+      {/* Marked as a negative available is: the column has no room for a badge. */}
+      {short && <span aria-hidden="true">⚠ </span>}
+      {formatCover(sku)}
+      {short && <span className="sr-only"> (below the lead time of {sku.lead_time_days} days)</span>}
+      {why && <span className="sr-only"> ({why})</span>}
+    </td>
   );
 }
 

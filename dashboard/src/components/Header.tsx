@@ -45,6 +45,17 @@ export function Header({
         <button type="button" className="count bad" onClick={() => onFilter("out")} data-testid="count-out">
           <span className="n">{fmt(summary?.out_of_stock)}</span> out of stock
         </button>
+        {summary?.days_of_cover && (
+          <button
+            type="button"
+            className="count cover"
+            onClick={() => onFilter("cover")}
+            data-testid="count-cover"
+            title="SKUs whose days of cover are below their lead time: they run out before a delivery ordered now arrives"
+          >
+            <span className="n">{fmt(summary.days_of_cover.within_lead_time)}</span> within lead time
+          </button>
+        )}
         <a className="count alert" href="#alerts" data-testid="count-alerts">
           <span className="n">{fmt(open)}</span> open alerts
         </a>

@@ -4,7 +4,8 @@ import { dispatch, useLive } from "../store";
 import { extendHistory, stockState } from "../state";
 import { formatMoney, minorDigits } from "../money";
 import { navigate } from "../router";
-import type { HistoryPoint, Session, Sku } from "../types";
+import { coverDays, describeCover, isCoverShort, noCoverReason, projection, withProjection } from "../cover";
+import type { AlertRule, HistoryPoint, Session, Sku } from "../types";
 import { Chart } from "./Chart";
 import { Available, formatTime } from "./Catalog";
 import { Holds } from "./Holds";
@@ -48,6 +49,13 @@ export function SkuDetail({ code, session, admin }: { code: string; session: Ses
     };
     return { stock: build("stock"), price: build("price") };
   }, [history, events]);
+
+  // The projected fall of `available` to 0 (issue 18), on the stock chart.
+  const projected = useMemo(() => {
+    if (!series || !sku) return null;
+    const line = projection(sku);
+    return { line, ...withProjection(series.stock.xs, series.stock.ys, line) };
+  }, [series, sku]);
 
   const back = (
     <a
@@ -101,6 +109,7 @@ export function SkuDetail({ code, session, admin }: { code: string; session: Ses
           {state && <span className={`badge ${state}`}>{state === "out" ? "out" : "low"}</span>}
         </Fact>
         <Fact label="Low-stock threshold">{sku.low_stock_threshold}</Fact>
+        <ForecastFacts sku={sku} />
         <Fact label="Price guard">
           {guard.max_change_pct != null ? `±${guard.max_change_pct}%` : "no change limit"}
           {guard.min_price ? `, min ${formatMoney(guard.min_price, sku.currency)}` : ""}
@@ -118,7 +127,28 @@ export function SkuDetail({ code, session, admin }: { code: string; session: Ses
       <div className="charts">
         {series ? (
           <>
-            <Chart title="Stock" xs={series.stock.xs} ys={series.stock.ys} format={(v) => v.toLocaleString()} />
+            <Chart
+              title="Stock"
+              xs={projected?.xs ?? series.stock.xs}
+              ys={projected?.ys ?? series.stock.ys}
+              projected={projected?.projected ?? series.stock.xs.map(() => null)}
+              format={(v) => v.toLocaleString()}
+              legend={
+                projected?.line && sku.forecast?.stockout_at ? (
+                  <p
+                    className="legend"
+                    data-testid="projection"
+                    data-from={projected.line.from.y}
+                    data-stockout-at={sku.forecast.stockout_at}
+                  >
+                    <span className="swatch" aria-hidden="true" />
+                    Projected: {projected.line.from.y.toLocaleString()} available →{" "}
+                    0 by <time dateTime={sku.forecast.stockout_at}>{formatTime(sku.forecast.stockout_at)}</time>{" "}
+                    at {sku.forecast.sales_per_day}/day
+                  </p>
+                ) : null
+              }
+            />
             <Chart title={`Price (${sku.currency})`} xs={series.price.xs} ys={series.price.ys} format={money} />
           </>
         ) : (
@@ -130,6 +160,9 @@ export function SkuDetail({ code, session, admin }: { code: string; session: Ses
           <AdjustForm sku={sku} token={session.token} />
           <PriceForm sku={sku} token={session.token} />
           <SettingsForm sku={sku} token={session.token} />
+          {sku.lead_time_days != null && sku.alert_rule != null && (
+            <ForecastForm key={sku.sku} sku={sku} token={session.token} />
+          )}
         </div>
       ) : (
         <p className="muted">Viewers see the catalog read-only; changes need an admin.</p>
@@ -138,22 +171,78 @@ export function SkuDetail({ code, session, admin }: { code: string; session: Ses
   );
 }
 
+export const ALERT_RULE_TEXT: Record<AlertRule, string> = {
+  threshold: "Threshold only",
+  forecast: "Forecast only",
+  both: "Threshold and forecast",
+};
+
+const days = (n: number) => `${n.toLocaleString()} day${n === 1 ? "" : "s"}`;
+
+/** The forecast's numbers, the lead time and the alert rule (issue 18);
+ * nothing from a server without them. */
+function ForecastFacts({ sku }: { sku: Sku }) {
+  const f = sku.forecast;
+  const short = isCoverShort(sku);
+  const cover = coverDays(sku);
+  return (
+    <>
+      {f && (
+        <>
+          <Fact label="Days of cover" testid="detail-cover" raw={f.days_of_cover ?? ""}>
+            <span className={short ? "cover-short" : undefined} title={describeCover(sku) ?? undefined}>
+              {cover === null ? "–" : `${f.days_of_cover} days`}
+            </span>
+            {short && <span className="badge short">below lead time</span>}
+            {cover === null && <span className="hint"> {noCoverReason(f)}</span>}
+          </Fact>
+          <Fact label="Sales rate" testid="detail-rate" raw={f.sales_per_day}>
+            {f.sales_per_day}/day{" "}
+            <span className="hint">
+              over {f.based_on_sales.toLocaleString()} sale{f.based_on_sales === 1 ? "" : "s"}
+            </span>
+          </Fact>
+          <Fact label="Projected stock-out" testid="detail-stockout" raw={f.stockout_at ?? ""}>
+            {f.stockout_at ? <time dateTime={f.stockout_at}>{formatTime(f.stockout_at)}</time> : "none"}{" "}
+            <span className="hint">
+              as of <time dateTime={f.as_of}>{formatTime(f.as_of)}</time>
+            </span>
+          </Fact>
+        </>
+      )}
+      {sku.lead_time_days != null && (
+        <Fact label="Lead time" testid="detail-lead-time" value={sku.lead_time_days}>
+          {days(sku.lead_time_days)}
+        </Fact>
+      )}
+      {sku.alert_rule != null && (
+        <Fact label="Alert rule" testid="detail-alert-rule" raw={sku.alert_rule}>
+          {ALERT_RULE_TEXT[sku.alert_rule] ?? sku.alert_rule}
+        </Fact>
+      )}
+    </>
+  );
+}
+
 function Fact({
   label,
   children,
   testid,
   value,
+  raw,
 }: {
   label: string;
   children: ReactNode;
   testid?: string;
   /** The raw number, for tests that should not parse formatted text. */
   value?: number;
+  /** Or the raw string (a decimal, a time, a code). */
+  raw?: string;
 }) {
   return (
     <div>
       <dt>{label}</dt>
-      <dd data-testid={testid} data-value={value}>
+      <dd data-testid={testid} data-value={value ?? raw}>
         {children}
       </dd>
     </div>
@@ -414,6 +503,70 @@ function SettingsForm({ sku, token }: { sku: Sku; token: string }) {
         Save
       </button>
       <Outcome general={general} ok={ok} id="settings" />
+    </form>
+  );
+}
+
+/** Lead time and alert rule (issue 18), PATCHed on their own: a server
+ * before them refuses unknown fields, and the other settings form keeps
+ * working there. */
+function ForecastForm({ sku, token }: { sku: Sku; token: string }) {
+  const [lead, setLead] = useState(String(sku.lead_time_days ?? ""));
+  const [rule, setRule] = useState<AlertRule>(sku.alert_rule ?? "both");
+  const [errors, setErrors] = useState<Record<string, string>>({});
+  const [general, setGeneral] = useState<string | null>(null);
+  const [ok, setOk] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+
+  async function submit(event: FormEvent) {
+    event.preventDefault();
+    setErrors({});
+    setGeneral(null);
+    setOk(null);
+    setBusy(true);
+    // Sent as typed when it is no number, so the server names the field.
+    const n = lead.trim() === "" || Number.isNaN(Number(lead)) ? lead.trim() || null : Number(lead);
+    try {
+      const next = await api.patch(token, sku.sku, { lead_time_days: n, alert_rule: rule });
+      dispatch({ type: "written", sku: next, now: Date.now() });
+      setOk("Saved.");
+    } catch (e) {
+      if (e instanceof Problem) {
+        const s = split(e, ["lead_time_days", "alert_rule"]);
+        setErrors(s.byField);
+        setGeneral(s.general);
+      }
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  return (
+    <form className="card" onSubmit={submit} aria-labelledby="forecast-title" noValidate>
+      <h2 id="forecast-title">Lead time and alert rule</h2>
+      <Field
+        id="lead_time_days"
+        label="Lead time (days)"
+        error={errors.lead_time_days}
+        hint="0–365; a stock-out forecast alert opens when days of cover fall below it"
+      >
+        {(p) => <input {...p} inputMode="numeric" value={lead} onChange={(e) => setLead(e.target.value)} />}
+      </Field>
+      <Field id="alert_rule" label="Stock alerts from" error={errors.alert_rule}>
+        {(p) => (
+          <select {...p} value={rule} onChange={(e) => setRule(e.target.value as AlertRule)}>
+            {(Object.keys(ALERT_RULE_TEXT) as AlertRule[]).map((r) => (
+              <option key={r} value={r}>
+                {ALERT_RULE_TEXT[r]}
+              </option>
+            ))}
+          </select>
+        )}
+      </Field>
+      <button type="submit" className="primary" disabled={busy}>
+        Save lead time and rule
+      </button>
+      <Outcome general={general} ok={ok} id="forecast" />
     </form>
   );
 }

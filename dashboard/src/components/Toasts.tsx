@@ -1,7 +1,7 @@
 import { useEffect, useState } from "react";
 import { dispatch, useLive } from "../store";
 import type { Alert } from "../types";
-import { KIND_TEXT } from "./AlertsPanel";
+import { kindText } from "./AlertsPanel";
 
 /** How long a toast stays (ms); it can be closed sooner. */
 const TOAST_MS = 8000;
@@ -32,7 +32,7 @@ export function Toasts() {
       {shown.map((alert) => (
         <div key={alert.id} className={`toast ${alert.kind}`} data-testid="toast">
           <strong>
-            {KIND_TEXT[alert.kind]}: {alert.sku}
+            {kindText(alert.kind)}: {alert.sku}
           </strong>
           <span>{alert.message}</span>
           <button
