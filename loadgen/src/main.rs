@@ -124,6 +124,11 @@ struct Args {
     /// SKUs each WebSocket client subscribes to (0 = `all`).
     #[arg(long, default_value_t = 0)]
     ws_skus: usize,
+    /// Writes and hot modes: each decrease is a `sale` and each increase a
+    /// `return` (the sales rate of issue 18 moves on every write), instead
+    /// of the reason `loadgen`, which no forecast counts.
+    #[arg(long)]
+    sales: bool,
     /// Hot mode: stock the hot SKU is set to before the run (small, so
     /// refusals happen and oversell would show).
     #[arg(long, default_value_t = 20)]
@@ -206,6 +211,8 @@ struct Shared {
     ok: AtomicU64,
     delta_sum: AtomicI64,
     errors: Mutex<HashMap<String, u64>>,
+    /// `--sales`: the writers' reasons are `sale` and `return`.
+    sales: bool,
 }
 
 impl Shared {
@@ -257,6 +264,7 @@ async fn run(args: Args) -> Result<Value, Error> {
         ok: AtomicU64::new(0),
         delta_sum: AtomicI64::new(0),
         errors: Mutex::new(HashMap::new()),
+        sales: args.sales,
     });
     match args.mode {
         Mode::Writes | Mode::Hot => writes(&args, &shared).await,
@@ -1021,8 +1029,17 @@ async fn writer(
         .iter()
         .map(|c| format!("{}/api/v1/skus/{c}/stock/adjustments", shared.base))
         .collect();
-    const DOWN: &str = r#"{"delta":-1,"reason":"loadgen"}"#;
-    const UP: &str = r#"{"delta":1,"reason":"loadgen"}"#;
+    let (down_body, up_body) = if shared.sales {
+        (
+            r#"{"delta":-1,"reason":"sale"}"#,
+            r#"{"delta":1,"reason":"return"}"#,
+        )
+    } else {
+        (
+            r#"{"delta":-1,"reason":"loadgen"}"#,
+            r#"{"delta":1,"reason":"loadgen"}"#,
+        )
+    };
     let mut n: u64 = w as u64;
     let mut next_at = started;
     while started.elapsed() < run_for && !shared.stop.load(Ordering::Relaxed) {
@@ -1055,7 +1072,7 @@ async fn writer(
             .post(&urls[sku])
             .header("authorization", &shared.auth)
             .header("content-type", "application/json")
-            .body(if down { DOWN } else { UP })
+            .body(if down { down_body } else { up_body })
             .send()
             .await;
         match result {
