@@ -345,6 +345,13 @@ impl Planner {
     }
 
     fn push(&mut self, job: usize, mut change: Change, meta: &WriteMeta, now: Micros) {
+        // Only `push` moves the rate, so the SKU's state here has the
+        // authoritative one: a batch decides its lines on a scratch copy
+        // chained from states whose rate no earlier line of it had moved
+        // yet (two sale lines of one SKU would count only the last).
+        if let Some(current) = self.current.get(&change.state.sku) {
+            change.state.sales_rate.clone_from(&current.sales_rate);
+        }
         if Self::forecast(&mut change, meta, now) {
             self.rate_changed.insert(change.state.sku.clone());
         }
@@ -758,6 +765,38 @@ mod tests {
         assert_eq!(a.sales_rate.as_ref(), Some(&rebuilt));
         assert!(a.forecast.days_of_cover.is_some(), "{:?}", a.forecast);
         assert_eq!(a.forecast.as_of, a.updated_at);
+    }
+
+    #[test]
+    fn every_sale_line_of_a_batch_feeds_the_rate_even_for_one_sku() {
+        let mut start = row("A", 100);
+        start.low_stock_threshold = 0;
+        let lines = WriteJob::Batch {
+            lines: [("A", -2), ("A", -3), ("B", -1), ("A", -4)]
+                .iter()
+                .map(|(sku, delta)| AdjustmentLine {
+                    sku: code(sku),
+                    delta: *delta,
+                })
+                .collect(),
+            meta: WriteMeta {
+                reason: Some("sale".into()),
+                ..WriteMeta::default()
+            },
+            idempotency: None,
+        };
+        let (rows, _) = run_at(rows(&[start, row("B", 10)]), &[(1_000, lines)]);
+        let params = crate::domain::RateParams::default();
+        let sale = crate::domain::SaleKind::Sale;
+        let rebuilt = crate::domain::SalesRate::rebuild(
+            [
+                (Micros(1_000), sale, 2),
+                (Micros(1_000), sale, 3),
+                (Micros(1_000), sale, 4),
+            ],
+            &params,
+        );
+        assert_eq!(rows[&code("A")].sales_rate.as_ref(), Some(&rebuilt));
     }
 
     #[test]

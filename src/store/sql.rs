@@ -563,13 +563,13 @@ fn sku_from_row(row: &AnyRow) -> Result<Sku, StoreError> {
         None => None,
         Some(raw) => Some(AlertRule::parse(&raw).ok_or_else(|| corrupt("alert rule"))?),
     };
-    // A rate kept under another half-life is missing too: the write path
-    // rebuilds it (SalesRate::is_for).
-    let sales_rate = match get_text("sales_rate")? {
-        None => None,
-        Some(raw) => Some(SalesRate::decode(&raw).ok_or_else(|| corrupt("sales rate"))?),
-    }
-    .filter(|rate| rate.is_for(&forecast_config().params));
+    // A rate kept under another half-life is missing too, and so is one
+    // that does not read (an external INSERT may write the column): the
+    // write path rebuilds it from the events (SalesRate::is_for).
+    let sales_rate = get_text("sales_rate")?
+        .as_deref()
+        .and_then(SalesRate::decode)
+        .filter(|rate| rate.is_for(&forecast_config().params));
     let updated_at = Micros(get_i64("updated_us")?);
     let mut sku = Sku {
         sku: SkuCode::parse(&code).map_err(|_| corrupt("sku code"))?,

@@ -732,6 +732,8 @@ pub fn forecast_resolve_level(lead_time_days: i64, params: &RateParams) -> Tenth
 /// With no forecast (too few sales, no rate, beyond the horizon) nothing is
 /// raised and an open alert resolves: the projection it stood on is gone
 /// (this is how the sweep resolves the alerts of SKUs that stopped selling).
+/// For too few sales, only once they are under half of `min_sales`: a slow
+/// seller dipping under `min_sales` between two sales keeps its alert.
 /// A lead time <= 0 never raises. The caller skips the rule when
 /// [`AlertRule::uses_forecast`] is false (and resolves open ones).
 pub fn forecast_alert(
@@ -742,6 +744,18 @@ pub fn forecast_alert(
 ) -> Option<ForecastTransition> {
     let lead = Tenths(lead_time_days.max(0).saturating_mul(10));
     match (forecast.days_of_cover, open) {
+        // Hysteresis on the sales count too: a slow seller's weighted
+        // count dips under `min_sales` between two sales, which would
+        // resolve and re-raise its alert at every sale. Open, it stands
+        // until the count falls under half of `min_sales` (or the rate
+        // is 0, or the cover passes the horizon).
+        (None, true)
+            if forecast.sales_per_day.0 > 0
+                && forecast.based_on_sales < params.min_sales
+                && forecast.based_on_sales.saturating_mul(2) >= params.min_sales =>
+        {
+            None
+        }
         (None, true) => Some(ForecastTransition::Resolve),
         (Some(cover), false) if cover < lead => Some(ForecastTransition::Raise),
         (Some(cover), true) if cover >= forecast_resolve_level(lead_time_days, params) => {
@@ -898,6 +912,39 @@ mod tests {
             "1:2:3:4:-:-:0:0:0:9",
         ] {
             assert_eq!(SalesRate::decode(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_slow_sellers_alert_does_not_flap_as_its_count_dips_under_min_sales() {
+        let p = params();
+        // One unit every two days, 3 available, lead time 7.
+        let mut rate = SalesRate::new(&p);
+        let mut open = false;
+        let (mut raised, mut resolved) = (0, 0);
+        let mut at = start();
+        for _ in 0..20 {
+            rate.record_sale(1, at, &p);
+            for step in [0, DAY_US / 2, DAY_US, 3 * DAY_US / 2] {
+                let f = forecast(&rate, 3, after(at, step), &p);
+                match forecast_alert(&f, 7, open, &p) {
+                    Some(ForecastTransition::Raise) => (raised, open) = (raised + 1, true),
+                    Some(ForecastTransition::Resolve) => (resolved, open) = (resolved + 1, false),
+                    None => {}
+                }
+            }
+            at = after(at, 2 * DAY_US);
+        }
+        assert_eq!((raised, resolved), (1, 0), "raised once, and it stands");
+        // Selling stops: it resolves once under half of min_sales.
+        let mut later = at;
+        while open {
+            later = after(later, DAY_US);
+            let f = forecast(&rate, 3, later, &p);
+            if forecast_alert(&f, 7, open, &p) == Some(ForecastTransition::Resolve) {
+                open = false;
+                assert!(f.based_on_sales * 2 < p.min_sales, "{f:?}");
+            }
         }
     }
 
@@ -1206,7 +1253,7 @@ mod tests {
     }
 
     #[test]
-    fn too_few_sales_give_no_forecast_raise_nothing_and_resolve_an_open_alert() {
+    fn too_few_sales_give_no_forecast_raise_nothing_and_resolve_an_open_alert_under_half() {
         let p = params();
         let (rate, last) = steady(4, 1, start());
         let f = forecast(&rate, 1, last, &p);
@@ -1214,8 +1261,14 @@ mod tests {
         assert_eq!((f.days_of_cover, f.stockout_at), (None, None));
         assert!(f.sales_per_day > Tenths(0));
         assert_eq!(forecast_alert(&f, 5, false, &p), None);
+        // An open one stands while the count is at least half of min_sales
+        // (3 of 5), and resolves under it.
+        assert_eq!(forecast_alert(&f, 5, true, &p), None);
+        let (two, last_two) = steady(2, 1, start());
+        let f2 = forecast(&two, 1, last_two, &p);
+        assert!(f2.based_on_sales * 2 < p.min_sales, "{f2:?}");
         assert_eq!(
-            forecast_alert(&f, 5, true, &p),
+            forecast_alert(&f2, 5, true, &p),
             Some(ForecastTransition::Resolve)
         );
         // Even when nothing is left.

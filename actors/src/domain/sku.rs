@@ -217,10 +217,10 @@ impl Sku {
             None => None,
             Some(raw) => Some(AlertRule::parse(raw)?),
         };
-        let sales_rate = match text("sales_rate")? {
-            None => None,
-            Some(raw) => Some(SalesRate::decode(raw)?),
-        };
+        // As `sku_from_row`: a rate kept under another half-life is missing.
+        let sales_rate = text("sales_rate")?
+            .and_then(SalesRate::decode)
+            .filter(|rate| rate.is_for(&forecast_config().params));
         let mut sku = Self {
             sku: SkuCode::parse(value.get("sku")?.as_str()?).ok()?,
             name: value.get("name")?.as_str()?.to_owned(),

@@ -84,8 +84,10 @@ pub(super) async fn due_reforecasts(
     let mut due = Vec::new();
     for row in rows {
         let sku = sku_from_row(&row)?;
-        // A missing rate is rebuilt by the write itself.
-        if sku.sales_rate.is_none() || sku.reforecast_ends_alert(now) {
+        // A missing rate (a changed half-life) cannot be judged here; the
+        // SKU's next write rebuilds it. Listing it would make it due at
+        // every round and, past a round's worth, starve the others.
+        if sku.sales_rate.is_some() && sku.reforecast_ends_alert(now) {
             due.push(sku.sku);
         }
         if due.len() as i64 >= limit {
