@@ -86,8 +86,8 @@ use std::path::Path;
 
 use serde::Serialize;
 use skuwatch_actors::domain::{
-    forecast, forecast_alert, recovery_level, ForecastTransition, Micros, RateParams, SalesRate,
-    SkuCode, DAY_US,
+    forecast, forecast_alert, recovery_level, ForecastConfig, ForecastTransition, Micros,
+    RateParams, SaleKind, SalesRate, SkuCode, DAY_US,
 };
 
 use crate::replay::{self, Action, Plan};
@@ -183,6 +183,8 @@ pub fn simulate(
         params,
     };
     sim.point(created_at, PointKind::Created, None, 0);
+    // The server's own mapping of reasons (default settings).
+    let reasons = ForecastConfig::default();
     for adjustment in adjustments {
         let Adjustment { at, delta, reason } = *adjustment;
         let short = sim.stock.saturating_add(delta);
@@ -190,17 +192,16 @@ pub fn simulate(
             sim.stock = sim.stock.saturating_add(cover.max(0).saturating_sub(short));
             sim.point(at, PointKind::Delivery, Some(sim.stock), 0);
         }
-        let kind = match reason {
-            "sale" if delta < 0 => {
-                sim.rate.record_sale(-delta, Micros(at), params);
-                PointKind::Sale
+        let kind = match reasons.sale_of(Some(reason), delta) {
+            Some((sale, units)) => {
+                sim.rate.apply(sale, units, Micros(at), params);
+                match sale {
+                    SaleKind::Sale => PointKind::Sale,
+                    SaleKind::Return => PointKind::Return,
+                }
             }
-            "return" if delta > 0 => {
-                sim.rate.record_return(delta, Micros(at), params);
-                PointKind::Return
-            }
-            "write_off" => PointKind::WriteOff,
-            _ => PointKind::Other,
+            None if reason == "write_off" => PointKind::WriteOff,
+            None => PointKind::Other,
         };
         let net_sold = match kind {
             PointKind::Sale | PointKind::Return => -delta,
