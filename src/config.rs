@@ -333,6 +333,63 @@ pub struct Settings {
     #[arg(long, env = "SKUWATCH_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     pub request_timeout_ms: u64,
 
+    /// The dashboard's address as users reach it (`https://skuwatch.example.com`):
+    /// the base of the links in Slack webhook messages. Unset: no links.
+    #[arg(long, env = "SKUWATCH_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Allow webhook endpoints on `http` and on loopback, private,
+    /// link-local and other non-public addresses (a receiver on the same
+    /// network; tests). Off: only public `https` endpoints.
+    #[arg(long, env = "SKUWATCH_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_private: bool,
+
+    /// The key webhook signing secrets are encrypted with at rest (at least
+    /// 32 bytes). Unset: derived from SKUWATCH_JWT_SECRET. Changing it
+    /// makes every stored secret unreadable (rotate them).
+    #[arg(long, env = "SKUWATCH_WEBHOOK_SECRET_KEY", hide_env_values = true)]
+    pub webhook_secret_key: Option<Secret>,
+
+    /// The waits before each retry of a failed webhook delivery
+    /// (`5s,30s,2m,10m,1h,6h,24h`: eight attempts in all); each wait
+    /// varies by up to 20 % either way.
+    #[arg(long, env = "SKUWATCH_WEBHOOK_RETRY_SCHEDULE", value_delimiter = ',',
+          default_value = crate::webhooks::DEFAULT_RETRY_SCHEDULE, value_parser = parse_wait)]
+    pub webhook_retry_schedule: Vec<std::time::Duration>,
+
+    /// Seconds an endpoint may fail every attempt before it is disabled
+    /// (`disabled_reason: "failing"`); 3 days.
+    #[arg(
+        long,
+        env = "SKUWATCH_WEBHOOK_DISABLE_AFTER_SECS",
+        default_value_t = 259_200
+    )]
+    pub webhook_disable_after_secs: u64,
+
+    /// Milliseconds one webhook attempt may take (connect, send, answer).
+    #[arg(long, env = "SKUWATCH_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=120_000))]
+    pub webhook_timeout_ms: u64,
+
+    /// Messages an endpoint is sent per minute; past it, the messages due
+    /// are folded into `alert.digest` messages (up to 1000 each). 0: no cap.
+    #[arg(long, env = "SKUWATCH_WEBHOOK_RATE_CAP", default_value_t = 60)]
+    pub webhook_rate_cap: u64,
+
+    /// Milliseconds between the webhook worker's looks at the outbox (the
+    /// bus wakes it at once for new alerts; this is the net).
+    #[arg(long, env = "SKUWATCH_WEBHOOK_POLL_MS", default_value_t = 1000)]
+    pub webhook_poll_ms: u64,
+
+    /// Webhook attempts in flight per instance.
+    #[arg(long, env = "SKUWATCH_WEBHOOK_CONCURRENCY", default_value_t = 16,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub webhook_concurrency: u64,
+
+    /// Days an ended webhook delivery stays in the delivery log.
+    #[arg(long, env = "SKUWATCH_WEBHOOK_RETENTION_DAYS", default_value_t = 30)]
+    pub webhook_retention_days: u64,
+
     /// Test-only fault injection; never read from the environment or flags.
     #[doc(hidden)]
     #[arg(skip)]
@@ -343,6 +400,11 @@ pub struct Settings {
 fn parse_alert_rule(raw: &str) -> Result<AlertRule, String> {
     AlertRule::parse(raw.trim())
         .ok_or_else(|| format!("{raw:?} is not threshold, forecast or both"))
+}
+
+/// A wait such as `5s`, `2m` or `1h` (humantime's form).
+fn parse_wait(raw: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(raw.trim()).map_err(|e| format!("{raw:?}: {e}"))
 }
 
 /// A CIDR (`10.0.0.0/8`, `fd00::/8`) or a single address (`127.0.0.1`).

@@ -159,6 +159,10 @@ async fn prune(store: &dyn SkuStore, settings: &crate::Settings) {
             Prunable::ResolvedAlerts,
             (settings.alert_retention_days as i64).saturating_mul(24 * hour),
         ),
+        (
+            Prunable::EndedDeliveries,
+            (settings.webhook_retention_days as i64).saturating_mul(24 * hour),
+        ),
     ];
     for (what, older_than_us) in retention {
         match store.prune(what, older_than_us).await {

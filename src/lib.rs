@@ -15,6 +15,8 @@
 //! - [`outbox`]: a session's bounded queue with conflation.
 //! - [`http`]: the REST API; [`ws`]: the WebSocket upgrade and messages.
 //! - [`import`]: CSV catalog import; [`replay`]: the real-data replay client.
+//! - [`webhooks`]: signed webhooks: the outbox's workers, signing, the
+//!   address rules.
 //! - [`metrics`]: every Prometheus metric name, its help text and buckets.
 //!
 //! The domain, the SKU actors, their supervisor and registry live in the
@@ -44,6 +46,7 @@ pub mod outbox;
 pub mod replay;
 pub mod session;
 pub mod store;
+pub mod webhooks;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -353,6 +356,11 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
     .await?;
     let bus_seen_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
     watch_first_connect(&bus, bus_seen_up.clone(), shutdown.clone());
+    let webhooks = webhooks::Webhooks::new(
+        store.clone(),
+        webhooks::WebhookSettings::from_settings(&settings),
+        webhooks::sealer(&settings).map_err(StartError::Config)?,
+    );
     let state = AppState::new(AppInner {
         bus_seen_up,
         store,
@@ -371,8 +379,15 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<App, Sta
         ws_sessions: Default::default(),
         shutdown: shutdown.clone(),
         tasks: tokio_util::task::TaskTracker::new(),
+        webhooks,
     });
     spawn_history_rollup(&state, shutdown.clone());
+    webhooks::spawn(
+        state.webhooks.clone(),
+        &state.bus,
+        &state.tasks,
+        shutdown.clone(),
+    );
     holds::spawn(&state, shutdown.clone());
     external::spawn(
         &state.settings.database_url.0,

@@ -160,6 +160,28 @@ pub const FORECAST_RATES_REBUILT: &str = "skuwatch_forecast_rates_rebuilt_total"
 /// Counter: forecasts the re-evaluation re-read as of now and wrote
 /// (each ends a `stockout_forecast` alert of a SKU that stopped selling).
 pub const FORECAST_REFORECASTS: &str = "skuwatch_forecast_reforecasts_total";
+/// Counter: webhook deliveries written to the outbox (issue 19), one per
+/// message per endpoint.
+pub const WEBHOOK_ENQUEUED: &str = "skuwatch_webhook_deliveries_enqueued_total";
+/// Counter: webhook delivery attempts, by `result`: `delivered`, `retry`
+/// (failed, tried again later), `failed` (the last try failed), `gone` (the
+/// receiver answered 410), `refused` (the address is not allowed).
+pub const WEBHOOK_ATTEMPTS: &str = "skuwatch_webhook_attempts_total";
+/// Histogram: seconds from a delivery's commit to its first attempt.
+pub const WEBHOOK_FIRST_ATTEMPT_DELAY: &str = "skuwatch_webhook_first_attempt_delay_seconds";
+/// Histogram: seconds an attempt took (connect, send, response head).
+pub const WEBHOOK_ATTEMPT_DURATION: &str = "skuwatch_webhook_attempt_duration_seconds";
+/// Gauge: deliveries waiting for an attempt.
+pub const WEBHOOK_QUEUE: &str = "skuwatch_webhook_queue_depth";
+/// Gauge: age of the oldest undelivered delivery, seconds (0 when none).
+pub const WEBHOOK_OLDEST: &str = "skuwatch_webhook_oldest_undelivered_seconds";
+/// Counter: digest messages the rate cap made, and the messages folded in.
+pub const WEBHOOK_DIGESTS: &str = "skuwatch_webhook_digests_total";
+pub const WEBHOOK_DIGESTED: &str = "skuwatch_webhook_digested_messages_total";
+/// Counter: endpoints the server disabled, by `reason` (gone, failing).
+pub const WEBHOOK_ENDPOINTS_DISABLED: &str = "skuwatch_webhook_endpoints_disabled_total";
+/// The results of [`WEBHOOK_ATTEMPTS`].
+pub const WEBHOOK_RESULTS: [&str; 5] = ["delivered", "retry", "failed", "gone", "refused"];
 /// Gauge: the process's resident memory (VmRSS), bytes; refreshed with the
 /// other gauges (Linux; absent elsewhere).
 pub const PROCESS_RESIDENT: &str = "skuwatch_process_resident_bytes";
@@ -260,6 +282,18 @@ pub fn install() -> PrometheusHandle {
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BUS_LAG.into()), PUSH_BUCKETS))
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full(HOLD_EXPIRY_LAG.into()), PUSH_BUCKETS)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(WEBHOOK_FIRST_ATTEMPT_DELAY.into()),
+                        LATENCY_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(WEBHOOK_ATTEMPT_DURATION.into()),
+                        LATENCY_BUCKETS,
+                    )
                 })
                 .and_then(|b| {
                     b.set_buckets_for_metric(
@@ -508,6 +542,51 @@ fn describe() {
         Count,
         "Forecasts re-read as of now by the re-evaluation and written (a stockout_forecast alert ended)"
     );
+    describe_counter!(
+        WEBHOOK_ENQUEUED,
+        Count,
+        "Webhook deliveries written to the outbox (one per message per endpoint)"
+    );
+    describe_counter!(
+        WEBHOOK_ATTEMPTS,
+        Count,
+        "Webhook delivery attempts by result (delivered, retry, failed, gone, refused)"
+    );
+    describe_histogram!(
+        WEBHOOK_FIRST_ATTEMPT_DELAY,
+        Unit::Seconds,
+        "From a webhook delivery's commit to the start of its first attempt"
+    );
+    describe_histogram!(
+        WEBHOOK_ATTEMPT_DURATION,
+        Unit::Seconds,
+        "Duration of a webhook delivery attempt"
+    );
+    describe_gauge!(
+        WEBHOOK_QUEUE,
+        Count,
+        "Webhook deliveries waiting for an attempt"
+    );
+    describe_gauge!(
+        WEBHOOK_OLDEST,
+        Unit::Seconds,
+        "Age of the oldest webhook delivery waiting for an attempt (0 when none)"
+    );
+    describe_counter!(
+        WEBHOOK_DIGESTS,
+        Count,
+        "Digest messages made by the per-endpoint rate cap"
+    );
+    describe_counter!(
+        WEBHOOK_DIGESTED,
+        Count,
+        "Webhook messages folded into digests by the rate cap"
+    );
+    describe_counter!(
+        WEBHOOK_ENDPOINTS_DISABLED,
+        Count,
+        "Webhook endpoints disabled by the server, by reason (gone, failing)"
+    );
     describe_gauge!(
         HISTORY_ROLLUP_BEHIND,
         Count,
@@ -543,6 +622,17 @@ fn describe() {
 fn zero_known_series() {
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     counter!(FORECAST_REFORECASTS).absolute(0);
+    counter!(WEBHOOK_ENQUEUED).absolute(0);
+    counter!(WEBHOOK_DIGESTS).absolute(0);
+    counter!(WEBHOOK_DIGESTED).absolute(0);
+    for result in WEBHOOK_RESULTS {
+        counter!(WEBHOOK_ATTEMPTS, "result" => result).absolute(0);
+    }
+    for reason in ["gone", "failing"] {
+        counter!(WEBHOOK_ENDPOINTS_DISABLED, "reason" => reason).absolute(0);
+    }
+    gauge!(WEBHOOK_QUEUE).set(0.0);
+    gauge!(WEBHOOK_OLDEST).set(0.0);
     counter!(FORECAST_RATES_REBUILT).absolute(0);
     for reason in DropReason::ALL {
         counter!(WS_SESSIONS_DROPPED, "reason" => reason.as_str()).absolute(0);
@@ -560,7 +650,11 @@ fn zero_known_series() {
     for change in HOLD_CHANGE_KINDS {
         counter!(HOLD_CHANGES, "change" => change).absolute(0);
     }
-    for what in [Prunable::EndedHolds, Prunable::ResolvedAlerts] {
+    for what in [
+        Prunable::EndedHolds,
+        Prunable::ResolvedAlerts,
+        Prunable::EndedDeliveries,
+    ] {
         counter!(UPKEEP_PRUNED, "what" => what.as_str()).absolute(0);
     }
     gauge!(HOLDS_ACTIVE).set(0.0);

@@ -6,8 +6,9 @@ use async_trait::async_trait;
 use std::collections::BTreeMap;
 
 use crate::domain::{
-    Alert, AlertKind, AlertStatus, Command, Committed, DomainError, Field, Hold, HoldAction,
-    HoldId, HoldStatus, Micros, Sku, SkuCode, WriteMeta,
+    Alert, AlertKind, AlertStatus, Command, Committed, Delivery, DeliveryStatus, DomainError,
+    Endpoint, EndpointPatch, Field, Hold, HoldAction, HoldId, HoldStatus, Micros, Sku, SkuCode,
+    WebhookFormat, WriteMeta,
 };
 
 /// A storage failure that is not a domain rule: connection lost, constraint
@@ -298,6 +299,8 @@ pub enum Prunable {
     EndedHolds,
     /// Resolved alerts, by when they were resolved.
     ResolvedAlerts,
+    /// Webhook deliveries no longer pending, by when they ended.
+    EndedDeliveries,
 }
 
 impl Prunable {
@@ -305,6 +308,7 @@ impl Prunable {
         match self {
             Prunable::EndedHolds => "holds",
             Prunable::ResolvedAlerts => "alerts",
+            Prunable::EndedDeliveries => "webhook_deliveries",
         }
     }
 }
@@ -434,6 +438,85 @@ pub struct PoolStats {
 
 /// How long an idempotency key is remembered (API.md: retries within 24 h).
 pub const IDEMPOTENCY_WINDOW_US: i64 = 24 * 3600 * 1_000_000;
+
+// --- Webhooks (issue 19).
+
+/// An endpoint's signing secrets as stored: encrypted by the server (the
+/// store neither reads nor logs them).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredSecrets {
+    pub current: String,
+    /// The secret before the last rotation, signed with too until the time.
+    pub previous: Option<(String, Micros)>,
+}
+
+impl std::fmt::Debug for StoredSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoredSecrets(..)")
+    }
+}
+
+/// How workers claim deliveries ([`SkuStore::claim_deliveries`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRules {
+    /// The claim's clock.
+    pub now: Micros,
+    /// How long a claim keeps other workers off a delivery (µs): longer
+    /// than an attempt can take, so a claim lapses only when its worker died.
+    pub lease_us: i64,
+    /// Most deliveries one claim takes.
+    pub limit: i64,
+    /// Most messages an endpoint is sent per minute; past it, the fresh
+    /// ones due are folded into `alert.digest` messages (at most
+    /// `digest_max` each). `None`: no cap.
+    pub rate_cap: Option<i64>,
+    pub digest_max: i64,
+}
+
+/// A delivery a worker has claimed: everything its attempt needs.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The row (not the message id).
+    pub row: i64,
+    /// The `webhook-id`.
+    pub message_id: String,
+    pub kind: String,
+    /// The frozen standard body.
+    pub body: String,
+    /// This attempt's number, from 1.
+    pub attempt: i64,
+    pub created_at: Micros,
+    pub endpoint_id: String,
+    pub url: String,
+    pub format: WebhookFormat,
+    pub secrets: StoredSecrets,
+}
+
+/// What came of an attempt ([`SkuStore::record_attempt`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptResult {
+    pub at: Micros,
+    /// The receiver's status code, if it answered.
+    pub status_code: Option<i64>,
+    /// Why the attempt failed; `None`: delivered.
+    pub error: Option<String>,
+    /// After a failure: when to try again (`None`: give up, `failed`).
+    pub retry_at: Option<Micros>,
+    /// The receiver answered 410 Gone: disable the endpoint (`gone`).
+    pub gone: bool,
+    /// Disable the endpoint (`failing`) once it has failed for this long
+    /// (µs) without a success.
+    pub disable_failing_after_us: i64,
+}
+
+/// The outbox at a glance (the queue gauges).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxStats {
+    /// Deliveries waiting for an attempt.
+    pub pending: i64,
+    /// When the oldest of them was created.
+    pub oldest: Option<Micros>,
+}
 
 /// Storage of SKUs, their events and idempotency keys, alerts and users:
 /// everything the HTTP layer, the actors and the background tasks use, so
@@ -629,6 +712,113 @@ pub trait SkuStore: Send + Sync + 'static {
         Ok(())
     }
 
+    // --- Webhooks (issue 19). Alert messages are written by the write
+    // path, in the transaction that changes the alert (a transactional
+    // outbox); these are the endpoints' configuration and the workers'.
+    // The in-memory store has none.
+
+    /// Stores a new endpoint with its encrypted secret, and the audit row.
+    async fn create_webhook(
+        &self,
+        _endpoint: &Endpoint,
+        _secret: &str,
+        _actor: &str,
+    ) -> Result<(), StoreError> {
+        Err(no_webhooks())
+    }
+
+    /// Every endpoint, newest first.
+    async fn list_webhooks(&self) -> Result<Vec<Endpoint>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn load_webhook(&self, _id: &str) -> Result<Option<Endpoint>, StoreError> {
+        Ok(None)
+    }
+
+    /// Applies `patch` to the endpoint as stored (locked), with the audit
+    /// row; a disabled endpoint's pending deliveries are cancelled.
+    /// `None`: no such endpoint.
+    async fn update_webhook(
+        &self,
+        _id: &str,
+        _patch: &EndpointPatch,
+        _actor: &str,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        Ok(None)
+    }
+
+    /// Deletes the endpoint and its deliveries (the audit rows stay);
+    /// `false`: no such endpoint.
+    async fn delete_webhook(&self, _id: &str, _actor: &str) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    /// Makes `secret` (encrypted) the endpoint's secret and keeps the
+    /// current one as the previous until `previous_until`.
+    async fn rotate_webhook_secret(
+        &self,
+        _id: &str,
+        _secret: &str,
+        _previous_until: Micros,
+        _actor: &str,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        Ok(None)
+    }
+
+    /// The endpoint's deliveries, newest first.
+    async fn list_deliveries(
+        &self,
+        _endpoint: &str,
+        _status: Option<DeliveryStatus>,
+        _limit: i64,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Claims up to `rules.limit` due deliveries of enabled endpoints,
+    /// each for one attempt: no other worker (of any instance) takes it
+    /// until `rules.lease_us` have passed, and then only if its attempt
+    /// was never recorded (the worker died).
+    async fn claim_deliveries(&self, _rules: &ClaimRules) -> Result<Vec<Claimed>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Records an attempt of a claimed delivery, if the claim still holds
+    /// (`false` when another worker has taken the delivery since). Updates
+    /// the endpoint: a success ends its failing streak, a 410 or a streak
+    /// past `disable_failing_after_us` disables it.
+    async fn record_attempt(
+        &self,
+        _claimed: &Claimed,
+        _result: &AttemptResult,
+    ) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    /// Writes a `webhook.test` message for the endpoint, claimed by the
+    /// caller for its one attempt. `None`: no such endpoint.
+    async fn create_test_delivery(
+        &self,
+        _endpoint: &str,
+        _body: &str,
+        _rules: &ClaimRules,
+    ) -> Result<Option<Claimed>, StoreError> {
+        Ok(None)
+    }
+
+    /// Turns up to `limit` events after each `sku.changed` endpoint's
+    /// cursor into its deliveries, and moves the cursor, in one
+    /// transaction per endpoint; returns how many deliveries.
+    async fn feed_sku_changes(&self, _limit: i64) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
+    /// The queue gauges.
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        Ok(OutboxStats::default())
+    }
+
     /// Occupancy of the connection pools, for the gauges; empty for a store
     /// without pools.
     fn pool_stats(&self) -> Vec<PoolStats> {
@@ -637,6 +827,11 @@ pub trait SkuStore: Send + Sync + 'static {
 
     /// Closes the connections (graceful shutdown).
     async fn close(&self) {}
+}
+
+/// What a store without webhook tables answers.
+fn no_webhooks() -> StoreError {
+    StoreError::Unavailable("this store keeps no webhooks".into())
 }
 
 #[cfg(test)]

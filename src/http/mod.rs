@@ -15,6 +15,7 @@ pub mod openapi;
 mod skus;
 mod stock;
 mod validate;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -68,6 +69,8 @@ pub struct AppInner {
     /// Upgraded WebSocket sessions, which the HTTP server no longer tracks:
     /// graceful shutdown waits for them to send their close frame.
     pub tasks: tokio_util::task::TaskTracker,
+    /// Webhook endpoints' sealing key, the test sends, the worker's wake.
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 impl std::ops::Deref for AppState {
@@ -300,6 +303,19 @@ pub fn router(
         .route("/holds/{id}/extend", post(holds::extend))
         .route("/holds/{id}/release", post(holds::release))
         .route("/holds/{id}/commit", post(holds::commit))
+        .route("/webhooks", get(webhooks::list).post(webhooks::create))
+        .route(
+            "/webhooks/{id}",
+            get(webhooks::get)
+                .patch(webhooks::patch)
+                .delete(webhooks::delete),
+        )
+        .route(
+            "/webhooks/{id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        )
+        .route("/webhooks/{id}/test", post(webhooks::test))
+        .route("/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/auth/token", post(auth::token))
         .route("/users", post(auth::create_user))
         .route(

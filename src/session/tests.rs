@@ -87,7 +87,13 @@ async fn rig(tweak: impl FnOnce(&mut Settings)) -> Rig {
         settings.token_ttl_secs,
     )
     .expect("keys");
+    let webhooks = crate::webhooks::Webhooks::new(
+        dyn_store.clone(),
+        crate::webhooks::WebhookSettings::default(),
+        crate::webhooks::secret::Sealer::from_material(&[7; 32]),
+    );
     let app = AppState::new(AppInner {
+        webhooks,
         store: dyn_store,
         jwt,
         throttle: LoginThrottle::default(),

@@ -3,12 +3,14 @@
 use async_trait::async_trait;
 use serde_json::Value;
 use skuwatch_actors::domain::{
-    forecast_config, Alert, AlertKind, AlertRule, AlertStatus, Committed, Currency, Event, Field,
-    Forecast, Hold, HoldId, Micros, PriceGuard, SalesRate, Sku, SkuCode,
+    forecast_config, Alert, AlertKind, AlertRule, AlertStatus, Committed, Currency, Delivery,
+    DeliveryStatus, Endpoint, EndpointPatch, Event, Field, Forecast, Hold, HoldId, Micros,
+    PriceGuard, SalesRate, Sku, SkuCode,
 };
 use skuwatch_actors::store::{
-    Cause, HistoryPoint, HistoryQuery, HistoryRollup, HoldQuery, Idempotency, ListQuery, PoolStats,
-    Prunable, SkuStore, StoreError, StoredResponse, Summary, UserRecord, WriteJob, WriteOutcome,
+    AttemptResult, Cause, ClaimRules, Claimed, HistoryPoint, HistoryQuery, HistoryRollup,
+    HoldQuery, Idempotency, ListQuery, OutboxStats, PoolStats, Prunable, SkuStore, StoreError,
+    StoredResponse, Summary, UserRecord, WriteJob, WriteOutcome,
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Connection, Row, Transaction};
@@ -22,6 +24,7 @@ mod group;
 mod history;
 mod holds;
 mod upkeep;
+mod webhooks;
 mod write;
 
 pub use group::DEFAULT_QUEUE as DEFAULT_WRITE_QUEUE;
@@ -838,6 +841,84 @@ impl SkuStore for SqlStore {
 
     async fn prune(&self, what: Prunable, older_than_us: i64) -> Result<u64, StoreError> {
         holds::prune(self, what, older_than_us).await
+    }
+
+    async fn create_webhook(
+        &self,
+        endpoint: &Endpoint,
+        secret: &str,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        webhooks::create(self, endpoint, secret, actor).await
+    }
+
+    async fn list_webhooks(&self) -> Result<Vec<Endpoint>, StoreError> {
+        webhooks::list(self).await
+    }
+
+    async fn load_webhook(&self, id: &str) -> Result<Option<Endpoint>, StoreError> {
+        webhooks::load(self, id).await
+    }
+
+    async fn update_webhook(
+        &self,
+        id: &str,
+        patch: &EndpointPatch,
+        actor: &str,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        webhooks::update(self, id, patch, actor).await
+    }
+
+    async fn delete_webhook(&self, id: &str, actor: &str) -> Result<bool, StoreError> {
+        webhooks::delete(self, id, actor).await
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        id: &str,
+        secret: &str,
+        previous_until: Micros,
+        actor: &str,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        webhooks::rotate(self, id, secret, previous_until, actor).await
+    }
+
+    async fn list_deliveries(
+        &self,
+        endpoint: &str,
+        status: Option<DeliveryStatus>,
+        limit: i64,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        webhooks::deliveries(self, endpoint, status, limit).await
+    }
+
+    async fn claim_deliveries(&self, rules: &ClaimRules) -> Result<Vec<Claimed>, StoreError> {
+        webhooks::claim(self, rules).await
+    }
+
+    async fn record_attempt(
+        &self,
+        claimed: &Claimed,
+        result: &AttemptResult,
+    ) -> Result<bool, StoreError> {
+        webhooks::record(self, claimed, result).await
+    }
+
+    async fn create_test_delivery(
+        &self,
+        endpoint: &str,
+        body: &str,
+        rules: &ClaimRules,
+    ) -> Result<Option<Claimed>, StoreError> {
+        webhooks::create_test(self, endpoint, body, rules).await
+    }
+
+    async fn feed_sku_changes(&self, limit: i64) -> Result<u64, StoreError> {
+        webhooks::feed_sku_changes(self, limit).await
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        webhooks::stats(self).await
     }
 
     async fn settle_external_alerts(&self) -> Result<u64, StoreError> {

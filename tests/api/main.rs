@@ -24,4 +24,5 @@ mod trust_edges;
 mod trust_parsers;
 mod trust_push;
 mod trust_write;
+mod webhooks;
 mod websocket;

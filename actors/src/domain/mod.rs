@@ -7,6 +7,7 @@ mod money;
 mod sku;
 mod sku_code;
 mod time;
+mod webhook;
 
 pub use alerts::{
     evaluate as evaluate_alerts, guard_violation, recovery_level, Alert, AlertAction, AlertKind,
@@ -29,3 +30,7 @@ pub use sku::{
 };
 pub use sku_code::{SkuCode, SkuCodeError};
 pub use time::Micros;
+pub use webhook::{
+    alert_messages, new_message_id, Delivery, DeliveryStatus, DisabledReason, Endpoint,
+    EndpointPatch, Message, WebhookEvent, WebhookFormat, DIGEST_TYPE, TEST_TYPE,
+};

@@ -1,11 +1,11 @@
 //! Alerts as HTTP reads and acknowledges them, and the dashboard summary.
 //! (Alerts are raised and resolved by the write path, in its transaction.)
 
-use skuwatch_actors::domain::{Alert, AlertStatus, Micros, SkuCode};
+use skuwatch_actors::domain::{Alert, AlertStatus, Message, Micros, SkuCode, WebhookEvent};
 use skuwatch_actors::store::{StoreError, Summary};
 use sqlx::Row;
 
-use super::{alert_from_row, db_error, SqlStore, ALERT_COLUMNS};
+use super::{alert_from_row, db_error, sku_from_row, SqlStore, ALERT_COLUMNS, SKU_COLUMNS};
 
 /// [`skuwatch_actors::store::SkuStore::list_alerts`].
 pub(super) async fn list_alerts(
@@ -27,28 +27,49 @@ pub(super) async fn list_alerts(
     rows.iter().map(alert_from_row).collect()
 }
 
-/// [`skuwatch_actors::store::SkuStore::acknowledge_alert`].
+/// [`skuwatch_actors::store::SkuStore::acknowledge_alert`]: with the
+/// `alert.acknowledged` webhook messages in the same transaction (issue 19).
 pub(super) async fn acknowledge_alert(
     store: &SqlStore,
     id: i64,
     by: &str,
 ) -> Result<Option<Alert>, StoreError> {
-    sqlx::query(
+    let mut tx = store.begin().await?;
+    let now = Micros::now();
+    let acknowledged = sqlx::query(&format!(
         "UPDATE alerts SET status = 'acknowledged', acknowledged_by = $2, acknowledged_us = $3 \
-         WHERE id = $1 AND status = 'open'",
-    )
+         WHERE id = $1 AND status = 'open' RETURNING {ALERT_COLUMNS}"
+    ))
     .bind(id)
     .bind(by)
-    .bind(Micros::now().0)
-    .execute(&store.write)
+    .bind(now.0)
+    .fetch_optional(&mut *tx)
     .await
     .map_err(db_error)?;
-    let row = sqlx::query(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&store.write)
-        .await
-        .map_err(db_error)?;
-    row.as_ref().map(alert_from_row).transpose()
+    let alert = match acknowledged {
+        Some(row) => {
+            let alert = alert_from_row(&row)?;
+            let sku = sqlx::query(&format!("SELECT {SKU_COLUMNS} FROM skus WHERE sku = $1"))
+                .bind(alert.sku.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            let sku = sku_from_row(&sku)?;
+            let message = Message::alert(WebhookEvent::AlertAcknowledged, &alert, &sku, now);
+            super::webhooks::enqueue(&mut tx, &[message]).await?;
+            Some(alert)
+        }
+        None => sqlx::query(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .as_ref()
+            .map(alert_from_row)
+            .transpose()?,
+    };
+    tx.commit().await.map_err(super::commit_error)?;
+    Ok(alert)
 }
 
 /// [`skuwatch_actors::store::SkuStore::summary`].

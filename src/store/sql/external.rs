@@ -17,7 +17,7 @@
 
 use std::collections::BTreeSet;
 
-use skuwatch_actors::domain::{Committed, Field, Micros, SkuCode};
+use skuwatch_actors::domain::{alert_messages, Committed, Field, Micros, SkuCode};
 use skuwatch_actors::plan::external_alerts;
 use skuwatch_actors::store::StoreError;
 use sqlx::Row;
@@ -112,6 +112,7 @@ pub(super) async fn settle(store: &SqlStore, skus: Option<&[SkuCode]>) -> Result
             .await
             .map_err(db_error)?;
     }
+    super::webhooks::enqueue(&mut tx, &alert_messages(&settled)).await?;
     tx.commit().await.map_err(super::commit_error)?;
     crate::metrics::alerts_raised(&settled);
     metrics::counter!(crate::metrics::EXTERNAL_SETTLED).increment(settled.len() as u64);

@@ -248,6 +248,16 @@ pub(super) async fn prune(
                 .await
                 .map_err(db_error)?
         }
+        Prunable::EndedDeliveries => {
+            // A digest's folded messages end with it, so they go together.
+            sqlx::query(
+                "DELETE FROM webhook_deliveries WHERE status <> 'pending' AND ended_us < $1",
+            )
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?
+        }
     };
     tx.commit().await.map_err(db_error)?;
     Ok(done.rows_affected())

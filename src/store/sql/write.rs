@@ -32,7 +32,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use skuwatch_actors::domain::{Alert, AlertKind, Committed, HoldId, Micros, Sku, SkuCode};
+use skuwatch_actors::domain::{
+    alert_messages, Alert, AlertKind, Committed, HoldId, Micros, Sku, SkuCode,
+};
 use skuwatch_actors::plan::{plan, AlertOp, AlertRef, HoldRows, Plan, RowWrite};
 use skuwatch_actors::store::{StoreError, WriteJob, WriteOutcome};
 use sqlx::Row;
@@ -306,6 +308,9 @@ async fn execute(
     if !committed.is_empty() {
         append_events(backend, tx, &mut committed).await?;
     }
+    // The transactional outbox (issue 19): the alert messages of this
+    // write, in its transaction.
+    super::webhooks::enqueue(tx, &alert_messages(&committed)).await?;
     if !plan.holds.is_empty() {
         // After the events: a hold row records their ids.
         plan.set_hold_events(&committed);
