@@ -12,8 +12,9 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHmac, randomBytes } from "node:crypto";
 import fs from "node:fs";
+import http from "node:http";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -112,6 +113,38 @@ async function rest(base, method, route, token, body, type = "application/json")
   const json = text ? JSON.parse(text) : null;
   if (!response.ok) throw new Error(`${method} ${route}: ${response.status} ${text}`);
   return json;
+}
+
+/** A webhook receiver on 127.0.0.1 that records every request and answers
+ * `status` (204 unless the test sets another). */
+async function receiver() {
+  const hook = { url: "", requests: [], status: 204 };
+  const server = http.createServer((req, res) => {
+    const chunks = [];
+    req.on("data", (c) => chunks.push(c));
+    req.on("end", () => {
+      hook.requests.push({ method: req.method, url: req.url, headers: req.headers, body: Buffer.concat(chunks).toString("utf8") });
+      res.writeHead(hook.status);
+      res.end();
+    });
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  cleanups.push(() => server.close());
+  hook.url = `http://127.0.0.1:${server.address().port}`;
+  return hook;
+}
+
+/** Whether a Standard Webhooks `webhook-signature` (space-separated
+ * `v1,<base64>` values) holds the signature of `secret` (`whsec_<base64 key>`)
+ * over `${id}.${timestamp}.${body}`. */
+function signedWith(secret, { headers, body }) {
+  const key = Buffer.from(secret.slice("whsec_".length), "base64");
+  const expected = createHmac("sha256", key)
+    .update(`${headers["webhook-id"]}.${headers["webhook-timestamp"]}.${body}`)
+    .digest("base64");
+  return String(headers["webhook-signature"] ?? "")
+    .split(" ")
+    .some((s) => s === `v1,${expected}`);
 }
 
 async function token(base, username, password) {
@@ -634,4 +667,169 @@ test("days of cover: the forecast in the table and header, a projection on the S
   await page.getByRole("radio", { name: "All" }).check();
   await row(page, code).waitFor();
   assert.equal(await row(page, code).getByTestId("cover").getAttribute("data-short"), null);
+});
+
+test("webhooks: an admin adds an endpoint, sees its secret once, sends a signed test and sees it delivered", async () => {
+  const hook = await receiver();
+  const hookUrl = `${hook.url}/hook`;
+  // http://127.0.0.1 targets are refused unless the server allows private ones.
+  const server = await startServer({ SKUWATCH_WEBHOOK_ALLOW_PRIVATE: "true" });
+  const admin = await token(server, "admin", ADMIN_PASSWORD);
+  await rest(server, "POST", "/users", admin, { username: "vera", password: VIEWER_PASSWORD, role: "viewer" });
+
+  const { page } = await newPage(server);
+  await login(page, "admin", ADMIN_PASSWORD);
+  await page.getByTestId("connection").getByText("Live").waitFor();
+  await page.getByRole("navigation", { name: "Admin pages" }).getByRole("link", { name: "Webhooks" }).click();
+  await page.getByRole("heading", { name: "Webhooks", level: 1 }).waitFor();
+  assert.equal(new URL(page.url()).pathname, "/webhooks");
+  await page.getByTestId("no-webhooks").waitFor();
+
+  // The form's defaults: the three alert events, sku.changed opt-in, every kind.
+  for (const label of ["Alert raised", "Alert acknowledged", "Alert resolved"]) {
+    assert.equal(await page.getByLabel(label).isChecked(), true, label);
+  }
+  assert.equal(await page.getByLabel("SKU changed").isChecked(), false);
+  assert.equal(await page.getByLabel("Low stock").isChecked(), false);
+
+  // A URL the server refuses (credentials in it): its problem next to the field.
+  const url = page.getByLabel("URL", { exact: true });
+  await url.fill("https://user:secret@hooks.example.com/skuwatch");
+  await page.getByRole("button", { name: "Add endpoint" }).click();
+  const urlError = page.getByTestId("webhook-url-error");
+  await urlError.waitFor();
+  assert.ok((await urlError.innerText()).trim().length > 0);
+  assert.equal(await url.getAttribute("aria-invalid"), "true");
+  assert.equal((await rest(server, "GET", "/webhooks", admin)).webhooks.length, 0);
+  await urlError.scrollIntoViewIfNeeded();
+  await shot(page, "17-webhooks-url-refused");
+
+  // Created: the secret shown once, in its box; never in the list.
+  await url.fill(hookUrl);
+  await page.getByLabel("Description").fill("e2e receiver");
+  await page.getByRole("button", { name: "Add endpoint" }).click();
+  const secretBox = page.getByTestId("webhook-secret-box");
+  await secretBox.waitFor();
+  assert.match(await secretBox.innerText(), /will not be shown again/);
+  const secret = (await secretBox.getByTestId("webhook-secret").innerText()).trim();
+  assert.match(secret, /^whsec_[A-Za-z0-9+/]+=*$/);
+  const listed = (await rest(server, "GET", "/webhooks", admin)).webhooks;
+  assert.equal(listed.length, 1);
+  const endpoint = listed[0];
+  assert.equal(endpoint.url, hookUrl);
+  assert.equal(endpoint.description, "e2e receiver");
+  assert.deepEqual(endpoint.events, ["alert.raised", "alert.acknowledged", "alert.resolved"]);
+  assert.equal(endpoint.kinds, null);
+  assert.equal(endpoint.skus, null);
+  assert.equal(endpoint.format, "standard");
+  assert.equal(endpoint.secret, undefined);
+  const card = page.locator(`article[data-webhook-id="${endpoint.id}"]`);
+  await valued(card, "webhook-state", "enabled").waitFor();
+  assert.equal((await card.getByTestId("webhook-url").innerText()).trim(), hookUrl);
+  await card.getByTestId("no-deliveries").waitFor();
+  assert.equal(await page.getByTestId("webhook-secret").count(), 1, "the secret once, in the form's box");
+  await secretBox.scrollIntoViewIfNeeded();
+  await shot(page, "18-webhooks-created-secret");
+  await secretBox.getByRole("button", { name: /^Done/ }).click();
+  await secretBox.waitFor({ state: "detached" });
+  assert.ok(!(await page.content()).includes(secret), "the secret is gone from the page");
+
+  // Send test: one POST at the receiver, signed with the secret, shown as delivered.
+  await card.getByRole("button", { name: "Send test" }).click();
+  const result = card.getByTestId("test-result");
+  await result.waitFor();
+  await until(() => hook.requests.length >= 1, 10_000, "the test message at the receiver");
+  const sent = hook.requests[0];
+  assert.equal(sent.method, "POST");
+  assert.equal(sent.url, "/hook");
+  const id = sent.headers["webhook-id"];
+  const timestamp = sent.headers["webhook-timestamp"];
+  assert.ok(id, "webhook-id");
+  assert.match(timestamp ?? "", /^\d+$/);
+  assert.ok(Math.abs(Number(timestamp) - Date.now() / 1000) < 300, `webhook-timestamp ${timestamp}`);
+  assert.match(sent.headers["webhook-signature"] ?? "", /^v1,[A-Za-z0-9+/]+=*( v1,[A-Za-z0-9+/]+=*)*$/);
+  assert.ok(signedWith(secret, sent), `signature ${sent.headers["webhook-signature"]} over ${sent.body.slice(0, 200)}`);
+  assert.ok(!signedWith(`whsec_${randomBytes(24).toString("base64")}`, sent), "another key does not verify");
+  assert.doesNotThrow(() => JSON.parse(sent.body), "a JSON body");
+  assert.equal(await result.getAttribute("data-status"), "delivered");
+  assert.match(await result.innerText(), new RegExp(`Test ${id}: delivered \\(HTTP 204\\)`));
+  const delivery = card.locator(`tr[data-delivery-id="${id}"]`);
+  await valued(delivery, "delivery-status", "delivered").waitFor();
+  assert.equal((await delivery.getByTestId("delivery-type").innerText()).trim(), "webhook.test");
+  assert.equal((await delivery.getByTestId("delivery-attempts").innerText()).trim(), "1");
+  assert.equal((await delivery.getByTestId("delivery-code").innerText()).trim(), "204");
+  await card.scrollIntoViewIfNeeded();
+  await shot(page, "19-webhooks-test-delivered");
+
+  // Rotated: the new secret once, the old one valid for a while; a test
+  // then carries both signatures.
+  await card.getByRole("button", { name: "Rotate secret" }).click();
+  const rotatedBox = card.getByTestId("webhook-secret-box");
+  await rotatedBox.waitFor();
+  const secret2 = (await rotatedBox.getByTestId("webhook-secret").innerText()).trim();
+  assert.match(secret2, /^whsec_/);
+  assert.notEqual(secret2, secret);
+  assert.match(await card.getByTestId("webhook-previous-expires").innerText(), /previous secret stays valid until/);
+  await card.getByRole("button", { name: "Send test" }).click();
+  await until(() => hook.requests.length >= 2, 10_000, "the second test message");
+  assert.ok(signedWith(secret2, hook.requests[1]), "signed with the new secret");
+  assert.ok(signedWith(secret, hook.requests[1]), "and with the previous one");
+  await valued(card.locator(`tr[data-delivery-id="${hook.requests[1].headers["webhook-id"]}"]`), "delivery-status", "delivered").waitFor();
+  await rotatedBox.getByRole("button", { name: /^Done/ }).click();
+  await rotatedBox.waitFor({ state: "detached" });
+
+  // Disabled by the switch, with the reason; enabled again.
+  await card.getByLabel("Enabled").uncheck();
+  await valued(card, "webhook-state", "admin").waitFor();
+  assert.equal((await card.getByTestId("webhook-state").innerText()).trim(), "disabled by an admin");
+  const off = await rest(server, "GET", `/webhooks/${endpoint.id}`, admin);
+  assert.equal(off.enabled, false);
+  assert.equal(off.disabled_reason, "admin");
+  await card.getByLabel("Enabled").check();
+  await valued(card, "webhook-state", "enabled").waitFor();
+  assert.equal((await rest(server, "GET", `/webhooks/${endpoint.id}`, admin)).enabled, true);
+
+  // The page read afresh (the server answers /webhooks with the dashboard):
+  // the endpoint and its deliveries, no secret anywhere.
+  await page.reload();
+  await valued(card, "webhook-state", "enabled").waitFor();
+  await valued(card.locator(`tr[data-delivery-id="${id}"]`), "delivery-status", "delivered").waitFor();
+  assert.equal(await card.locator("tr[data-delivery-id]").count(), 2);
+  const html = await page.content();
+  assert.ok(!html.includes(secret) && !html.includes(secret2), "no secret after a reload");
+
+  // The receiver answers 410 Gone: the server disables the endpoint, and
+  // the page says why.
+  hook.status = 410;
+  await card.getByRole("button", { name: "Send test" }).click();
+  await valued(card, "webhook-state", "gone").waitFor();
+  assert.equal((await card.getByTestId("webhook-state").innerText()).trim(), "disabled: receiver answered 410 Gone");
+  assert.equal(await card.getByLabel("Enabled").isChecked(), false);
+  const goneResult = card.locator('[data-testid="test-result"][data-status="failed"]');
+  await goneResult.waitFor();
+  assert.match(await goneResult.innerText(), /failed: HTTP 410/);
+  const gone = await rest(server, "GET", `/webhooks/${endpoint.id}`, admin);
+  assert.equal(gone.disabled_reason, "gone");
+  await valued(card.locator(`tr[data-delivery-id="${hook.requests.at(-1).headers["webhook-id"]}"]`), "delivery-status", "failed").waitFor();
+  await card.scrollIntoViewIfNeeded();
+  await shot(page, "20-webhooks-gone");
+  hook.status = 204;
+  await card.getByLabel("Enabled").check();
+  await valued(card, "webhook-state", "enabled").waitFor();
+
+  // Deleted, after a confirmation.
+  await card.getByRole("button", { name: "Delete", exact: true }).click();
+  await card.getByRole("button", { name: "Delete endpoint" }).click();
+  await card.waitFor({ state: "detached" });
+  await page.getByTestId("no-webhooks").waitFor();
+  assert.equal((await rest(server, "GET", "/webhooks", admin)).webhooks.length, 0);
+
+  // A viewer has no link, and the path tells them it is for admins.
+  const viewer = await newPage(server);
+  await login(viewer.page, "vera", VIEWER_PASSWORD);
+  await viewer.page.getByRole("button", { name: "Log out" }).waitFor();
+  assert.equal(await viewer.page.getByRole("link", { name: "Webhooks" }).count(), 0);
+  await viewer.page.goto(`${server}/webhooks`);
+  await viewer.page.getByText("Webhooks are managed by admins.").waitFor();
+  assert.equal(await viewer.page.getByRole("button", { name: "Add endpoint" }).count(), 0);
 });

@@ -9,6 +9,7 @@ import { Catalog } from "./components/Catalog";
 import { SkuDetail } from "./components/SkuDetail";
 import { AlertsPanel } from "./components/AlertsPanel";
 import { Toasts } from "./components/Toasts";
+import { Webhooks } from "./components/Webhooks";
 import type { Filter } from "./state";
 import { currentRoute as route, navigate } from "./router";
 
@@ -195,9 +196,10 @@ function Dashboard({ session, onLogout }: { session: Session; onLogout: (why: st
         session={session}
         connection={connection}
         summary={summary}
+        page={where.webhooks ? "webhooks" : where.sku ? "sku" : "catalog"}
         onFilter={(f) => {
           setFilter(f);
-          if (where.sku) navigate("/");
+          if (where.sku || where.webhooks) navigate("/");
         }}
         onLogout={() => onLogout(null)}
       />
@@ -210,7 +212,16 @@ function Dashboard({ session, onLogout }: { session: Session; onLogout: (why: st
       )}
       <div className="layout">
         <main id="main" tabIndex={-1}>
-          {where.sku ? (
+          {where.webhooks ? (
+            admin ? (
+              <Webhooks token={session.token} />
+            ) : (
+              <section className="detail">
+                <h1>Webhooks</h1>
+                <p className="muted">Webhooks are managed by admins.</p>
+              </section>
+            )
+          ) : where.sku ? (
             <SkuDetail code={where.sku} session={session} admin={admin} />
           ) : (
             <Catalog loaded={loaded} filter={filter} onFilter={setFilter} onVisible={onVisible} />

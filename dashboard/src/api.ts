@@ -1,7 +1,18 @@
 // The REST calls the dashboard makes, with RFC 9457 problem documents turned
 // into a `Problem` error the forms show next to the field they name.
 
-import type { Alert, HistoryPoint, Hold, Role, SkuJson, Summary } from "./types";
+import type {
+  Alert,
+  HistoryPoint,
+  Hold,
+  Role,
+  SkuJson,
+  Summary,
+  WebhookCreate,
+  WebhookDelivery,
+  WebhookEndpoint,
+  WebhookWithSecret,
+} from "./types";
 
 export interface FieldError {
   field: string;
@@ -58,17 +69,28 @@ async function request<T>(
     json = null;
   }
   if (!response.ok) {
-    const p = (json ?? {}) as Partial<{ type: string; title: string; detail: string; errors: FieldError[] }>;
+    const p = (json ?? {}) as Partial<{ type: string; title: string; detail: string; errors: unknown }>;
     if (response.status === 401 && token) onUnauthorized();
     throw new Problem(
       response.status,
       p.type ?? "error",
       p.title ?? response.statusText,
       p.detail ?? "",
-      Array.isArray(p.errors) ? p.errors : [],
+      fieldErrors(p.errors),
     );
   }
   return json as T;
+}
+
+/** A problem document's `errors` as field errors. The API names the text
+ * `message`; the webhooks contract (issue 19) writes `reason`: either is read. */
+export function fieldErrors(raw: unknown): FieldError[] {
+  if (!Array.isArray(raw)) return [];
+  return raw.map((e) => {
+    const o = (e ?? {}) as { field?: unknown; message?: unknown; reason?: unknown };
+    const text = typeof o.message === "string" ? o.message : typeof o.reason === "string" ? o.reason : "";
+    return { field: typeof o.field === "string" ? o.field : "", message: text };
+  });
 }
 
 export interface TokenResponse {
@@ -84,6 +106,19 @@ export const HOLDS_LIMIT = 100;
 /** The request for a SKU's active holds; the code is percent-encoded like a path segment. */
 export function activeHoldsPath(code: string): string {
   return `/holds?sku=${encodeURIComponent(code)}&status=active&limit=${HOLDS_LIMIT}`;
+}
+
+/** The path of one webhook endpoint (ids are hex, encoded all the same). */
+export function webhookPath(id: string): string {
+  return `/webhooks/${encodeURIComponent(id)}`;
+}
+
+/** Most deliveries the Webhooks page lists for an endpoint. */
+export const DELIVERIES_LIMIT = 20;
+
+/** The request for an endpoint's newest deliveries. */
+export function webhookDeliveriesPath(id: string, limit = DELIVERIES_LIMIT): string {
+  return `${webhookPath(id)}/deliveries?limit=${limit}`;
 }
 
 export const api = {
@@ -135,6 +170,30 @@ export const api = {
 
   patch: (token: string, code: string, body: Record<string, unknown>) =>
     request<SkuJson>("PATCH", `/skus/${encodeURIComponent(code)}`, token, body),
+
+  // Webhooks (issue 19), admins only.
+  webhooks: (token: string) => request<{ webhooks: WebhookEndpoint[] }>("GET", "/webhooks", token),
+
+  webhook: (token: string, id: string) => request<WebhookEndpoint>("GET", webhookPath(id), token),
+
+  /** 201 with the signing secret, shown only here and by rotate-secret. */
+  createWebhook: (token: string, body: WebhookCreate) =>
+    request<WebhookWithSecret>("POST", "/webhooks", token, body),
+
+  patchWebhook: (token: string, id: string, body: Partial<WebhookCreate>) =>
+    request<WebhookEndpoint>("PATCH", webhookPath(id), token, body),
+
+  deleteWebhook: (token: string, id: string) => request<null>("DELETE", webhookPath(id), token),
+
+  /** A new secret; the old one keeps signing until `previous_secret_expires_at`. */
+  rotateWebhookSecret: (token: string, id: string) =>
+    request<WebhookWithSecret>("POST", `${webhookPath(id)}/rotate-secret`, token),
+
+  /** One attempt at once, no retries: the delivery as it ended. */
+  testWebhook: (token: string, id: string) => request<WebhookDelivery>("POST", `${webhookPath(id)}/test`, token),
+
+  webhookDeliveries: (token: string, id: string, limit = DELIVERIES_LIMIT) =>
+    request<{ deliveries: WebhookDelivery[] }>("GET", webhookDeliveriesPath(id, limit), token),
 };
 
 /** Loads the whole catalog page by page, reporting progress. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { currentRoute, skuPath } from "./router";
+import { currentRoute, skuPath, WEBHOOKS_PATH } from "./router";
 
 // Codes the server accepts: no whitespace, no `/`, not `.` or `..` (URL
 // normalisation would remove them), anything else.
@@ -31,5 +31,14 @@ describe("SKU routes", () => {
     expect(currentRoute("/skus/a/b")).toEqual({ sku: null });
     expect(currentRoute("/skus/%E0%A4%A")).toEqual({ sku: null });
     expect(currentRoute("/skus/%")).toEqual({ sku: null });
+  });
+
+  it("read /webhooks as the Webhooks page, and nothing under it", () => {
+    expect(currentRoute(WEBHOOKS_PATH)).toEqual({ sku: null, webhooks: true });
+    expect(currentRoute("/webhooks/")).toEqual({ sku: null, webhooks: true });
+    expect(currentRoute("/webhooks/x")).toEqual({ sku: null });
+    expect(currentRoute("/webhooksx")).toEqual({ sku: null });
+    // A SKU may be called "webhooks": its page is another path.
+    expect(currentRoute(skuPath("webhooks"))).toEqual({ sku: "webhooks" });
   });
 });

@@ -145,6 +145,78 @@ export interface Summary {
   days_of_cover?: CoverCounts;
 }
 
+/** What a webhook endpoint can be sent (webhooks API, issue 19); the three
+ * alert events are the default, `sku.changed` (every change) is opt-in. */
+export type WebhookEvent = "alert.raised" | "alert.acknowledged" | "alert.resolved" | "sku.changed";
+/** `standard`: Standard Webhooks (signed JSON); `slack`: a Slack incoming webhook's message. */
+export type WebhookFormat = "standard" | "slack";
+/** Why an endpoint is off: the receiver answered 410 (`gone`), it failed for
+ * 3 days (`failing`), or an admin set `enabled: false` (`admin`). */
+export type WebhookDisabledReason = "gone" | "failing" | "admin";
+
+/** A webhook endpoint as every read returns it (never with its secret). */
+export interface WebhookEndpoint {
+  id: string;
+  url: string;
+  /** Empty (or null) when none was given. */
+  description: string | null;
+  events: WebhookEvent[];
+  /** Null: every alert kind. */
+  kinds: AlertKind[] | null;
+  /** Null: every SKU. */
+  skus: string[] | null;
+  format: WebhookFormat;
+  enabled: boolean;
+  disabled_reason: WebhookDisabledReason | null;
+  /** RFC 3339 UTC. */
+  created_at: string;
+  updated_at: string;
+  secret_rotated_at: string | null;
+}
+
+/** The answer to a create (201) or a rotate-secret: the only reads with the
+ * signing secret (`whsec_...`). */
+export interface WebhookWithSecret extends WebhookEndpoint {
+  secret: string;
+  /** Rotate-secret only: until then the old secret signs too (24 h). */
+  previous_secret_expires_at?: string | null;
+}
+
+/** The body of `POST /webhooks`; a PATCH takes any of these fields. */
+export interface WebhookCreate {
+  url: string;
+  description?: string;
+  events?: WebhookEvent[];
+  kinds?: AlertKind[] | null;
+  skus?: string[] | null;
+  format?: WebhookFormat;
+  enabled?: boolean;
+}
+
+export type WebhookDeliveryType = WebhookEvent | "alert.digest" | "webhook.test";
+/** `pending`: waiting for its next attempt; `failed`: given up; `digested`:
+ * sent inside an `alert.digest` message (`digest_id`); `cancelled`: its
+ * endpoint was disabled or deleted. */
+export type WebhookDeliveryStatus = "pending" | "delivered" | "failed" | "digested" | "cancelled";
+
+/** One message to one endpoint, over all its attempts. */
+export interface WebhookDelivery {
+  /** The `webhook-id` header, the same on every retry. */
+  id: string;
+  type: WebhookDeliveryType;
+  status: WebhookDeliveryStatus;
+  attempts: number;
+  created_at: string;
+  last_attempt_at: string | null;
+  last_status_code: number | null;
+  last_error: string | null;
+  next_attempt_at: string | null;
+  alert_id: number | null;
+  event_id: number | null;
+  /** Only on `digested` deliveries. */
+  digest_id?: string;
+}
+
 /** Server -> client WebSocket messages. */
 export type ServerMessage =
   | { type: "authenticated" }

@@ -1,7 +1,7 @@
 import type { Connection } from "../live";
 import type { Filter } from "../state";
 import type { Session, Summary } from "../types";
-import { navigate } from "../router";
+import { navigate, WEBHOOKS_PATH } from "../router";
 
 const CONNECTION_TEXT: Record<Connection, string> = {
   connecting: "Connecting",
@@ -15,12 +15,15 @@ export function Header({
   session,
   connection,
   summary,
+  page,
   onFilter,
   onLogout,
 }: {
   session: Session;
   connection: Connection;
   summary: Summary | null;
+  /** Which page is open, for the links' `aria-current`. */
+  page: "catalog" | "sku" | "webhooks";
   onFilter: (f: Filter) => void;
   onLogout: () => void;
 }) {
@@ -38,6 +41,20 @@ export function Header({
       >
         skuwatch
       </a>
+      {session.role === "admin" && (
+        <nav className="pages" aria-label="Admin pages">
+          <a
+            href={WEBHOOKS_PATH}
+            aria-current={page === "webhooks" ? "page" : undefined}
+            onClick={(e) => {
+              e.preventDefault();
+              navigate(WEBHOOKS_PATH);
+            }}
+          >
+            Webhooks
+          </a>
+        </nav>
+      )}
       <nav className="counts" aria-label="Catalog counts">
         <button type="button" className="count warn" onClick={() => onFilter("below")} data-testid="count-below">
           <span className="n">{fmt(summary?.below_threshold)}</span> below threshold

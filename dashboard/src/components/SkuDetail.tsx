@@ -250,7 +250,7 @@ function Fact({
 }
 
 /** A labelled input with the server's message for its field beside it. */
-function Field({
+export function Field({
   id,
   label,
   error,
