@@ -18,6 +18,7 @@
 
 mod holds;
 mod procstat;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -65,6 +66,10 @@ enum Mode {
     /// the SKUs are read back afterwards (no oversell: stock fell by what
     /// was sold, nothing left reserved).
     Holds,
+    /// Webhooks (issue 19): `--skus` alerts in a burst, delivered to a
+    /// receiver in this process (`--receiver-down-secs`: down that long
+    /// first); waits up to `--duration` seconds for every alert.
+    Webhooks,
 }
 
 /// Load generator for skuwatch (public API only). Prints a JSON report.
@@ -160,6 +165,10 @@ struct Args {
     /// Holds mode: share of loop turns that are a plain sale instead.
     #[arg(long, default_value_t = 0.1)]
     sale_share: f64,
+    /// Webhooks mode: seconds the receiver refuses connections after the
+    /// burst before it comes back.
+    #[arg(long, default_value_t = 0)]
+    receiver_down_secs: u64,
     /// Connections opened at once (idle mode and WebSocket set-up).
     #[arg(long, default_value_t = 200)]
     connect_parallel: usize,
@@ -274,6 +283,7 @@ async fn run(args: Args) -> Result<Value, Error> {
         Mode::History => history(&args, &shared).await,
         Mode::Watch => watch_only(&args, &shared).await,
         Mode::Holds => holds::holds(&args, &shared).await,
+        Mode::Webhooks => webhooks::webhooks(&args, &shared).await,
     }
 }
 

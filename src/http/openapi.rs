@@ -727,7 +727,7 @@ impl Modify for Security {
         metrics,
     ),
     components(
-        schemas(Problem, ProblemField),
+        schemas(Problem, ProblemField, super::webhooks::WebhookMessage),
         responses(
             BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PreconditionFailed,
             CursorConflict, PayloadTooLarge, UnsupportedMediaType, Invalid, TooManyRequests, Unavailable
@@ -741,7 +741,7 @@ impl Modify for Security {
         (name = "events", description = "Change feed and history"),
         (name = "alerts", description = "Low stock, out of stock, price anomalies"),
         (name = "holds", description = "Checkout holds: reserve, extend, release, commit; expiry"),
-        (name = "webhooks", description = "Signed alert notifications to admins' endpoints (Standard Webhooks)"),
+        (name = "webhooks", description = "Signed alert notifications to admins' endpoints (Standard Webhooks). Each message is a POST of a `WebhookMessage` (see the schema); README \"Webhooks\" has a receiver's verification snippet."),
         (name = "live", description = "WebSocket push"),
         (name = "operations", description = "Health, readiness, this document"),
     )

@@ -651,3 +651,33 @@ pub struct DeliveryDoc {
 pub struct DeliveryList {
     deliveries: Vec<DeliveryDoc>,
 }
+
+/// What an endpoint is sent (`format: standard`): the body of each POST,
+/// signed per the Standard Webhooks specification (headers `webhook-id`,
+/// `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256 of
+/// "id.timestamp.body">`, space-separated during a rotation); the same
+/// `webhook-id` on every retry. Alert messages carry `alert` and `sku`;
+/// `sku.changed` carries `event` and `sku`; `alert.digest` carries
+/// `count` and `messages` (`{"id", "type", "alert"}` each).
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({
+    "type": "alert.raised",
+    "timestamp": "2026-12-01T03:00:00.123456Z",
+    "data": {"alert": {"id": 17, "sku": "MUG-01", "kind": "low_stock", "status": "open",
+                       "message": "MUG-01 is low: 3 left (threshold 5)", "value": 3, "threshold": 5,
+                       "raised_at": "2026-12-01T03:00:00.123456Z", "acknowledged_by": null,
+                       "resolved_at": null},
+             "sku": {"sku": "MUG-01", "name": "Mug", "stock": 3}}
+}))]
+#[allow(dead_code)]
+pub struct WebhookMessage {
+    /// `alert.raised`, `alert.acknowledged`, `alert.resolved`,
+    /// `sku.changed`, `alert.digest` or `webhook.test`.
+    #[serde(rename = "type")]
+    kind: String,
+    /// When the alert changed (the event's time for `sku.changed`).
+    #[schema(format = DateTime)]
+    timestamp: String,
+    #[schema(value_type = Object)]
+    data: serde_json::Value,
+}

@@ -206,9 +206,16 @@ impl Webhooks {
         };
         metrics::counter!(m::WEBHOOK_ATTEMPTS, "result" => label).increment(1);
         if let Some(error) = &outcome.error {
-            // The endpoint's id, never its URL (it may carry a token).
-            tracing::info!(endpoint = %claimed.endpoint_id, id = %claimed.message_id,
-                attempt = claimed.attempt, %error, "webhook attempt failed");
+            // The endpoint's id, never its URL (it may carry a token). A
+            // retry is routine (a receiver down: one line per message and
+            // round), an end or a refusal is not.
+            let (endpoint, id, attempt) =
+                (&claimed.endpoint_id, &claimed.message_id, claimed.attempt);
+            if label == "retry" {
+                tracing::debug!(%endpoint, %id, attempt, %error, "webhook attempt failed; retried later");
+            } else {
+                tracing::warn!(%endpoint, %id, attempt, %error, result = label, "webhook attempt failed");
+            }
         }
         match inner.store.record_attempt(claimed, &result).await {
             Ok(true) => {}
