@@ -298,20 +298,11 @@ pub async fn create(
     let patch = body.fields().patch(&mut checks);
     checks.finish()?;
     let now = Micros::now();
-    let mut endpoint = Endpoint {
-        id: uuid::Uuid::new_v4().simple().to_string(),
-        url: url.unwrap_or_default(),
-        description: String::new(),
-        events: WebhookEvent::DEFAULT.to_vec(),
-        kinds: None,
-        skus: None,
-        format: WebhookFormat::Standard,
-        enabled: true,
-        disabled_reason: None,
-        created_at: now,
-        updated_at: now,
-        secret_rotated_at: None,
-    };
+    let mut endpoint = Endpoint::new(
+        uuid::Uuid::new_v4().simple().to_string(),
+        url.unwrap_or_default(),
+        now,
+    );
     patch.apply(&mut endpoint, now);
     let secret = secret::generate();
     let sealed = app.webhooks.sealer().seal(&endpoint.id, &secret);

@@ -246,6 +246,7 @@ pub fn spawn(
         let permits = Arc::new(Semaphore::new(inner.settings.concurrency));
         let mut poll = tokio::time::interval(inner.settings.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_stats = tokio::time::Instant::now() - inner.settings.poll;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -257,6 +258,12 @@ pub fn spawn(
                 Err(error) => tracing::warn!(%error, "sku.changed deliveries not written"),
             }
             round(&webhooks, &permits, &shutdown).await;
+            // The gauges at most once a poll: an attempt's end wakes the
+            // worker too, and a burst would count the queue per attempt.
+            if last_stats.elapsed() < inner.settings.poll {
+                continue;
+            }
+            last_stats = tokio::time::Instant::now();
             match inner.store.outbox_stats().await {
                 Ok(stats) => {
                     metrics::gauge!(m::WEBHOOK_QUEUE).set(stats.pending as f64);
@@ -317,8 +324,9 @@ async fn round(webhooks: &Webhooks, permits: &Arc<Semaphore>, shutdown: &Cancell
 }
 
 /// Wakes the worker when a committed change carries alerts (or any change,
-/// while an endpoint takes `sku.changed`): a message is then due at once,
-/// and waits for no poll.
+/// while the last round found `sku.changed` messages to write): a message
+/// is then due at once, and waits for no poll. A `sku.changed` endpoint
+/// that has been quiet is found by the next poll.
 fn watch_bus(
     webhooks: &Webhooks,
     mut changes: tokio::sync::broadcast::Receiver<Arc<skuwatch_actors::domain::Committed>>,

@@ -188,6 +188,33 @@ async fn sku(app: &TestApp, code: &str) {
     assert_eq!(response.status(), 200);
 }
 
+/// `n` new SKUs PREFIX0.. with stock 10 and a low-stock threshold of 5.
+async fn import_skus(app: &TestApp, prefix: &str, n: usize) {
+    let mut csv = String::from("sku,name,price,currency,stock,low_stock_threshold\n");
+    for i in 0..n {
+        csv.push_str(&format!("{prefix}{i},Item {i},1.00,GBP,10,5\n"));
+    }
+    app.import(csv).await;
+}
+
+/// Sells 6 of each SKU in one batch: a `low_stock` alert each.
+async fn sell_down(app: &TestApp, skus: impl Iterator<Item = String>) {
+    let lines: Vec<Value> = skus.map(|sku| json!({ "sku": sku, "delta": -6 })).collect();
+    let response = app
+        .client
+        .post(app.url("/api/v1/stock/adjustments"))
+        .json(&json!({ "adjustments": lines, "reason": "sale" }))
+        .send()
+        .await
+        .expect("batch");
+    assert_eq!(
+        response.status(),
+        200,
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
+}
+
 both_backends!(
     raised_acknowledged_resolved_each_delivered_once_signed_and_filtered,
     |backend| async move {
@@ -475,32 +502,10 @@ async fn two_instances_deliver_a_burst_once_each() {
     let receiver = Receiver::start().await;
     create_endpoint(&first, json!({ "url": receiver.url })).await;
     let n = 300;
-    let csv: String =
-        std::iter::once("sku,name,price,currency,stock,low_stock_threshold\n".to_owned())
-            .chain((0..n).map(|i| format!("B{i},Item {i},1.00,GBP,10,5\n")))
-            .collect();
-    first.import(csv).await;
+    import_skus(&first, "B", n).await;
     // Both instances write: half the SKUs through each.
-    let lines = |from: usize| -> Value {
-        json!({ "adjustments": (from..n).step_by(2)
-            .map(|i| json!({ "sku": format!("B{i}"), "delta": -6 }))
-            .collect::<Vec<_>>(), "reason": "sale" })
-    };
-    for (app, from) in [(&first, 0), (&second, 1)] {
-        let response = app
-            .client
-            .post(app.url("/api/v1/stock/adjustments"))
-            .json(&lines(from))
-            .send()
-            .await
-            .expect("batch");
-        assert_eq!(
-            response.status(),
-            200,
-            "{}",
-            response.text().await.unwrap_or_default()
-        );
-    }
+    sell_down(&first, (0..n).step_by(2).map(|i| format!("B{i}"))).await;
+    sell_down(&second, (1..n).step_by(2).map(|i| format!("B{i}"))).await;
     receiver.wait_for(n, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let got = receiver.received();
@@ -530,22 +535,8 @@ both_backends!(
         let endpoint =
             create_endpoint(&app, json!({ "url": receiver.url, "format": "standard" })).await;
         let n = 120;
-        let csv: String =
-            std::iter::once("sku,name,price,currency,stock,low_stock_threshold\n".to_owned())
-                .chain((0..n).map(|i| format!("D{i},Item {i},1.00,GBP,10,5\n")))
-                .collect();
-        app.import(csv).await;
-        let batch = json!({ "adjustments": (0..n)
-            .map(|i| json!({ "sku": format!("D{i}"), "delta": -6 }))
-            .collect::<Vec<_>>() });
-        let response = app
-            .client
-            .post(app.url("/api/v1/stock/adjustments"))
-            .json(&batch)
-            .send()
-            .await
-            .expect("batch");
-        assert_eq!(response.status(), 200);
+        import_skus(&app, "D", n).await;
+        sell_down(&app, (0..n).map(|i| format!("D{i}"))).await;
         // Alert id -> how many messages or digests carried it.
         let count = |received: Vec<Received>| {
             let mut seen: BTreeMap<i64, usize> = BTreeMap::new();

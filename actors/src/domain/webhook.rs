@@ -136,6 +136,25 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// A new endpoint with the API's defaults: enabled, the alert events,
+    /// every kind and SKU, `standard`.
+    pub fn new(id: String, url: String, now: Micros) -> Self {
+        Self {
+            id,
+            url,
+            description: String::new(),
+            events: WebhookEvent::DEFAULT.to_vec(),
+            kinds: None,
+            skus: None,
+            format: WebhookFormat::Standard,
+            enabled: true,
+            disabled_reason: None,
+            created_at: now,
+            updated_at: now,
+            secret_rotated_at: None,
+        }
+    }
+
     /// Whether this endpoint is sent `event` about `alert`.
     pub fn wants_alert(&self, event: WebhookEvent, alert: &Alert) -> bool {
         self.enabled
@@ -380,20 +399,7 @@ mod tests {
     }
 
     fn endpoint() -> Endpoint {
-        Endpoint {
-            id: "e".into(),
-            url: "https://example.com/".into(),
-            description: String::new(),
-            events: WebhookEvent::DEFAULT.to_vec(),
-            kinds: None,
-            skus: None,
-            format: WebhookFormat::Standard,
-            enabled: true,
-            disabled_reason: None,
-            created_at: Micros(0),
-            updated_at: Micros(0),
-            secret_rotated_at: None,
-        }
+        Endpoint::new("e".into(), "https://example.com/".into(), Micros(0))
     }
 
     #[test]

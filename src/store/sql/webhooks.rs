@@ -210,6 +210,23 @@ async fn insert_delivery(
     .map_err(db_error)
 }
 
+/// Binds the endpoint's fields from `url` to `disabled_reason`, in the
+/// order of the table (what a create and an update both write).
+fn bind_fields<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    endpoint: &Endpoint,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    query
+        .bind(endpoint.url.clone())
+        .bind(endpoint.description.clone())
+        .bind(serde_json::to_string(&endpoint.events).expect("events serialise"))
+        .bind(json_list(&endpoint.kinds))
+        .bind(json_list(&endpoint.skus))
+        .bind(endpoint.format.as_str())
+        .bind(i64::from(endpoint.enabled))
+        .bind(endpoint.disabled_reason.map(DisabledReason::as_str))
+}
+
 /// [`skuwatch_actors::store::SkuStore::create_webhook`]. A `sku.changed`
 /// endpoint starts at the newest event: it is sent changes from now on.
 pub(super) async fn create(
@@ -219,26 +236,19 @@ pub(super) async fn create(
     actor: &str,
 ) -> Result<(), StoreError> {
     let mut tx = store.begin().await?;
-    sqlx::query(
+    let insert = sqlx::query(
         "INSERT INTO webhook_endpoints (id, url, description, events, kinds, skus, format, \
          enabled, disabled_reason, secret, events_cursor, created_us, updated_us) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
          (SELECT last_event_id FROM event_clock WHERE id = 1), $11, $11)",
     )
-    .bind(&endpoint.id)
-    .bind(&endpoint.url)
-    .bind(&endpoint.description)
-    .bind(serde_json::to_string(&endpoint.events).expect("events serialise"))
-    .bind(json_list(&endpoint.kinds))
-    .bind(json_list(&endpoint.skus))
-    .bind(endpoint.format.as_str())
-    .bind(i64::from(endpoint.enabled))
-    .bind(endpoint.disabled_reason.map(DisabledReason::as_str))
-    .bind(secret)
-    .bind(endpoint.created_at.0)
-    .execute(&mut *tx)
-    .await
-    .map_err(db_error)?;
+    .bind(&endpoint.id);
+    bind_fields(insert, endpoint)
+        .bind(secret)
+        .bind(endpoint.created_at.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
     let detail = json!({
         "url": endpoint.url, "description": endpoint.description, "events": endpoint.events,
         "kinds": endpoint.kinds, "skus": endpoint.skus, "format": endpoint.format,
@@ -315,7 +325,7 @@ pub(super) async fn update(
     let now = Micros::now();
     patch.apply(&mut endpoint, now);
     let changes_after = endpoint.enabled && endpoint.events.contains(&WebhookEvent::SkuChanged);
-    sqlx::query(
+    let query = sqlx::query(
         "UPDATE webhook_endpoints SET url = $2, description = $3, events = $4, kinds = $5, \
          skus = $6, format = $7, enabled = $8, disabled_reason = $9, updated_us = $10, \
          failing_since_us = CASE WHEN $12 = 1 THEN NULL ELSE failing_since_us END, \
@@ -323,22 +333,15 @@ pub(super) async fn update(
              THEN (SELECT last_event_id FROM event_clock WHERE id = 1) ELSE events_cursor END \
          WHERE id = $1",
     )
-    .bind(id)
-    .bind(&endpoint.url)
-    .bind(&endpoint.description)
-    .bind(serde_json::to_string(&endpoint.events).expect("events serialise"))
-    .bind(json_list(&endpoint.kinds))
-    .bind(json_list(&endpoint.skus))
-    .bind(endpoint.format.as_str())
-    .bind(i64::from(endpoint.enabled))
-    .bind(endpoint.disabled_reason.map(DisabledReason::as_str))
-    .bind(now.0)
-    .bind(i64::from(changes_after && !changes_before))
-    // Enabled or disabled: a failing streak starts again.
-    .bind(i64::from(was_enabled != endpoint.enabled))
-    .execute(&mut *tx)
-    .await
-    .map_err(db_error)?;
+    .bind(id);
+    bind_fields(query, &endpoint)
+        .bind(now.0)
+        .bind(i64::from(changes_after && !changes_before))
+        // Enabled or disabled: a failing streak starts again.
+        .bind(i64::from(was_enabled != endpoint.enabled))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
     if !endpoint.enabled {
         cancel_pending(&mut tx, id, now.0).await?;
     }
