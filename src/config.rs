@@ -368,7 +368,7 @@ pub struct Settings {
 
     /// Milliseconds one webhook attempt may take (connect, send, answer).
     #[arg(long, env = "SKUWATCH_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000,
-          value_parser = clap::value_parser!(u64).range(1..=120_000))]
+          value_parser = clap::value_parser!(u64).range(1..=20_000))]
     pub webhook_timeout_ms: u64,
 
     /// Messages an endpoint is sent per minute; past it, the messages due

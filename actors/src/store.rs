@@ -776,6 +776,11 @@ pub trait SkuStore: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
+    /// One delivery by its message id (`webhook-id`).
+    async fn load_delivery(&self, _message_id: &str) -> Result<Option<Delivery>, StoreError> {
+        Ok(None)
+    }
+
     /// Claims up to `rules.limit` due deliveries of enabled endpoints,
     /// each for one attempt: no other worker (of any instance) takes it
     /// until `rules.lease_us` have passed, and then only if its attempt

@@ -42,7 +42,11 @@ CREATE TABLE webhook_deliveries (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     -- The `webhook-id` header: the same on every retry.
     message_id      TEXT NOT NULL UNIQUE,
-    endpoint_id     TEXT NOT NULL REFERENCES webhook_endpoints (id) ON DELETE CASCADE,
+    -- No foreign key: the write path's INSERT would then lock the
+    -- endpoint row (key share) and fail a stock write racing a DELETE.
+    -- The endpoint's deletion deletes its rows; the upkeep deletes any
+    -- a racing write left behind.
+    endpoint_id     TEXT NOT NULL,
     type            TEXT NOT NULL,
     -- {"type", "timestamp", "data"}: the standard body; the Slack form is
     -- rendered from it when sent.

@@ -88,7 +88,11 @@ pub async fn acknowledge(
         .parse()
         .map_err(|_| ApiError::field("id", "must be an alert id"))?;
     match app.store.acknowledge_alert(id, &caller.username).await? {
-        Some(alert) => Ok(Json(alert).into_response()),
+        Some(alert) => {
+            // Its webhook messages, if any, are due now (issue 19).
+            app.webhooks.wake();
+            Ok(Json(alert).into_response())
+        }
         None => Err(ApiError::not_found(format!("alert {id} does not exist"))),
     }
 }

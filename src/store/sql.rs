@@ -892,6 +892,10 @@ impl SkuStore for SqlStore {
         webhooks::deliveries(self, endpoint, status, limit).await
     }
 
+    async fn load_delivery(&self, message_id: &str) -> Result<Option<Delivery>, StoreError> {
+        webhooks::delivery(self, message_id).await
+    }
+
     async fn claim_deliveries(&self, rules: &ClaimRules) -> Result<Vec<Claimed>, StoreError> {
         webhooks::claim(self, rules).await
     }

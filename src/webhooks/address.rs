@@ -50,6 +50,10 @@ static BLOCKED: LazyLock<Vec<IpNet>> = LazyLock::new(|| {
         "2002::/16",       // 6to4
         "fc00::/7",        // unique-local
         "fe80::/10",       // link-local
+        "fec0::/10",       // site-local (deprecated)
+        "::ffff:0:0:0/96", // IPv4-translated (SIIT)
+        "5f00::/16",       // SRv6 SIDs
+        "3fff::/20",       // documentation
         "ff00::/8",        // multicast
     ]
     .iter()

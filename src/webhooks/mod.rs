@@ -178,9 +178,13 @@ impl Webhooks {
         else {
             return Ok(None);
         };
-        self.deliver(&claimed).await;
-        let log = inner.store.list_deliveries(endpoint, None, 50).await?;
-        Ok(log.into_iter().find(|d| d.id == claimed.message_id))
+        // A task of its own: a client that goes away does not cut the
+        // attempt short (it would be left claimed, and sent again once
+        // the claim lapsed).
+        let sender = self.clone();
+        let id = claimed.message_id.clone();
+        let _ = tokio::spawn(async move { sender.deliver(&claimed).await }).await;
+        inner.store.load_delivery(&id).await
     }
 
     /// One attempt of a claimed delivery, recorded.

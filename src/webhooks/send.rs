@@ -278,12 +278,14 @@ fn one_line(message: &Value, public_url: Option<&str>) -> String {
     } else {
         let event = &message["event"];
         let sku = event["sku"].as_str().unwrap_or_default().to_owned();
+        // Old and new are whatever a writer set (a name may hold
+        // `<!channel>` or a link): escaped like the rest.
         let line = format!(
             ":package: `{}` {} {} -> {}",
             escape(&sku),
-            event["field"].as_str().unwrap_or_default(),
-            event["old"],
-            event["new"],
+            escape(event["field"].as_str().unwrap_or_default()),
+            escape(&event["old"].to_string()),
+            escape(&event["new"].to_string()),
         );
         (sku, line)
     };
@@ -442,6 +444,19 @@ mod tests {
             "{text}"
         );
         assert_eq!(message["blocks"][0]["text"]["text"], text);
+    }
+
+    #[test]
+    fn a_slack_change_line_escapes_what_a_writer_set() {
+        let body = json!({"type": "sku.changed", "data": {"event": {
+            "sku": "A", "field": "meta", "old": {"name": "Mug"},
+            "new": {"name": "<!channel> <https://evil.example|login>"}}}});
+        let text = slack(&body, None)["text"].as_str().unwrap().to_owned();
+        assert!(
+            !text.contains("<!channel>") && !text.contains("<https://evil"),
+            "{text}"
+        );
+        assert!(text.contains("&lt;!channel&gt;"), "{text}");
     }
 
     #[test]

@@ -672,3 +672,30 @@ async fn unsafe_urls_and_bad_fields_are_refused() {
         json!([])
     );
 }
+
+/// An endpoint disabled while one of its messages is being sent: the
+/// attempt that delivered it is recorded as delivered, not left cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delivery_in_flight_when_its_endpoint_is_disabled_is_recorded() {
+    let app = server(Backend::Postgres, |_| {}).await;
+    let receiver = Receiver::start().await;
+    let endpoint = create_endpoint(&app, json!({ "url": receiver.url })).await;
+    let id = endpoint["id"].as_str().unwrap();
+    receiver.answer(Answer::Slow(Duration::from_secs(2)));
+    sku(&app, "F1").await;
+    app.adjust("F1", -6).await;
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+    let response = app
+        .client
+        .patch(app.url(&format!("/api/v1/webhooks/{id}")))
+        .json(&json!({ "enabled": false }))
+        .send()
+        .await
+        .expect("disable");
+    assert_eq!(response.status(), 200);
+    eventually(Duration::from_secs(10), "the attempt recorded", || async {
+        let log = deliveries(&app, &endpoint).await;
+        log[0]["status"] == "delivered" && log[0]["last_status_code"] == 200
+    })
+    .await;
+}

@@ -31,6 +31,6 @@ pub use sku::{
 pub use sku_code::{SkuCode, SkuCodeError};
 pub use time::Micros;
 pub use webhook::{
-    alert_messages, new_message_id, Delivery, DeliveryStatus, DisabledReason, Endpoint,
+    alert_messages, new_message_id, redact_url, Delivery, DeliveryStatus, DisabledReason, Endpoint,
     EndpointPatch, Message, WebhookEvent, WebhookFormat, DIGEST_TYPE, TEST_TYPE,
 };

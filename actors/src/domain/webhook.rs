@@ -227,7 +227,7 @@ impl EndpointPatch {
             detail.insert(name.into(), value);
         };
         if let Some(v) = &self.url {
-            put("url", json!(v));
+            put("url", json!(redact_url(v)));
         }
         if let Some(v) = &self.description {
             put("description", json!(v));
@@ -310,6 +310,16 @@ pub struct Delivery {
     /// A `digested` delivery: the id of the digest message that carried it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub digest_id: Option<String>,
+}
+
+/// An endpoint URL as the audit log keeps it: scheme and host only. The
+/// path and query may be a credential (a Slack webhook URL is one), and the
+/// audit log outlives the endpoint.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    format!("{scheme}://{host}/…")
 }
 
 /// A new `webhook-id`.
@@ -419,6 +429,18 @@ mod tests {
         assert!(e.wants_alert(WebhookEvent::AlertRaised, &low));
         e.enabled = false;
         assert!(!e.wants_alert(WebhookEvent::AlertRaised, &low));
+    }
+
+    #[test]
+    fn the_audit_log_keeps_scheme_and_host_only() {
+        assert_eq!(
+            redact_url("https://hooks.slack.com/services/T0/B0/secret?x=1"),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(
+            redact_url("http://127.0.0.1:9000"),
+            "http://127.0.0.1:9000/…"
+        );
     }
 
     #[test]

@@ -249,9 +249,11 @@ pub(super) async fn prune(
                 .map_err(db_error)?
         }
         Prunable::EndedDeliveries => {
-            // A digest's folded messages end with it, so they go together.
+            // And the rows of deleted endpoints (a write that read the
+            // endpoints just before the DELETE).
             sqlx::query(
-                "DELETE FROM webhook_deliveries WHERE status <> 'pending' AND ended_us < $1",
+                "DELETE FROM webhook_deliveries WHERE (status <> 'pending' AND ended_us < $1) \
+                 OR endpoint_id NOT IN (SELECT id FROM webhook_endpoints)",
             )
             .bind(cutoff)
             .execute(&mut *tx)

@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 use skuwatch_actors::domain::{
-    new_message_id, AlertKind, Delivery, DeliveryStatus, DisabledReason, Endpoint, EndpointPatch,
-    Message, Micros, SkuCode, WebhookEvent, WebhookFormat, DIGEST_TYPE, TEST_TYPE,
+    new_message_id, redact_url, AlertKind, Delivery, DeliveryStatus, DisabledReason, Endpoint,
+    EndpointPatch, Message, Micros, SkuCode, WebhookEvent, WebhookFormat, DIGEST_TYPE, TEST_TYPE,
 };
 use skuwatch_actors::store::{
     AttemptResult, ClaimRules, Claimed, OutboxStats, StoreError, StoredSecrets,
@@ -250,7 +250,7 @@ pub(super) async fn create(
         .await
         .map_err(db_error)?;
     let detail = json!({
-        "url": endpoint.url, "description": endpoint.description, "events": endpoint.events,
+        "url": redact_url(&endpoint.url), "description": endpoint.description, "events": endpoint.events,
         "kinds": endpoint.kinds, "skus": endpoint.skus, "format": endpoint.format,
         "enabled": endpoint.enabled,
     });
@@ -279,11 +279,26 @@ pub(super) async fn load(store: &SqlStore, id: &str) -> Result<Option<Endpoint>,
     row.as_ref().map(endpoint_from_row).transpose()
 }
 
+/// The row lock an endpoint is taken with. PostgreSQL `FOR NO KEY
+/// UPDATE`: it excludes the other writers of the endpoint row, but not
+/// the key-share lock a delivery INSERT of the write path takes on it, so
+/// an admin's edit or a worker's record never holds up a stock write.
+/// Every transaction that locks an endpoint and its deliveries takes the
+/// endpoint first (update, record); a claim, which has its deliveries
+/// already, skips an endpoint another transaction holds (`skip`).
+fn endpoint_lock(store: &SqlStore, skip: bool) -> &'static str {
+    match (store.backend, skip) {
+        (Backend::Postgres, false) => " FOR NO KEY UPDATE",
+        (Backend::Postgres, true) => " FOR NO KEY UPDATE SKIP LOCKED",
+        (Backend::Sqlite, _) => "",
+    }
+}
+
 /// The endpoint's row, locked for the rest of `tx`.
 async fn lock(store: &SqlStore, tx: &mut Tx, id: &str) -> Result<Option<Endpoint>, StoreError> {
     let row = sqlx::query(&format!(
         "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1{}",
-        store.lock_clause(super::write::Locking::Wait)
+        endpoint_lock(store, false)
     ))
     .bind(id)
     .fetch_optional(&mut **tx)
@@ -342,7 +357,10 @@ pub(super) async fn update(
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-    if !endpoint.enabled {
+    // Disabled: nothing pending is sent. Enabled again: what is pending
+    // was written while it was disabled (a write that read the endpoints
+    // just before the disable), and "from then on" excludes it too.
+    if was_enabled != endpoint.enabled || !endpoint.enabled {
         cancel_pending(&mut tx, id, now.0).await?;
     }
     audit(&mut tx, id, actor, "updated", &patch.audit_detail()).await?;
@@ -423,6 +441,22 @@ pub(super) async fn deliveries(
     rows.iter().map(delivery_from_row).collect()
 }
 
+/// [`skuwatch_actors::store::SkuStore::load_delivery`].
+pub(super) async fn delivery(
+    store: &SqlStore,
+    message_id: &str,
+) -> Result<Option<Delivery>, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d \
+         LEFT JOIN webhook_deliveries g ON g.id = d.digest_id WHERE d.message_id = $1"
+    ))
+    .bind(message_id)
+    .fetch_optional(store.writer())
+    .await
+    .map_err(db_error)?;
+    row.as_ref().map(delivery_from_row).transpose()
+}
+
 /// A due row, as the claim first reads it.
 struct Due {
     row: i64,
@@ -449,13 +483,13 @@ pub(super) async fn claim(
     store: &SqlStore,
     rules: &ClaimRules,
 ) -> Result<Vec<Claimed>, StoreError> {
-    let now = rules.now.0;
     // Most rounds find nothing: ask before taking the write lock.
     let any: Option<i64> = sqlx::query(
-        "SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_us <= $1 \
-         AND lease_until_us <= $1 LIMIT 1",
+        "SELECT d.id FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
+         WHERE d.status = 'pending' AND d.next_attempt_us <= $1 AND d.lease_until_us <= $1 \
+         AND e.enabled = 1 LIMIT 1",
     )
-    .bind(now)
+    .bind(rules.now.0)
     .fetch_optional(store.reader())
     .await
     .map_err(db_error)?
@@ -466,6 +500,12 @@ pub(super) async fn claim(
         return Ok(Vec::new());
     }
     let mut tx = store.begin().await?;
+    // The lease runs from now, not from before the wait for a connection.
+    let rules = &ClaimRules {
+        now: Micros::now(),
+        ..*rules
+    };
+    let now = rules.now.0;
     let skip_locked = match store.backend {
         Backend::Postgres => " FOR UPDATE OF d SKIP LOCKED",
         Backend::Sqlite => "",
@@ -502,11 +542,19 @@ pub(super) async fn claim(
             fresh.entry(d.endpoint.as_str()).or_default().push(d.row);
         }
         for (endpoint, batch) in fresh {
-            if let Some(digest) = rate_cap(store, &mut tx, endpoint, &batch, cap, rules).await? {
-                for folded in &digest.folded {
-                    rows.remove(folded);
+            match rate_cap(store, &mut tx, endpoint, &batch, cap, rules).await? {
+                RateCap::Within => {}
+                RateCap::Folded(digest) => {
+                    for folded in &digest.folded {
+                        rows.remove(folded);
+                    }
+                    rows.insert(digest.row);
                 }
-                rows.insert(digest.row);
+                RateCap::Busy => {
+                    for row in &batch {
+                        rows.remove(row);
+                    }
+                }
             }
         }
     }
@@ -514,6 +562,17 @@ pub(super) async fn claim(
     let claimed = take(&mut tx, &rows, rules).await?;
     tx.commit().await.map_err(super::commit_error)?;
     Ok(claimed)
+}
+
+/// What [`rate_cap`] did with an endpoint's fresh messages.
+enum RateCap {
+    /// Within the cap: sent as they are.
+    Within,
+    /// Past it: folded into this digest.
+    Folded(Digest),
+    /// The endpoint row is locked by another transaction: left for the
+    /// next claim.
+    Busy,
 }
 
 /// A digest written by [`rate_cap`].
@@ -536,16 +595,22 @@ async fn rate_cap(
     batch: &[i64],
     cap: i64,
     rules: &ClaimRules,
-) -> Result<Option<Digest>, StoreError> {
+) -> Result<RateCap, StoreError> {
     let now = rules.now.0;
     let row = sqlx::query(&format!(
         "SELECT window_start_us, window_count FROM webhook_endpoints WHERE id = $1{}",
-        store.lock_clause(super::write::Locking::Wait)
+        endpoint_lock(store, true)
     ))
     .bind(endpoint)
-    .fetch_one(&mut **tx)
+    .fetch_optional(&mut **tx)
     .await
     .map_err(db_error)?;
+    // Held by an admin's edit or a record: this endpoint's fresh messages
+    // wait for the next claim (waiting here, with the deliveries locked,
+    // would take the locks in the other order).
+    let Some(row) = row else {
+        return Ok(RateCap::Busy);
+    };
     let (mut start, mut count): (i64, i64) = (
         row.try_get(0).map_err(db_error)?,
         row.try_get(1).map_err(db_error)?,
@@ -554,12 +619,12 @@ async fn rate_cap(
         (start, count) = (now, 0);
     }
     let within = count + batch.len() as i64 <= cap;
-    let digest = if within {
+    let capped = if within {
         count += batch.len() as i64;
-        None
+        RateCap::Within
     } else {
         count += 1;
-        Some(fold(store, tx, endpoint, rules).await?)
+        RateCap::Folded(fold(store, tx, endpoint, rules).await?)
     };
     sqlx::query(
         "UPDATE webhook_endpoints SET window_start_us = $2, window_count = $3 WHERE id = $1",
@@ -570,7 +635,7 @@ async fn rate_cap(
     .execute(&mut **tx)
     .await
     .map_err(db_error)?;
-    Ok(digest)
+    Ok(capped)
 }
 
 /// Folds the endpoint's due fresh messages into one digest message; see
@@ -739,6 +804,15 @@ pub(super) async fn record(
     result: &AttemptResult,
 ) -> Result<bool, StoreError> {
     let mut tx = store.begin().await?;
+    // The endpoint first, as every transaction that locks both does.
+    sqlx::query(&format!(
+        "SELECT id FROM webhook_endpoints WHERE id = $1{}",
+        endpoint_lock(store, false)
+    ))
+    .bind(&claimed.endpoint_id)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(db_error)?;
     let status = match (&result.error, result.retry_at) {
         (None, _) => DeliveryStatus::Delivered,
         (Some(_), Some(_)) if !result.gone => DeliveryStatus::Pending,
@@ -748,10 +822,15 @@ pub(super) async fn record(
         .then_some(result.retry_at)
         .flatten();
     let ended = (status != DeliveryStatus::Pending).then_some(result.at.0);
+    // A delivery cancelled during its attempt (its endpoint disabled)
+    // records the attempt; it stays cancelled unless it was delivered.
     let done = sqlx::query(
-        "UPDATE webhook_deliveries SET status = $3, next_attempt_us = $4, lease_until_us = 0, \
-         last_attempt_us = $5, last_status = $6, last_error = $7, ended_us = $8 \
-         WHERE id = $1 AND attempts = $2 AND status = 'pending'",
+        "UPDATE webhook_deliveries SET \
+         status = CASE WHEN status = 'cancelled' AND $3 <> 'delivered' THEN 'cancelled' ELSE $3 END, \
+         next_attempt_us = CASE WHEN status = 'cancelled' AND $3 <> 'delivered' THEN NULL ELSE $4 END, \
+         ended_us = CASE WHEN status = 'cancelled' AND $3 <> 'delivered' THEN ended_us ELSE $8 END, \
+         lease_until_us = 0, last_attempt_us = $5, last_status = $6, last_error = $7 \
+         WHERE id = $1 AND attempts = $2 AND status IN ('pending', 'cancelled')",
     )
     .bind(claimed.row)
     .bind(claimed.attempt)
@@ -909,8 +988,9 @@ pub(super) async fn feed_sku_changes(store: &SqlStore, limit: i64) -> Result<u64
 
 pub(super) async fn stats(store: &SqlStore) -> Result<OutboxStats, StoreError> {
     let row = sqlx::query(
-        "SELECT COUNT(*) AS n, MIN(created_us) AS oldest FROM webhook_deliveries \
-         WHERE status = 'pending'",
+        "SELECT COUNT(*) AS n, MIN(d.created_us) AS oldest FROM webhook_deliveries d \
+         JOIN webhook_endpoints e ON e.id = d.endpoint_id \
+         WHERE d.status = 'pending' AND e.enabled = 1",
     )
     .fetch_one(store.reader())
     .await
