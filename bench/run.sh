@@ -48,7 +48,10 @@ cleanup() {
   rm -f "$log"
 }
 trap cleanup EXIT
-DATABASE_URL="$db_url" "$bin/skuwatch" migrate >/dev/null
+# Builds from before `skuwatch migrate` (issue 16) migrate at `serve`.
+if "$bin/skuwatch" help migrate >/dev/null 2>&1; then
+  DATABASE_URL="$db_url" "$bin/skuwatch" migrate >/dev/null
+fi
 # shellcheck disable=SC2086
 env DATABASE_URL="$db_url" SKUWATCH_BIND=127.0.0.1:0 SKUWATCH_ADMIN_PASSWORD="$password" \
   SKUWATCH_JWT_SECRET="bench-secret-$RANDOM-0123456789abcdef0123456789abcdef" \
