@@ -15,14 +15,14 @@ use crate::helpers::{Backend, TestApp, Ws};
 use crate::redis_proxy::{test_prefix, REDIS_ADDR};
 
 /// A connection of its own, as an external writer has.
-async fn external(app: &TestApp) -> sqlx::AnyConnection {
+pub(crate) async fn external(app: &TestApp) -> sqlx::AnyConnection {
     sqlx::any::install_default_drivers();
     sqlx::AnyConnection::connect(&app.db.url)
         .await
         .expect("external connection")
 }
 
-async fn exec(conn: &mut sqlx::AnyConnection, sql: &str) {
+pub(crate) async fn exec(conn: &mut sqlx::AnyConnection, sql: &str) {
     conn.execute(sql)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));

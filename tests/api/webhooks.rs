@@ -699,3 +699,19 @@ async fn a_delivery_in_flight_when_its_endpoint_is_disabled_is_recorded() {
     })
     .await;
 }
+
+both_backends!(
+    an_alert_of_a_change_written_straight_into_the_database_is_delivered,
+    |backend| async move {
+        let app = server(backend, |_| {}).await;
+        let receiver = Receiver::start().await;
+        create_endpoint(&app, json!({ "url": receiver.url })).await;
+        sku(&app, "X1").await;
+        let mut conn = crate::external::external(&app).await;
+        crate::external::exec(&mut conn, "UPDATE skus SET stock = 2 WHERE sku = 'X1'").await;
+        let got = receiver.wait_for(1, Duration::from_secs(15)).await;
+        assert_eq!(got[0].json["type"], "alert.raised");
+        assert_eq!(got[0].json["data"]["alert"]["kind"], "low_stock");
+        assert_eq!(got[0].json["data"]["sku"]["stock"], 2);
+    }
+);
