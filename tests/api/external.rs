@@ -285,6 +285,22 @@ both_backends!(
             ),
             ("DELETE FROM skus WHERE sku = 'NEW-1'", "cannot be deleted"),
             (
+                "UPDATE skus SET name = ' Tea Towel' WHERE sku = 'NEW-1'",
+                "name_valid",
+            ),
+            (
+                "UPDATE skus SET guard_max_change_pct = 0 WHERE sku = 'NEW-1'",
+                "guard_valid",
+            ),
+            (
+                "UPDATE skus SET reserved = 1 WHERE sku = 'NEW-1'",
+                "only through holds",
+            ),
+            (
+                "UPDATE skus SET lead_time_days = 3 WHERE sku = 'NEW-1'",
+                "forecast settings",
+            ),
+            (
                 "INSERT INTO skus (sku, name, currency, price_minor, stock, low_stock_threshold) \
                  VALUES ('NEW-2', 'x', 'ZZZ', 1, 1, 1)",
                 "currency_known",
@@ -297,6 +313,26 @@ both_backends!(
         ] {
             let error = conn.execute(sql).await.expect_err(sql).to_string();
             assert!(error.contains(names), "{sql}: {error}");
+        }
+        if backend == Backend::Postgres {
+            // Refused as a CHECK constraint refuses, whether the rule is
+            // one (stock) or is checked by the trigger (name): a SQL client
+            // reads the same SQLSTATE and constraint name.
+            for (sql, rule) in [
+                (
+                    "UPDATE skus SET stock = -1 WHERE sku = 'NEW-1'",
+                    "stock_never_negative",
+                ),
+                (
+                    "UPDATE skus SET name = E'Tea\\tTowel' WHERE sku = 'NEW-1'",
+                    "name_valid",
+                ),
+            ] {
+                let error = conn.execute(sql).await.expect_err(sql);
+                let error = error.as_database_error().expect("a database error");
+                assert_eq!(error.code().as_deref(), Some("23514"), "{sql}");
+                assert_eq!(error.constraint(), Some(rule), "{sql}");
+            }
         }
         // Nothing of the refused writes is there.
         let (_, after) = app.get_sku("NEW-1").await;
