@@ -13,9 +13,10 @@
 -- same names and messages as on SQLite. The invariants every writer must
 -- keep stay constraints: stock and reserved not below 0, a price above 0,
 -- a known currency (`currency_known`, checked on UPDATE only when the
--- currency changes).
+-- currency changes; it makes 0001's length check redundant).
 
 ALTER TABLE skus
+    DROP CONSTRAINT skus_currency_check,
     DROP CONSTRAINT sku_code_valid,
     DROP CONSTRAINT name_valid,
     DROP CONSTRAINT guard_valid,
