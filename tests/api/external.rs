@@ -327,6 +327,11 @@ both_backends!(
                     "UPDATE skus SET name = E'Tea\\tTowel' WHERE sku = 'NEW-1'",
                     "name_valid",
                 ),
+                (
+                    "INSERT INTO skus (sku, name, currency, price_minor, stock, \
+                     low_stock_threshold, lead_time_days) VALUES ('NEW-4', 'x', 'GBP', 1, 1, 1, 400)",
+                    "lead_time_valid",
+                ),
             ] {
                 let error = conn.execute(sql).await.expect_err(sql);
                 let error = error.as_database_error().expect("a database error");
