@@ -840,7 +840,7 @@ impl SkuStore for SqlStore {
     }
 
     async fn prune(&self, what: Prunable, older_than_us: i64) -> Result<u64, StoreError> {
-        holds::prune(self, what, older_than_us).await
+        upkeep::prune(self, what, older_than_us).await
     }
 
     async fn create_webhook(

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use skuwatch_actors::domain::{Hold, HoldId, HoldLine, HoldStatus, Micros};
 use skuwatch_actors::plan::HoldWrite;
-use skuwatch_actors::store::{HoldQuery, Prunable, StoreError};
+use skuwatch_actors::store::{HoldQuery, StoreError};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
@@ -214,53 +214,4 @@ pub(super) async fn count_active(store: &SqlStore) -> Result<i64, StoreError> {
         .await
         .map_err(db_error)?;
     row.try_get("n").map_err(db_error)
-}
-
-/// [`skuwatch_actors::store::SkuStore::prune`]: one transaction, so an
-/// ended hold goes with its lines.
-pub(super) async fn prune(
-    store: &SqlStore,
-    what: Prunable,
-    older_than_us: i64,
-) -> Result<u64, StoreError> {
-    let cutoff = Micros::now().0.saturating_sub(older_than_us);
-    let mut tx = store.writer().begin().await.map_err(db_error)?;
-    let done = match what {
-        Prunable::EndedHolds => {
-            sqlx::query(
-                "DELETE FROM hold_lines WHERE hold_id IN \
-                 (SELECT id FROM holds WHERE status <> 'active' AND ended_us < $1)",
-            )
-            .bind(cutoff)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-            sqlx::query("DELETE FROM holds WHERE status <> 'active' AND ended_us < $1")
-                .bind(cutoff)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?
-        }
-        Prunable::ResolvedAlerts => {
-            sqlx::query("DELETE FROM alerts WHERE status = 'resolved' AND resolved_us < $1")
-                .bind(cutoff)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?
-        }
-        Prunable::EndedDeliveries => {
-            // And the rows of deleted endpoints (a write that read the
-            // endpoints just before the DELETE).
-            sqlx::query(
-                "DELETE FROM webhook_deliveries WHERE (status <> 'pending' AND ended_us < $1) \
-                 OR endpoint_id NOT IN (SELECT id FROM webhook_endpoints)",
-            )
-            .bind(cutoff)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?
-        }
-    };
-    tx.commit().await.map_err(db_error)?;
-    Ok(done.rows_affected())
 }

@@ -451,7 +451,7 @@ pub(super) async fn delivery(
          LEFT JOIN webhook_deliveries g ON g.id = d.digest_id WHERE d.message_id = $1"
     ))
     .bind(message_id)
-    .fetch_optional(store.writer())
+    .fetch_optional(store.reader())
     .await
     .map_err(db_error)?;
     row.as_ref().map(delivery_from_row).transpose()
