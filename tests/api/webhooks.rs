@@ -166,6 +166,25 @@ async fn create_endpoint(app: &TestApp, body: Value) -> Value {
     response.json().await.expect("json")
 }
 
+/// `POST path` with no body, which must answer 200; the JSON answer.
+async fn post_ok(app: &TestApp, path: &str) -> Value {
+    let response = app.client.post(app.url(path)).send().await.expect(path);
+    assert_eq!(response.status(), 200, "{path}");
+    response.json().await.expect("json")
+}
+
+/// `PATCH /api/v1/webhooks/{id}` with `enabled`, which must answer 200.
+async fn set_enabled(app: &TestApp, id: &str, enabled: bool) {
+    let response = app
+        .client
+        .patch(app.url(&format!("/api/v1/webhooks/{id}")))
+        .json(&json!({ "enabled": enabled }))
+        .send()
+        .await
+        .expect("patch webhook");
+    assert_eq!(response.status(), 200);
+}
+
 async fn deliveries(app: &TestApp, endpoint: &Value) -> Vec<Value> {
     let id = endpoint["id"].as_str().expect("id");
     app.get_json(&format!("/api/v1/webhooks/{id}/deliveries?limit=1000"))
@@ -252,13 +271,7 @@ both_backends!(
         assert_eq!(raised[0].json["data"]["alert"]["kind"], "low_stock");
         assert_eq!(raised[0].json["data"]["sku"]["sku"], "W1");
         assert_eq!(raised[0].json["data"]["sku"]["stock"], 3);
-        let response = app
-            .client
-            .post(app.url(&format!("/api/v1/alerts/{alert_id}/ack")))
-            .send()
-            .await
-            .expect("ack");
-        assert_eq!(response.status(), 200);
+        post_ok(&app, &format!("/api/v1/alerts/{alert_id}/ack")).await;
         let (status, _) = app.adjust("W1", 10).await;
         assert_eq!(status, 200);
         let got = receiver.wait_for(3, Duration::from_secs(10)).await;
@@ -302,37 +315,35 @@ both_backends!(
         );
         assert!(deliveries(&app, &other).await.is_empty());
 
-        // Rotation: both signatures for a day.
-        let rotated: Value = app
-            .client
-            .post(app.url(&format!("/api/v1/webhooks/{id}/rotate-secret")))
-            .send()
-            .await
-            .expect("rotate")
-            .json()
-            .await
-            .expect("json");
+        // Rotation: both signatures for a day; a second rotation within
+        // it replaces the older one (two signatures at most).
+        let rotate = format!("/api/v1/webhooks/{id}/rotate-secret");
+        let rotated = post_ok(&app, &rotate).await;
         let new_secret = rotated["secret"].as_str().expect("new secret").to_owned();
         assert_ne!(new_secret, secret);
         assert!(
             rotated["previous_secret_expires_at"].is_string(),
             "{rotated}"
         );
-        let test: Value = app
-            .client
-            .post(app.url(&format!("/api/v1/webhooks/{id}/test")))
-            .send()
-            .await
-            .expect("test")
-            .json()
-            .await
-            .expect("json");
-        assert_eq!(test["status"], "delivered", "{test}");
-        assert_eq!(test["type"], "webhook.test");
-        let last = receiver.received().pop().expect("the test");
-        assert_eq!(last.id, test["id"].as_str().unwrap());
+        let test_send = || async {
+            let test = post_ok(&app, &format!("/api/v1/webhooks/{id}/test")).await;
+            assert_eq!(test["status"], "delivered", "{test}");
+            assert_eq!(test["type"], "webhook.test");
+            let last = receiver.received().pop().expect("the test");
+            assert_eq!(last.id, test["id"].as_str().unwrap());
+            last
+        };
+        let last = test_send().await;
         assert_eq!(last.signatures.len(), 2, "{:?}", last.signatures);
         assert!(signed_by(&last, &secret) && signed_by(&last, &new_secret));
+        let newest = post_ok(&app, &rotate).await["secret"]
+            .as_str()
+            .expect("newest secret")
+            .to_owned();
+        let last = test_send().await;
+        assert_eq!(last.signatures.len(), 2, "{:?}", last.signatures);
+        assert!(signed_by(&last, &new_secret) && signed_by(&last, &newest));
+        assert!(!signed_by(&last, &secret));
     }
 );
 
@@ -417,14 +428,7 @@ async fn a_failed_attempt_is_retried_with_the_same_id_and_410_disables() {
 
     // Enabled again; failing for longer than the setting disables it.
     receiver.answer(Answer::Fail);
-    let response = app
-        .client
-        .patch(app.url(&format!("/api/v1/webhooks/{id}")))
-        .json(&json!({ "enabled": true }))
-        .send()
-        .await
-        .expect("enable");
-    assert_eq!(response.status(), 200);
+    set_enabled(&app, id, true).await;
     app.adjust("R1", 10).await; // resolved: a message that keeps failing
     eventually(Duration::from_secs(15), "disabled as failing", || async {
         app.get_json(&format!("/api/v1/webhooks/{id}")).await["disabled_reason"] == "failing"
@@ -685,14 +689,7 @@ async fn a_delivery_in_flight_when_its_endpoint_is_disabled_is_recorded() {
     sku(&app, "F1").await;
     app.adjust("F1", -6).await;
     receiver.wait_for(1, Duration::from_secs(10)).await;
-    let response = app
-        .client
-        .patch(app.url(&format!("/api/v1/webhooks/{id}")))
-        .json(&json!({ "enabled": false }))
-        .send()
-        .await
-        .expect("disable");
-    assert_eq!(response.status(), 200);
+    set_enabled(&app, id, false).await;
     eventually(Duration::from_secs(10), "the attempt recorded", || async {
         let log = deliveries(&app, &endpoint).await;
         log[0]["status"] == "delivered" && log[0]["last_status_code"] == 200
