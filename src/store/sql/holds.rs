@@ -1,5 +1,5 @@
 //! The hold rows (issue 17): read and locked by the write transaction,
-//! written from its plan, listed, swept and pruned. Every change of a hold
+//! written from its plan, listed and swept (pruned in `upkeep`). Every change of a hold
 //! goes through [`super::write::transaction_with`]; nothing here changes
 //! `skus`.
 
